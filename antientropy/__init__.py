@@ -1,0 +1,1 @@
+"""Merkle-tree anti-entropy between replicas."""

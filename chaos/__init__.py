@@ -1,0 +1,1 @@
+"""Jepsen-style chaos harness: real processes, nemeses, workloads and checkers."""

@@ -1,0 +1,1 @@
+"""The Dynamo-style replicated key-value store and the node process."""

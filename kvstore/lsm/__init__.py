@@ -1,0 +1,1 @@
+"""The log-structured merge storage engine that each node keeps its replicas in."""

@@ -1,0 +1,1 @@
+"""The Chubby-style lock service replicated with Raft."""

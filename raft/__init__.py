@@ -1,0 +1,1 @@
+"""Raft consensus: a sans-I/O core, durable storage and an asyncio driver."""
