@@ -1,0 +1,327 @@
+"""Durable Raft state: hard state and log entries in checksummed segment files, snapshots.
+
+Layout of a data folder (docs/raft.md, "Raft log and hard state"):
+
+    wal-00000001.log  wal-00000002.log ...   log segments, appended to in order
+    snap-<index:020d>-<term:020d>.snap      snapshots (the newest two are kept)
+
+Theory of operation:
+- `save(hard_state, entries, snapshot)` is the driver's step 1 of a Ready: it appends one
+  record per entry and one for the hard state to the newest segment with a single write and
+  a single fsync; when it returns, everything given is durable.
+- Entries are written log-structured: an entry whose index is at or below the last index
+  replaces that index and everything after it (the truncation of a conflicting suffix,
+  Raft section 5.3). Recovery replays the records in order with the same rule.
+- A new segment starts once the newest one passes `segment_bytes`; each segment begins with
+  the hard state current at its creation, so dropping older segments never loses it.
+- A snapshot file is written to a temporary name, fsynced, renamed, and its folder fsynced.
+  Segments whose entries all lie at or below the newest snapshot are then removed.
+- A snapshot received from the leader that does not match the local log discards the log:
+  a RESET record (the snapshot's metadata) is written first in a fresh segment, and older
+  segments are removed after that is durable; recovery honours RESET records met in order.
+- Recovery cuts a torn tail of the newest segment and raises `CorruptionError` for damage
+  anywhere else (see raft/storage_format.py for how the two are told apart).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from raft import codec
+from raft.messages import Entry, HardState, Snapshot, SnapshotMeta
+from raft.storage_format import (
+    RECORD_ENTRY,
+    RECORD_HARD_STATE,
+    RECORD_RESET,
+    RECORD_SNAPSHOT,
+    CorruptionError,
+    encode_record,
+    scan_records,
+)
+from raft.storage_fs import FileSystem, RealFileSystem, WritableFile
+
+log = logging.getLogger(__name__)
+
+SEGMENT_RE = re.compile(r"^wal-(\d{8})\.log$")  # on disk: do not change
+SNAPSHOT_RE = re.compile(r"^snap-(\d{20})-(\d{20})\.snap$")  # on disk: do not change
+DEFAULT_SEGMENT_BYTES = 16 << 20  # big enough that rolling is rare, small enough to drop often
+SNAPSHOTS_KEPT = 2  # the newest, and one older in case the newest is being sent to a peer
+
+
+def segment_name(seq: int) -> str:
+    return f"wal-{seq:08d}.log"
+
+
+def snapshot_name(meta: SnapshotMeta) -> str:
+    return f"snap-{meta.index:020d}-{meta.term:020d}.snap"
+
+
+@dataclass
+class _Segment:
+    seq: int
+    path: str
+    max_index: int = 0  # highest entry index written into this segment, 0 if none
+
+
+@dataclass
+class RecoveredState:
+    hard_state: HardState
+    snapshot: Snapshot | None
+    entries: list[Entry] = field(default_factory=list)  # the log after the snapshot
+
+
+class RaftStorage:
+    """The Raft log, hard state and snapshots of one node in one folder.
+
+    Not thread-safe by itself: the driver calls `save` and `save_snapshot` from one worker
+    thread at a time (an internal lock enforces it).
+    Invariant: `entries` is contiguous and starts at `snapshot_index + 1`.
+    """
+
+    def __init__(self, folder: str, *, fs: FileSystem | None = None,
+                 segment_bytes: int = DEFAULT_SEGMENT_BYTES, sync: bool = True) -> None:
+        self.folder = folder
+        self.fs: FileSystem = fs or RealFileSystem()
+        self.segment_bytes = segment_bytes
+        self.sync_enabled = sync
+        self._lock = threading.Lock()
+        self._segments: list[_Segment] = []
+        self._active: WritableFile | None = None
+        self.hard_state = HardState()
+        self.snapshot: Snapshot | None = None
+        self.entries: list[Entry] = []
+        self.fs.mkdir(folder)
+        self._recover()
+
+    # -- reading -----------------------------------------------------------------------
+
+    @property
+    def snapshot_index(self) -> int:
+        return self.snapshot.meta.index if self.snapshot else 0
+
+    @property
+    def snapshot_term(self) -> int:
+        return self.snapshot.meta.term if self.snapshot else 0
+
+    @property
+    def last_index(self) -> int:
+        return self.entries[-1].index if self.entries else self.snapshot_index
+
+    def recovered(self) -> RecoveredState:
+        return RecoveredState(self.hard_state, self.snapshot, list(self.entries))
+
+    def term(self, index: int) -> int | None:
+        """Term of the entry at `index`, or None when it is compacted or beyond the log."""
+        if index == self.snapshot_index:
+            return self.snapshot_term
+        pos = index - self.snapshot_index - 1
+        if 0 <= pos < len(self.entries):
+            return self.entries[pos].term
+        return None
+
+    def entries_between(self, lo: int, hi: int) -> list[Entry]:
+        """Entries with lo <= index < hi. Requires: snapshot_index < lo <= hi <= last+1."""
+        base = self.snapshot_index + 1
+        if lo < base or hi > self.last_index + 1 or lo > hi:
+            raise IndexError(f"entries [{lo}, {hi}) outside [{base}, {self.last_index + 1})")
+        return self.entries[lo - base : hi - base]
+
+    # -- recovery ----------------------------------------------------------------------
+
+    def _path(self, name: str) -> str:
+        return os.path.join(self.folder, name)
+
+    def _recover(self) -> None:
+        names = self.fs.listdir(self.folder)
+        for name in names:
+            if name.endswith(".tmp"):
+                log.info("removing leftover temporary file %s", name)
+                self.fs.remove(self._path(name))
+        snaps = sorted(
+            (int(m.group(1)), int(m.group(2)), n)
+            for n in names if (m := SNAPSHOT_RE.match(n))
+        )
+        if snaps:
+            self.snapshot = self._read_snapshot(self._path(snaps[-1][2]))
+        self.entries = []
+        segs = sorted((int(m.group(1)), n) for n in names if (m := SEGMENT_RE.match(n)))
+        for i, (seq, name) in enumerate(segs):
+            seg = _Segment(seq, self._path(name))
+            self._replay(seg, newest=(i == len(segs) - 1))
+            self._segments.append(seg)
+        if not self._segments:
+            self._roll()
+        else:
+            self._active = self.fs.open_appendable(self._segments[-1].path)
+        log.info("recovered %s: %s, snapshot %d, log up to %d (%d segments)", self.folder,
+                 self.hard_state, self.snapshot_index, self.last_index, len(self._segments))
+
+    def _read_snapshot(self, path: str) -> Snapshot:
+        scan = scan_records(self.fs.read_file(path), path=path, tail_may_be_torn=False)
+        if len(scan.records) != 1 or scan.records[0].type != RECORD_SNAPSHOT:
+            raise CorruptionError(path, 0, "a snapshot file holds exactly one snapshot record")
+        try:
+            return codec.decode_snapshot(scan.records[0].payload)
+        except codec.CodecError as exc:
+            raise CorruptionError(path, 0, f"undecodable snapshot: {exc}") from None
+
+    def _replay(self, seg: _Segment, *, newest: bool) -> None:
+        data = self.fs.read_file(seg.path)
+        scan = scan_records(data, path=seg.path, tail_may_be_torn=newest)
+        if scan.torn_tail:
+            self.fs.truncate(seg.path, scan.valid_size)
+        for rec in scan.records:
+            try:
+                if rec.type == RECORD_ENTRY:
+                    e = codec.decode_entry(rec.payload)
+                    seg.max_index = max(seg.max_index, e.index)
+                    if not self._apply_entry(e):
+                        raise CorruptionError(seg.path, rec.offset,
+                                              f"entry {e.index} leaves a gap after "
+                                              f"{self.last_index}")
+                elif rec.type == RECORD_HARD_STATE:
+                    self.hard_state = codec.decode_hard_state(rec.payload)
+                elif rec.type == RECORD_RESET:
+                    self._apply_reset(codec.decode_snapshot_meta(rec.payload))
+                else:
+                    raise CorruptionError(seg.path, rec.offset, "snapshot record in a segment")
+            except codec.CodecError as exc:
+                raise CorruptionError(seg.path, rec.offset, f"undecodable record: {exc}") from None
+
+    def _apply_entry(self, e: Entry) -> bool:
+        """Put `e` into the in-memory log with the overwrite rule; False on a gap."""
+        if e.index <= self.snapshot_index:
+            return True  # compacted into the snapshot
+        if e.index > self.last_index + 1:
+            return False
+        del self.entries[e.index - self.snapshot_index - 1 :]
+        self.entries.append(e)
+        return True
+
+    def _apply_reset(self, meta: SnapshotMeta) -> None:
+        # Written only when a snapshot from the leader discarded the whole log.
+        self.entries = []
+        if self.snapshot is None or self.snapshot.meta.index < meta.index:
+            # The snapshot file is made durable before its RESET record is written.
+            raise CorruptionError(self.folder, 0, f"log reset to snapshot {meta.index} "
+                                  "but that snapshot is missing")
+
+    # -- writing -----------------------------------------------------------------------
+
+    def _roll(self) -> None:
+        """Start a new segment that begins with the current hard state."""
+        seq = self._segments[-1].seq + 1 if self._segments else 1
+        if self._active is not None:
+            self._active.close()
+        seg = _Segment(seq, self._path(segment_name(seq)))
+        self._active = self.fs.open_writable(seg.path)
+        self._active.append(encode_record(RECORD_HARD_STATE,
+                                          codec.encode_hard_state(self.hard_state)))
+        self._sync(self._active)
+        self._segments.append(seg)
+        self._sync_dir()
+
+    def _sync(self, f: WritableFile) -> None:
+        if self.sync_enabled:
+            f.sync()
+
+    def _sync_dir(self) -> None:
+        if self.sync_enabled:
+            self.fs.sync_dir(self.folder)
+
+    def save(self, hard_state: HardState | None, entries: Sequence[Entry],
+             snapshot: Snapshot | None = None) -> None:
+        """Make a Ready's hard state, entries and snapshot durable (driver step 1).
+
+        Requires: entries contiguous, the first at most last_index + 1 (after the snapshot).
+        """
+        with self._lock:
+            if snapshot is not None:
+                self._install_snapshot(snapshot)
+            if entries:
+                first = entries[0].index
+                if first > self.last_index + 1:
+                    raise ValueError(f"entries start at {first}, after last {self.last_index}")
+            buf = bytearray()
+            seg = self._segments[-1]
+            for e in entries:
+                buf += encode_record(RECORD_ENTRY, codec.encode_entry(e))
+                self._apply_entry(e)
+                seg.max_index = max(seg.max_index, e.index)
+            if hard_state is not None and hard_state != self.hard_state:
+                buf += encode_record(RECORD_HARD_STATE, codec.encode_hard_state(hard_state))
+                self.hard_state = hard_state
+            if buf:
+                assert self._active is not None
+                self._active.append(bytes(buf))
+                self._sync(self._active)
+                if self._active.size >= self.segment_bytes:
+                    self._roll()
+
+    def _write_snapshot_file(self, snapshot: Snapshot) -> None:
+        final = self._path(snapshot_name(snapshot.meta))
+        tmp = final + ".tmp"
+        f = self.fs.open_writable(tmp)
+        try:
+            f.append(encode_record(RECORD_SNAPSHOT, codec.encode_snapshot(snapshot)))
+            self._sync(f)
+        finally:
+            f.close()
+        self.fs.rename(tmp, final)
+        self._sync_dir()
+
+    def _install_snapshot(self, snapshot: Snapshot) -> None:
+        """A snapshot from the leader: it replaces the log unless the log already holds it."""
+        meta = snapshot.meta
+        if meta.index <= self.snapshot_index:
+            return
+        self._write_snapshot_file(snapshot)
+        old_base = self.snapshot_index
+        keep_suffix = self.term(meta.index) == meta.term
+        self.snapshot = snapshot
+        if keep_suffix:
+            del self.entries[: meta.index - old_base]
+        self._compact_after_snapshot(reset=None if keep_suffix else meta)
+
+    def save_snapshot(self, snapshot: Snapshot) -> None:
+        """A snapshot of the local state machine at an applied index: compacts the log."""
+        with self._lock:
+            if snapshot.meta.index <= self.snapshot_index:
+                return
+            if snapshot.meta.index > self.last_index:
+                raise ValueError(f"snapshot at {snapshot.meta.index} is beyond the log "
+                                 f"(last {self.last_index})")
+            self._install_snapshot(snapshot)
+
+    def _compact_after_snapshot(self, reset: SnapshotMeta | None) -> None:
+        idx = self.snapshot_index
+        if reset is not None:
+            self.entries = []
+            self._roll()
+            assert self._active is not None
+            self._active.append(encode_record(RECORD_RESET, codec.encode_snapshot_meta(reset)))
+            self._sync(self._active)
+            dead = self._segments[:-1]
+        else:
+            dead = [s for s in self._segments[:-1] if s.max_index <= idx]
+        for seg in dead:
+            log.debug("removing segment %s (entries up to %d, snapshot %d)",
+                      seg.path, seg.max_index, idx)
+            self.fs.remove(seg.path)
+            self._segments.remove(seg)
+        snaps = sorted(n for n in self.fs.listdir(self.folder) if SNAPSHOT_RE.match(n))
+        for name in snaps[:-SNAPSHOTS_KEPT]:
+            self.fs.remove(self._path(name))
+        if dead or len(snaps) > SNAPSHOTS_KEPT:
+            self._sync_dir()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._active is not None:
+                self._active.close()
+                self._active = None
