@@ -1,0 +1,68 @@
+"""Smoke run of the storage benchmark harness (bench/storage.py) at a tiny N.
+
+Proves the harness runs every workload on every engine under test in child processes and
+reports positive figures, correct reads and the issue's targets. It asserts nothing about
+speed: figures belong to the benchmark's own output, not to tests.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bench import storage
+
+ENGINES_UNDER_TEST = ("sqlite3",)
+OPS_WORKLOADS = [w for w in storage.WORKLOADS if w != "space"]
+
+
+def test_smoke_run_reports_every_workload_and_engine(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "out.json"
+    code = storage.main([
+        "--num", "2000", "--reads", "1000", "--sync-seconds", "0.2", "--threads", "4",
+        "--settle-max", "0", "--only", ",".join(ENGINES_UNDER_TEST),
+        "--dir", str(tmp_path / "work"), "--json", str(out),
+    ])  # fmt: skip
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    report = json.loads(out.read_text())
+    assert report["errors"] == []
+    rows = {(r["workload"], r["engine"]): r for r in report["results"]}
+    for engine in ENGINES_UNDER_TEST:
+        for workload in OPS_WORKLOADS:
+            row = rows[(workload, engine)]
+            assert row["ops"] > 0, (workload, engine)
+            assert row["ops_per_s"] > 0, (workload, engine)
+            assert row["check"] == "ok", (workload, engine, row["check"])
+            assert row["peak_rss_bytes"] > 0
+            assert len(row["loadavg_before"]) == 3
+        space = rows[("space", engine)]
+        assert space["disk_bytes"] > 0 and space["live_bytes"] == 2000 * 116
+        assert rows[("scan", engine)]["found"] == 2000
+        assert rows[("readmissing", engine)]["found"] == 0
+        assert rows[("sync16", engine)]["threads"] == 4
+    for child in report["children"]:
+        assert child["exit_code"] == 0 and child["maxrss_bytes"] > 0
+    assert report["meta"]["num"] == 2000 and report["meta"]["fsync_per_s"] > 0
+    for workload in OPS_WORKLOADS:
+        assert f"\n{workload} " in printed
+    assert "targets (issue 3)" in printed
+
+
+def test_only_splits_engines_from_workloads_and_rejects_unknown_names() -> None:
+    assert storage.parse_only("readrandom,sqlite3,sync") == (
+        ["sqlite3"],
+        ["readrandom", "sync1", "sync16"],
+    )
+    with pytest.raises(SystemExit, match="unknown name 'fillrandomm'"):
+        storage.parse_only("fillrandomm")
+
+
+def test_plan_adds_prerequisites_on_the_same_database() -> None:
+    assert storage.plan(["space"]) == [("random", False, ["fillrandom", "overwrite", "space"])]
+    assert storage.plan(["fillseq", "sync1"]) == [
+        ("seq", False, ["fillseq"]),
+        ("sync", True, ["sync1"]),
+    ]
