@@ -1,0 +1,72 @@
+"""Appends records to a log in the framing of wal_format (docs/formats.md, "Log")."""
+
+from __future__ import annotations
+
+from .filesystem import WritableFile
+from .wal_format import BLOCK_SIZE, FIRST, FULL, HEADER_SIZE, LAST, MIDDLE, encode_fragment
+
+_ZEROS = bytes(HEADER_SIZE)
+
+
+class LogWriter:
+    """Frames payloads into fragments and appends them to `file`.
+
+    Appending to an existing log is fine: the block position is taken from `file.size`.
+    Not thread-safe: the engine lets one writer at a time append (group commit).
+    """
+
+    __slots__ = ("_block_offset", "_file")
+
+    def __init__(self, file: WritableFile) -> None:
+        self._file = file
+        self._block_offset = file.size % BLOCK_SIZE
+
+    @property
+    def size(self) -> int:
+        return self._file.size
+
+    def add_record(self, payload: bytes | bytearray | memoryview) -> None:
+        """Append one record; it is durable only after `sync()`."""
+        n = len(payload)
+        offset = self._block_offset
+        if n + HEADER_SIZE <= BLOCK_SIZE - offset:  # the common case: one FULL fragment
+            self._file.append(encode_fragment(FULL, payload))
+            offset += n + HEADER_SIZE
+            self._block_offset = 0 if offset == BLOCK_SIZE else offset
+            return
+        view = memoryview(payload)
+        pos = 0
+        begin = True
+        while True:
+            left = BLOCK_SIZE - offset
+            if left < HEADER_SIZE:
+                if left:
+                    self._file.append(_ZEROS[:left])
+                offset = 0
+                left = BLOCK_SIZE
+            length = min(n - pos, left - HEADER_SIZE)
+            end = pos + length == n
+            if begin:
+                rtype = FULL if end else FIRST
+            else:
+                rtype = LAST if end else MIDDLE
+            self._file.append(encode_fragment(rtype, view[pos:pos + length]))
+            offset += HEADER_SIZE + length
+            if offset == BLOCK_SIZE:
+                offset = 0
+            pos += length
+            begin = False
+            if end:
+                break
+        self._block_offset = offset
+
+    def flush(self) -> None:
+        """Hand appended bytes to the OS (survives a process crash, not a power loss)."""
+        self._file.flush()
+
+    def sync(self) -> None:
+        """Flush and fsync: every record added so far survives a power loss."""
+        self._file.sync()
+
+    def close(self) -> None:
+        self._file.close()
