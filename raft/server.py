@@ -1,0 +1,73 @@
+"""The Raft endpoint as aiohttp routes: `POST /raft/messages` (docs/raft.md, "Endpoints").
+
+A body is checked completely before anything reaches the driver: the content type, the
+size (counted while reading, whatever Content-Length claims), the encoding (strict, see
+raft/codec.py) and the addressing (every message must be for this node, from another node).
+Any failure answers 4xx with a plain-text reason and steps nothing into the core, so a
+malformed request changes no term, vote or log.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from aiohttp import web
+
+from raft import codec
+from raft.messages import Message
+from raft.transport import CONTENT_TYPE, RAFT_PATH
+
+log = logging.getLogger(__name__)
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+async def read_body(request: web.Request, limit: int) -> bytes:
+    """The request body, refusing more than `limit` bytes without reading them all."""
+    if request.content_length is not None and request.content_length > limit:
+        raise BodyTooLarge(f"body of {request.content_length} bytes is over {limit}")
+    buf = bytearray()
+    async for chunk in request.content.iter_chunked(1 << 16):
+        buf += chunk
+        if len(buf) > limit:
+            raise BodyTooLarge(f"body is over {limit} bytes")
+    return bytes(buf)
+
+
+def raft_routes(
+    node_id: int,
+    deliver: Callable[[list[Message]], None],
+    *,
+    max_body: int = codec.MAX_BODY_BYTES,
+) -> list[web.RouteDef]:
+    """Routes to add to a node's application; `deliver` hands messages to the driver."""
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        if request.content_type != CONTENT_TYPE:
+            return web.Response(status=415, text=f"content type must be {CONTENT_TYPE}")
+        try:
+            body = await read_body(request, max_body)
+        except BodyTooLarge as exc:
+            return web.Response(status=413, text=str(exc))
+        try:
+            messages = codec.decode_messages(body, max_bytes=max_body)
+        except codec.CodecError as exc:
+            log.info("refused a malformed Raft body from %s: %s", request.remote, exc)
+            return web.Response(status=400, text=str(exc))
+        for i, m in enumerate(messages):
+            if m.to != node_id:
+                return web.Response(
+                    status=400, text=f"messages[{i}] is for node {m.to}, this is node {node_id}"
+                )
+            if m.sender == node_id:
+                return web.Response(status=400, text=f"messages[{i}] claims to be from this node")
+        try:
+            deliver(messages)
+        except RuntimeError as exc:  # the driver is not running
+            return web.Response(status=503, text=str(exc))
+        return web.Response(status=204)
+
+    return [web.post(RAFT_PATH, handle)]

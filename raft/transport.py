@@ -1,0 +1,162 @@
+"""Raft messages between nodes over HTTP: one pooled keep-alive aiohttp session, one sender
+task per peer that batches everything queued for that peer into a single POST.
+
+`send()` never blocks and never fails: Raft tolerates lost messages, so a message that
+cannot be delivered (peer down, queue full, timeout) is dropped, logged at DEBUG, and the
+peer is reported through `on_unreachable` so the core can slow down its probing. Each peer
+has at most one request in flight; messages queued meanwhile go in the next batch, which is
+how appends pipeline under load without reordering (a batch is delivered in order).
+
+Wire: `POST http://<addr>/raft/messages`, body `codec.encode_messages(batch)`,
+`Content-Type: application/x-msgpack`, answered 204 (docs/raft.md, "Endpoints").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import Callable, Iterable
+from typing import Protocol
+
+import aiohttp
+
+from raft import codec
+from raft.messages import Message
+
+log = logging.getLogger(__name__)
+
+RAFT_PATH = "/raft/messages"
+CONTENT_TYPE = "application/x-msgpack"
+MAX_QUEUED_PER_PEER = 8192  # beyond this a peer is far behind; older messages are dropped
+MAX_BATCH_BYTES = 4 << 20  # stays under the receiver's body limit (codec.MAX_BODY_BYTES)
+REQUEST_TIMEOUT_S = 2.0  # a peer that takes longer is treated as unreachable for this batch
+CONNECT_TIMEOUT_S = 0.5
+RETRY_PAUSE_S = 0.05  # after a failed POST, so a dead peer does not cost a busy loop
+
+
+class Transport(Protocol):
+    """What the driver needs from a transport."""
+
+    def send(self, messages: Iterable[Message]) -> None: ...
+    async def start(self) -> None: ...
+    async def close(self) -> None: ...
+
+
+class _Peer:
+    def __init__(self, peer_id: int, address: str) -> None:
+        self.id = peer_id
+        self.address = address
+        self.queue: deque[Message] = deque()
+        self.wake = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+
+
+class HttpTransport:
+    def __init__(
+        self,
+        self_id: int,
+        addresses: dict[int, str],
+        *,
+        on_unreachable: Callable[[int], None] | None = None,
+    ) -> None:
+        self.self_id = self_id
+        self._addresses = dict(addresses)
+        self._on_unreachable = on_unreachable
+        self._peers: dict[int, _Peer] = {}
+        self._session: aiohttp.ClientSession | None = None
+        self._closed = False
+        self.sent_batches = 0
+        self.dropped = 0
+
+    @property
+    def addresses(self) -> dict[int, str]:
+        return dict(self._addresses)
+
+    def set_address(self, peer_id: int, address: str) -> None:
+        """Learn or change where a peer listens (membership changes)."""
+        self._addresses[peer_id] = address
+        peer = self._peers.get(peer_id)
+        if peer is not None:
+            peer.address = address
+
+    async def start(self) -> None:
+        connector = aiohttp.TCPConnector(limit=0, limit_per_host=4, keepalive_timeout=60)
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S, connect=CONNECT_TIMEOUT_S),
+        )
+
+    async def close(self) -> None:
+        self._closed = True
+        tasks = [p.task for p in self._peers.values() if p.task is not None]
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def send(self, messages: Iterable[Message]) -> None:
+        for m in messages:
+            if self._closed:
+                return
+            peer = self._peers.get(m.to)
+            if peer is None:
+                address = self._addresses.get(m.to)
+                if address is None:
+                    log.debug("no address for node %d; dropping %s", m.to, m.type.name)
+                    self.dropped += 1
+                    continue
+                peer = self._peers[m.to] = _Peer(m.to, address)
+                peer.task = asyncio.get_running_loop().create_task(self._run(peer))
+            if len(peer.queue) >= MAX_QUEUED_PER_PEER:
+                peer.queue.popleft()
+                self.dropped += 1
+            peer.queue.append(m)
+            peer.wake.set()
+
+    def _take_batch(self, peer: _Peer) -> list[Message]:
+        batch: list[Message] = []
+        size = 0
+        while peer.queue:
+            m = peer.queue[0]
+            m_size = 64 + len(m.data) + sum(len(e.data) + 24 for e in m.entries)
+            if batch and size + m_size > MAX_BATCH_BYTES:
+                break
+            batch.append(peer.queue.popleft())
+            size += m_size
+        return batch
+
+    async def _run(self, peer: _Peer) -> None:
+        while not self._closed:
+            await peer.wake.wait()
+            peer.wake.clear()
+            while peer.queue:
+                batch = self._take_batch(peer)
+                if not await self._post(peer, batch):
+                    self.dropped += len(batch)
+                    if self._on_unreachable is not None:
+                        self._on_unreachable(peer.id)
+                    await asyncio.sleep(RETRY_PAUSE_S)
+
+    async def _post(self, peer: _Peer, batch: list[Message]) -> bool:
+        assert self._session is not None, "start() the transport before sending"
+        url = f"http://{peer.address}{RAFT_PATH}"
+        try:
+            async with self._session.post(
+                url, data=codec.encode_messages(batch), headers={"Content-Type": CONTENT_TYPE}
+            ) as resp:
+                if resp.status != 204:
+                    text = await resp.text()
+                    log.warning("node %d refused %d messages: %d %s",
+                                peer.id, len(batch), resp.status, text[:200])
+                    return False
+                self.sent_batches += 1
+                return True
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            log.debug("node %d unreachable at %s: %r", peer.id, peer.address, exc)
+            return False
