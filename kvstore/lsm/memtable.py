@@ -1,0 +1,139 @@
+"""The memtable: recent writes in memory, sorted by key, bounded in bytes.
+
+Theory of operation
+- `_latest` maps a user key to its newest version `(seq, kind, value)`; `_keys` is a
+  `SortedList` of the same keys for ordered scans and flushes. Point reads need only the
+  dict (O(1)); a new key costs one O(log n) insert into the sorted list.
+- An overwritten version is kept in `_older[key]` (oldest first) only if a snapshot may
+  still need it: the writer passes `keep_from`, the newest live snapshot's sequence
+  number, and a version with `seq <= keep_from` is kept. Otherwise it is dropped at once
+  and its bytes are given back, so overwrite-heavy loads do not grow the memtable.
+- Writers are serialised by the engine (one writer at a time holds its mutex); readers
+  take no lock for point reads: a dict lookup is atomic under the GIL, and `_older[key]`
+  is written before `_latest[key]` is replaced, so a reader never misses a kept version.
+  Ordered iteration of a memtable that is still being written takes the engine's mutex
+  per chunk of keys (`lock=`), because a `SortedList` may not change under an iterator.
+- Invariant: `approximate_bytes` = sum over kept versions of
+  len(key) + len(value) + entry_overhead.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, nullcontext
+from itertools import islice
+
+from sortedcontainers import SortedList
+
+# A version as stored: (seq, kind, value).
+Version = tuple[int, int, bytes]
+# An internal entry as the merge and the table builder see it.
+Entry = tuple[bytes, int, int, bytes]
+
+_CHUNK = 512
+
+
+def _copy(older: list[Version] | None) -> tuple[Version, ...] | None:
+    # A snapshot of the kept versions: the writer may append to the list after the chunk.
+    return tuple(older) if older else None
+
+
+class MemTable:
+    __slots__ = ("_keys", "_latest", "_older", "approximate_bytes", "entry_overhead", "max_seq")
+
+    def __init__(self, entry_overhead: int = 200) -> None:
+        self._latest: dict[bytes, Version] = {}
+        self._older: dict[bytes, list[Version]] = {}
+        self._keys = SortedList()
+        self.entry_overhead = entry_overhead
+        self.approximate_bytes = 0
+        self.max_seq = 0
+
+    def __len__(self) -> int:
+        """Number of distinct user keys. O(1)."""
+        return len(self._latest)
+
+    def add(self, seq: int, kind: int, key: bytes, value: bytes, keep_from: int = -1) -> None:
+        """Record version `seq` of `key`. O(log n) for a new key, O(1) otherwise.
+
+        Requires: seq greater than every seq added before (the engine's writer order);
+        the caller is the only writer. `keep_from` is the newest live snapshot's seq
+        (-1 if none): the replaced version is kept if `seq <= keep_from`.
+        """
+        latest = self._latest
+        old = latest.get(key)
+        charge = len(key) + len(value) + self.entry_overhead
+        if old is None:
+            self._keys.add(key)
+        elif old[0] <= keep_from:
+            self._older.setdefault(key, []).append(old)
+        else:
+            charge -= len(key) + len(old[2]) + self.entry_overhead
+        latest[key] = (seq, kind, value)
+        self.approximate_bytes += charge
+        self.max_seq = seq
+
+    def get(self, key: bytes, max_seq: int) -> Version | None:
+        """The newest version of `key` with seq <= max_seq kept here, or None. O(1)
+        plus the number of kept older versions of `key`."""
+        version = self._latest.get(key)
+        if version is None or version[0] <= max_seq:
+            return version
+        older = self._older.get(key)
+        if older:
+            for old in reversed(older):
+                if old[0] <= max_seq:
+                    return old
+        return None
+
+    def latest(self, key: bytes) -> Version | None:
+        """The newest version of `key`, whatever its seq. O(1)."""
+        return self._latest.get(key)
+
+    def entries(
+        self,
+        start: bytes | None = None,
+        end: bytes | None = None,
+        lock: threading.Lock | None = None,
+    ) -> Iterator[Entry]:
+        """All kept versions with start <= key < end in internal order (key ascending,
+        seq descending). With `lock`, the sorted key list is read under it in chunks,
+        so writers may go on between chunks; keys added meanwhile may or may not appear,
+        and the caller filters by sequence number."""
+        guard: AbstractContextManager[object] = lock if lock is not None else nullcontext()
+        latest = self._latest
+        older_map = self._older
+        low = start
+        inclusive = True
+        while True:
+            with guard:
+                if low is None:
+                    it = self._keys.irange(None, end, inclusive=(True, False))
+                else:
+                    it = self._keys.irange(low, end, inclusive=(inclusive, False))
+                keys = list(islice(it, _CHUNK))
+                versions = [(latest[k], _copy(older_map.get(k))) for k in keys]
+            for key, (version, older) in zip(keys, versions, strict=True):
+                yield (key, version[0], version[1], version[2])
+                if older:
+                    for old in reversed(older):
+                        yield (key, old[0], old[1], old[2])
+            if len(keys) < _CHUNK:
+                return
+            low = keys[-1]
+            inclusive = False
+
+    def check(self) -> None:
+        """Assert every invariant. O(n)."""
+        assert list(self._keys) == sorted(self._latest)
+        total = 0
+        for key, version in self._latest.items():
+            total += len(key) + len(version[2]) + self.entry_overhead
+            newer = version[0]
+            for old in reversed(self._older.get(key, [])):
+                assert old[0] < newer, (key, old, newer)
+                newer = old[0]
+                total += len(key) + len(old[2]) + self.entry_overhead
+        assert total == self.approximate_bytes, (total, self.approximate_bytes)
+        assert set(self._older) <= set(self._latest)

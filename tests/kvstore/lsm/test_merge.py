@@ -1,0 +1,73 @@
+"""K-way merge in internal order and the reader's view of it (merge.py)."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from kvstore.lsm.coding import KIND_DELETE, KIND_VALUE
+from kvstore.lsm.merge import merge_entries, visible
+
+
+def internal(entries):
+    return sorted(entries, key=lambda e: (e[0], -e[1]))
+
+
+def test_merge_interleaves_sources_in_internal_order() -> None:
+    a = [(b"a", 5, KIND_VALUE, b"a5"), (b"c", 1, KIND_VALUE, b"c1")]
+    b = [(b"a", 7, KIND_DELETE, b""), (b"b", 2, KIND_VALUE, b"b2")]
+    c: list = []
+    assert list(merge_entries([a, b, c])) == [
+        (b"a", 7, KIND_DELETE, b""), (b"a", 5, KIND_VALUE, b"a5"),
+        (b"b", 2, KIND_VALUE, b"b2"), (b"c", 1, KIND_VALUE, b"c1")]
+    assert list(merge_entries([])) == []
+    assert list(merge_entries([a])) == a
+
+
+def test_visible_hides_tombstones_newer_versions_and_stops_at_end() -> None:
+    merged = [(b"a", 7, KIND_DELETE, b""), (b"a", 5, KIND_VALUE, b"a5"),
+              (b"b", 9, KIND_VALUE, b"b9"), (b"b", 2, KIND_VALUE, b"b2"),
+              (b"c", 1, KIND_VALUE, b"c1")]
+    assert list(visible(merged, 10)) == [(b"b", b"b9"), (b"c", b"c1")]
+    assert list(visible(merged, 6)) == [(b"a", b"a5"), (b"b", b"b2"), (b"c", b"c1")]
+    assert list(visible(merged, 6, end=b"c")) == [(b"a", b"a5"), (b"b", b"b2")]
+    assert list(visible(merged, 0)) == []
+
+
+def test_visible_stops_at_end_even_when_nothing_is_visible_after_it() -> None:
+    def endless():
+        yield (b"a", 1, KIND_VALUE, b"x")
+        n = 0
+        while True:  # keys past `end`, all too new: the reader must stop, not scan on
+            n += 1
+            yield (b"z%09d" % n, 100, KIND_VALUE, b"")
+
+    assert list(visible(endless(), 50, end=b"m")) == [(b"a", b"x")]
+
+
+entry_lists = st.lists(
+    st.lists(st.tuples(st.sampled_from([b"a", b"b", b"c", b"d", b"e"]),
+                       st.booleans()), max_size=12),
+    max_size=5,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(entry_lists, st.integers(0, 70))
+def test_merge_then_visible_matches_a_model(groups, snap) -> None:
+    seq = 0
+    sources = []
+    model: dict[bytes, tuple[int, bytes | None]] = {}
+    for group in groups:
+        entries = []
+        for key, is_put in group:
+            seq += 1
+            entries.append((key, seq, KIND_VALUE if is_put else KIND_DELETE,
+                            b"v%d" % seq if is_put else b""))
+            if seq <= snap:
+                model[key] = (seq, b"v%d" % seq if is_put else None)
+        sources.append(internal(entries))
+    merged = list(merge_entries(sources))
+    assert merged == internal([e for s in sources for e in s])
+    expected = [(k, v) for k, (_, v) in sorted(model.items()) if v is not None]
+    assert list(visible(merged, snap)) == expected
