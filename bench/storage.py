@@ -434,6 +434,8 @@ def render(runner: Runner, engines: list[str]) -> str:
             f"{r['loadavg_after'][0]:.2f}"
         )
 
+    if runner.args.profile:
+        return "\n".join(lines)
     lines.append("")
     lines.append("targets (issue 3)")
     for t in targets(runner):

@@ -108,15 +108,23 @@ class RinglockAdapter:
 
     def scan(self, start: bytes, end: bytes) -> int:
         seen = 0
-        for _item in self.db.scan(start, end):
-            seen += 1
+        it = self.db.scan(start, end)
+        try:
+            for _item in it:
+                seen += 1
+        finally:
+            close = getattr(it, "close", None)
+            if close is not None:
+                close()
         return seen
 
     def durable_writer(self) -> Writer:
         return self.db.put, lambda: None
 
     def settle(self) -> None:
-        pass
+        flush = getattr(self.db, "flush", None)  # memtable to an SSTable, where offered
+        if flush is not None:
+            flush()
 
     def compact(self) -> None:
         self.db.compact_range()

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import array
+import contextlib
 import cProfile
 import io
 import json
@@ -31,7 +32,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from bench._common import CpuTimes, current_rss_bytes, directory_bytes, loadavg, peak_rss_bytes
@@ -94,6 +95,7 @@ class Child:
         self.round = 0  # which value round is live (0 after a fill, 1 after overwrite)
         self.deleted = False
         self.profiles: list[tuple[str, cProfile.Profile, threading.Thread | None]] = []
+        self.main_profile: cProfile.Profile | None = None  # on only inside timed regions
 
     # -- timed loops ------------------------------------------------------------------------
 
@@ -105,12 +107,17 @@ class Child:
         total = 0
         found = 0
         perf = time.perf_counter
+        prof = self.main_profile
         for start in range(0, len(indices), CHUNK):
             chunk = indices[start : start + CHUNK]
             call_args = make(chunk)
+            if prof is not None:
+                prof.enable()
             t0 = perf()
             result = op(*call_args)
             elapsed += perf() - t0
+            if prof is not None:
+                prof.disable()
             total += len(chunk)
             if isinstance(result, int):
                 found += result
@@ -166,9 +173,10 @@ class Child:
             expected = 0
             check = "ok" if found == 0 else f"WRONG: found {found} keys never written"
         elif workload == "scan":
-            t0 = time.perf_counter()
-            found = self.adapter.scan(SCAN_START, SCAN_END)
-            elapsed = time.perf_counter() - t0
+            with self._profiling():
+                t0 = time.perf_counter()
+                found = self.adapter.scan(SCAN_START, SCAN_END)
+                elapsed = time.perf_counter() - t0
             ops = found
             expected = 0 if self.deleted else num
             check = "ok" if found == expected else f"WRONG: scan saw {found}, expected {expected}"
@@ -201,10 +209,11 @@ class Child:
     def _space(self) -> dict[str, Any]:
         """Settle and fully compact, then compare the files on disk with the live data."""
         before = directory_bytes(self.args.path)
-        t0 = time.perf_counter()
-        self.adapter.settle()
-        self.adapter.compact()
-        compact_s = time.perf_counter() - t0
+        with self._profiling():
+            t0 = time.perf_counter()
+            self.adapter.settle()
+            self.adapter.compact()
+            compact_s = time.perf_counter() - t0
         after = directory_bytes(self.args.path)
         live = 0 if self.deleted else self.data.num * (KEY_SIZE + VALUE_SIZE)
         return {
@@ -268,8 +277,22 @@ class Child:
 
     # -- profiling --------------------------------------------------------------------------
 
+    @contextlib.contextmanager
+    def _profiling(self) -> Iterator[None]:
+        """Profile this thread inside the block if a profiled workload is running."""
+        prof = self.main_profile
+        if prof is None:
+            yield
+            return
+        prof.enable()
+        try:
+            yield
+        finally:
+            prof.disable()
+
     def profiled(self, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-        """Run `fn` under cProfile, in this thread and in every thread it starts."""
+        """Run `fn` with cProfile on in the timed regions of this thread (key and value
+        generation stay out) and in every thread started meanwhile, for its whole life."""
         main = cProfile.Profile()
         self.profiles.append(("main", main, None))
 
@@ -280,11 +303,11 @@ class Child:
             prof.enable()  # replaces this hook for the new thread
 
         threading.setprofile(hook)
-        main.enable()
+        self.main_profile = main
         try:
             return fn()
         finally:
-            main.disable()
+            self.main_profile = None
             threading.setprofile(None)  # type: ignore[arg-type]
 
     def profile_report(self) -> str:
@@ -312,6 +335,15 @@ class Child:
         stats.sort_stats("cumulative").print_stats(25)
         out.write("\n== top 25 by total (own) time ==\n")
         stats.sort_stats("tottime").print_stats(25)
+        out.write("\n== own time as a share of the profiled time ==\n")
+        total = stats.total_tt or 1.0  # type: ignore[attr-defined]
+        entries = sorted(stats.stats.items(), key=lambda kv: kv[1][2], reverse=True)  # type: ignore[attr-defined]
+        for (filename, line, func), (_cc, calls, tottime, cumtime, _callers) in entries[:15]:
+            where = f"{os.path.basename(filename)}:{line}({func})" if line else func
+            out.write(
+                f"  {100 * tottime / total:5.1f}% own  {100 * cumtime / total:5.1f}% cum"
+                f"  {calls:>9}  {where}\n"
+            )
         return out.getvalue()
 
 
