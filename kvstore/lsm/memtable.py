@@ -3,7 +3,9 @@
 Theory of operation
 - `_latest` maps a user key to its newest version `(seq, kind, value)`; `_keys` is a
   `SortedList` of the same keys for ordered scans and flushes. Point reads need only the
-  dict (O(1)); a new key costs one O(log n) insert into the sorted list.
+  dict (O(1)). A new key is only appended to `_unsorted` (O(1)); the first ordered read
+  after writes sorts those and merges them into `_keys` in one `update` (O(k log k) for
+  k new keys, the same total work as inserting one by one, but off the write path).
 - An overwritten version is kept in `_older[key]` (oldest first) only if a snapshot may
   still need it: the writer passes `keep_from`, the newest live snapshot's sequence
   number, and a version with `seq <= keep_from` is kept. Otherwise it is dropped at once
@@ -40,12 +42,15 @@ def _copy(older: list[Version] | None) -> tuple[Version, ...] | None:
 
 
 class MemTable:
-    __slots__ = ("_keys", "_latest", "_older", "approximate_bytes", "entry_overhead", "max_seq")
+    __slots__ = ("_keys", "_latest", "_older", "_settle_lock", "_unsorted", "approximate_bytes",
+                 "entry_overhead", "max_seq")
 
     def __init__(self, entry_overhead: int = 200) -> None:
         self._latest: dict[bytes, Version] = {}
         self._older: dict[bytes, list[Version]] = {}
         self._keys = SortedList()
+        self._unsorted: list[bytes] = []
+        self._settle_lock = threading.Lock()
         self.entry_overhead = entry_overhead
         self.approximate_bytes = 0
         self.max_seq = 0
@@ -65,7 +70,7 @@ class MemTable:
         old = latest.get(key)
         charge = len(key) + len(value) + self.entry_overhead
         if old is None:
-            self._keys.add(key)
+            self._unsorted.append(key)
         elif old[0] <= keep_from:
             self._older.setdefault(key, []).append(old)
         else:
@@ -102,12 +107,15 @@ class MemTable:
         so writers may go on between chunks; keys added meanwhile may or may not appear,
         and the caller filters by sequence number."""
         guard: AbstractContextManager[object] = lock if lock is not None else nullcontext()
+        settle = self._settle
         latest = self._latest
         older_map = self._older
         low = start
         inclusive = True
         while True:
             with guard:
+                if self._unsorted:
+                    settle()
                 if low is None:
                     it = self._keys.irange(None, end, inclusive=(True, False))
                 else:
@@ -124,8 +132,19 @@ class MemTable:
             low = keys[-1]
             inclusive = False
 
+    def _settle(self) -> None:
+        """Merge keys added since the last ordered read into the sorted list. Requires:
+        no concurrent `add` (the engine's mutex is held, or the memtable is immutable)."""
+        with self._settle_lock:
+            if self._unsorted:
+                fresh = self._unsorted
+                self._unsorted = []
+                fresh.sort()
+                self._keys.update(fresh)
+
     def check(self) -> None:
         """Assert every invariant. O(n)."""
+        self._settle()
         assert list(self._keys) == sorted(self._latest)
         total = 0
         for key, version in self._latest.items():
