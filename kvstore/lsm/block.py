@@ -1,0 +1,219 @@
+"""Blocks of an SSTable: contents layout, on-disk trailer, and the decoded form.
+
+Contents of a block with n entries (docs/formats.md, "Blocks"), integers little-endian:
+
+    keys:        key 0 | key 1 | ... | key n-1           (concatenated, no separators)
+    values:      value 0 | ... | value n-1
+    tags:        n x fixed64   seq << 8 | kind (0 in index blocks)
+    key_ends:    n x fixed32   end offset of key i in the contents
+    value_ends:  n x fixed32   end offset of value i (value 0 starts at key_ends[n-1])
+    count:       fixed32       n
+
+A column layout rather than LevelDB's prefix-compressed entries: decoding is a handful of
+C-level calls (struct.unpack_from of each array, one slice per key) instead of a Python
+loop over varints, which is what makes reads fast in CPython.
+
+On disk each block is followed by a 5-byte trailer: type (u8: 0 none, 1 zlib) and the
+masked CRC32C of the stored bytes and the type byte. A handle (offset, size) names the
+stored bytes without the trailer.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from bisect import bisect_left
+from itertools import accumulate
+
+from .coding import crc32c, masked_crc32c
+from .errors import CorruptionError
+
+TRAILER_SIZE = 5  # on disk: do not change
+NO_COMPRESSION = 0  # on disk: do not change
+ZLIB_COMPRESSION = 1  # on disk: do not change
+COMPRESSION_TYPES = {"none": NO_COMPRESSION, "zlib": ZLIB_COMPRESSION}
+ENTRY_OVERHEAD = 16  # tag + two ends per entry
+_MIN_SAVING = 8  # keep a compressed block only if it is at least 1/8 smaller
+
+_U32 = struct.Struct("<I")
+_U64 = struct.Struct("<Q")
+_TRAILER = struct.Struct("<BI")
+_MASK_DELTA = 0xA282EAD8
+
+
+def encode_block(keys: list[bytes], tags: list[int], values: list[bytes]) -> bytes:
+    """The contents of a block (keys in the order they are to be read)."""
+    n = len(keys)
+    key_data = b"".join(keys)
+    value_ends = list(accumulate(map(len, values), initial=len(key_data)))
+    del value_ends[0]
+    return b"".join((
+        key_data,
+        b"".join(values),
+        struct.pack(f"<{n}Q", *tags),
+        struct.pack(f"<{n}I", *accumulate(map(len, keys))),
+        struct.pack(f"<{n}I", *value_ends),
+        _U32.pack(n),
+    ))
+
+
+def seal_block(contents: bytes, compression: int = NO_COMPRESSION) -> bytes:
+    """Stored bytes plus trailer, compressing when asked and when it pays."""
+    ctype = NO_COMPRESSION
+    if compression == ZLIB_COMPRESSION:
+        packed = zlib.compress(contents, 1)
+        if len(packed) < len(contents) - len(contents) // _MIN_SAVING:
+            contents = packed
+            ctype = ZLIB_COMPRESSION
+    typ = bytes((ctype,))
+    return b"".join((contents, typ, _U32.pack(masked_crc32c(typ, crc32c(contents)))))
+
+
+def unseal_block(stored: bytes, path: str, offset: int, verify: bool = True) -> bytes:
+    """The contents from stored bytes + trailer (a copy; see `open_block`)."""
+    buf, size = open_block(stored, path, offset, verify)
+    return buf[:size] if size != len(buf) else buf
+
+
+def open_block(stored: bytes, path: str, offset: int, verify: bool = True
+               ) -> tuple[bytes, int]:
+    """(buffer, size): the block's contents are buffer[:size]. For an uncompressed block
+    the buffer is `stored` itself (no copy). CorruptionError on a checksum mismatch, an
+    unknown type or a block that does not decompress."""
+    n = len(stored) - TRAILER_SIZE
+    if n < 0:
+        raise CorruptionError(path, offset, "block shorter than its trailer")
+    ctype, expected = _TRAILER.unpack_from(stored, n)
+    if verify:
+        c = crc32c(memoryview(stored)[:n + 1])  # the stored bytes and the type byte
+        if ((((c >> 15) | (c << 17)) & 0xFFFFFFFF) + _MASK_DELTA) & 0xFFFFFFFF != expected:
+            raise CorruptionError(path, offset, "block checksum mismatch")
+    if ctype == NO_COMPRESSION:
+        return stored, n
+    if ctype == ZLIB_COMPRESSION:
+        try:
+            contents = zlib.decompress(memoryview(stored)[:n])
+        except zlib.error as e:
+            raise CorruptionError(path, offset, f"block does not decompress: {e}") from None
+        return contents, len(contents)
+    raise CorruptionError(path, offset, f"unknown block type {ctype}")
+
+
+class Block:
+    """A decoded block, shared through the block cache by many threads.
+
+    Decoding is lazy: a block read for one point lookup is searched in place (a bisect
+    over its key_ends array, slicing only the keys it compares), since most such blocks
+    are never read again; `decode()` (called by the reader when a block is reused from
+    the cache, and by iteration) builds the list of keys once, after which lookups are a
+    C-level bisect. Invariant: keys ascending, equal keys by seq descending.
+    """
+
+    __slots__ = ("_keys", "charge", "ends", "n", "raw", "tags_at", "vbase")
+
+    def __init__(self, raw: bytes, path: str = "<block>", offset: int = 0,
+                 size: int | None = None) -> None:
+        """Decode the block whose contents are raw[:size] (all of raw by default)."""
+        if size is None:
+            size = len(raw)
+        if size < 4:
+            raise CorruptionError(path, offset, "block shorter than its entry count")
+        n = _U32.unpack_from(raw, size - 4)[0]
+        tags_at = size - 4 - 16 * n
+        if tags_at < 0:
+            raise CorruptionError(path, offset, f"block of {size} bytes cannot hold {n} entries")
+        # ends[i] = end of key i, ends[n + i] = end of value i (the two arrays are adjacent)
+        ends = _uint32s(2 * n).unpack_from(raw, tags_at + 8 * n)
+        vbase = 0
+        if n:
+            vbase = ends[n - 1]
+            if vbase > tags_at or ends[-1] != tags_at or ends[n] < vbase:
+                raise CorruptionError(path, offset, "block entry offsets are inconsistent")
+        self.raw = raw
+        self.n = n
+        self.ends = ends
+        self.tags_at = tags_at
+        self.vbase = vbase
+        self._keys: list[bytes] | None = None
+        self.charge = size + 48 * n  # about the memory the fully decoded form holds
+
+    def __len__(self) -> int:
+        return self.n
+
+    def decode(self) -> list[bytes]:
+        """The keys as a list (built once; safe to race: both builders agree)."""
+        keys = self._keys
+        if keys is None:
+            ends = self.ends[:self.n]
+            keys = self._keys = list(map(self.raw.__getitem__, map(slice, (0, *ends), ends)))
+        return keys
+
+    @property
+    def keys(self) -> list[bytes]:
+        return self._keys if self._keys is not None else self.decode()
+
+    def seek(self, user_key: bytes) -> int:
+        """Index of the first entry whose key is >= user_key."""
+        keys = self._keys
+        if keys is not None:
+            return bisect_left(keys, user_key)
+        raw = self.raw
+        ends = self.ends
+        lo, hi = 0, self.n
+        while lo < hi:
+            mid = (lo + hi) >> 1
+            if raw[ends[mid - 1] if mid else 0:ends[mid]] < user_key:
+                lo = mid + 1
+            else:
+                hi = mid
+        return lo
+
+    def get(self, user_key: bytes, max_seq: int) -> tuple[int, int, bytes] | None:
+        """(seq, kind, value) of the newest version of `user_key` with seq <= max_seq."""
+        raw = self.raw
+        ends = self.ends
+        n = self.n
+        i = self.seek(user_key)
+        while i < n and raw[ends[i - 1] if i else 0:ends[i]] == user_key:
+            tag = _U64.unpack_from(raw, self.tags_at + 8 * i)[0]
+            if tag >> 8 <= max_seq:
+                return tag >> 8, tag & 0xFF, raw[ends[n + i - 1] if i else self.vbase:ends[n + i]]
+            i += 1
+        return None
+
+    def last_key(self) -> bytes | None:
+        n = self.n
+        return self.raw[self.ends[n - 2] if n > 1 else 0:self.ends[n - 1]] if n else None
+
+    def values(self, start: int = 0) -> list[bytes]:
+        n = self.n
+        ends = self.ends[n + start:]
+        first = self.ends[n + start - 1] if start else self.vbase
+        return list(map(self.raw.__getitem__, map(slice, (first, *ends), ends)))
+
+    def entries(self, start: int = 0):
+        """Iterator of (key, seq, kind, value) from entry `start` on, built with C-level
+        calls (zip of lists) rather than a Python generator."""
+        tags = _uint64s(self.n - start).unpack_from(self.raw, self.tags_at + 8 * start)
+        return zip(self.keys[start:], [t >> 8 for t in tags], [t & 0xFF for t in tags],
+                   self.values(start), strict=True)
+
+
+_STRUCTS: dict[tuple[str, int], struct.Struct] = {}
+
+
+def _array_struct(code: str, n: int) -> struct.Struct:
+    s = _STRUCTS.get((code, n))
+    if s is None:
+        if len(_STRUCTS) > 4096:
+            _STRUCTS.clear()
+        s = _STRUCTS[(code, n)] = struct.Struct(f"<{n}{code}")
+    return s
+
+
+def _uint32s(n: int) -> struct.Struct:
+    return _STRUCTS.get(("I", n)) or _array_struct("I", n)
+
+
+def _uint64s(n: int) -> struct.Struct:
+    return _STRUCTS.get(("Q", n)) or _array_struct("Q", n)

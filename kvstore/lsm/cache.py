@@ -1,0 +1,71 @@
+"""A small LRU cache of decoded blocks shared by all tables of an engine.
+
+Keys are (file_number, block_offset); file numbers are never reused, so a deleted
+table's blocks simply age out. Bounded by the sum of the entries' charges (bytes).
+Thread-safe: one lock around an OrderedDict; every operation is O(1).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Hashable
+
+
+class BlockCache:
+    def __init__(self, capacity_bytes: int) -> None:
+        if capacity_bytes < 0:
+            raise ValueError("cache capacity must be >= 0")
+        self.capacity = capacity_bytes
+        self._map: OrderedDict[Hashable, tuple[object, int]] = OrderedDict()
+        self._usage = 0
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, key: Hashable) -> object | None:
+        with self._lock:
+            item = self._map.get(key)
+            if item is None:
+                self.misses += 1
+                return None
+            self._map.move_to_end(key)
+            self.hits += 1
+            return item[0]
+
+    def insert(self, key: Hashable, value: object, charge: int) -> None:
+        """Add or replace `key`, then evict least recently used entries over capacity.
+        An entry larger than the whole capacity is not kept."""
+        with self._lock:
+            old = self._map.pop(key, None)
+            if old is not None:
+                self._usage -= old[1]
+            if charge > self.capacity:
+                return
+            self._map[key] = (value, charge)
+            self._usage += charge
+            while self._usage > self.capacity:
+                _, (_, c) = self._map.popitem(last=False)
+                self._usage -= c
+
+    def erase(self, key: Hashable) -> None:
+        with self._lock:
+            old = self._map.pop(key, None)
+            if old is not None:
+                self._usage -= old[1]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._map.clear()
+            self._usage = 0
+
+    @property
+    def usage(self) -> int:
+        return self._usage
+
+    def __len__(self) -> int:
+        return len(self._map)
+
+    def stats(self) -> dict[str, int]:
+        return {"capacity": self.capacity, "usage": self._usage, "entries": len(self._map),
+                "hits": self.hits, "misses": self.misses}

@@ -1,0 +1,187 @@
+"""Reads an SSTable written by sstable_builder (docs/formats.md, "SSTable").
+
+Open reads the footer and, in one pread, the filter, index and props blocks, verifies
+their checksums and keeps them decoded in memory. A point read is then: bloom filter,
+bisect of the index keys, one data block (from the block cache, or one pread + checksum
++ decode). Any damage raises CorruptionError at open or on the read that touches it.
+"""
+
+from __future__ import annotations
+
+import struct
+from bisect import bisect_left
+from collections.abc import Iterator
+from itertools import chain
+
+from .block import TRAILER_SIZE, Block, open_block, unseal_block
+from .bloom import BloomFilter
+from .cache import BlockCache
+from .coding import decode_varint, masked_crc32c
+from .errors import CorruptionError
+from .filesystem import FileSystem, RandomAccessFile
+from .sstable_builder import FOOTER_BODY, FOOTER_SIZE, FORMAT_VERSION, MAGIC, PROPS
+
+Entry = tuple[bytes, int, int, bytes]
+
+
+class TableReader:
+    """An open table. Thread-safe: reads use pread and immutable decoded blocks."""
+
+    def __init__(self, file: RandomAccessFile, path: str, file_number: int,
+                 cache: BlockCache | None, verify_checksums: bool = True) -> None:
+        self._file = file
+        self.path = path
+        self.file_number = file_number
+        self._cache = cache
+        self._verify = verify_checksums
+        self.file_size = size = file.size
+        if size < FOOTER_SIZE:
+            raise CorruptionError(path, 0, f"file of {size} bytes is shorter than the "
+                                  f"{FOOTER_SIZE}-byte footer")
+        footer_at = size - FOOTER_SIZE
+        footer = file.read(footer_at, FOOTER_SIZE)
+        if len(footer) != FOOTER_SIZE:
+            raise CorruptionError(path, footer_at, "short read of the footer")
+        if footer[-len(MAGIC):] != MAGIC:
+            raise CorruptionError(path, size - len(MAGIC), "bad magic number (not a table "
+                                  "or a truncated one)")
+        body_size = FOOTER_BODY.size
+        if masked_crc32c(footer[:body_size]) != struct.unpack_from("<I", footer, body_size)[0]:
+            raise CorruptionError(path, footer_at, "footer checksum mismatch")
+        f_off, f_size, i_off, i_size, p_off, p_size, version = FOOTER_BODY.unpack_from(footer)
+        if version != FORMAT_VERSION:
+            raise CorruptionError(path, footer_at, f"unknown table format version {version}")
+        handles = [(i_off, i_size), (p_off, p_size)] + ([(f_off, f_size)] if f_size else [])
+        meta_at = min(off for off, _ in handles)
+        for off, sz in handles:
+            if off + sz + TRAILER_SIZE > footer_at:
+                raise CorruptionError(path, footer_at, "footer names a block past its end")
+        meta = file.read(meta_at, footer_at - meta_at)
+
+        def meta_block(off: int, sz: int) -> bytes:
+            stored = meta[off - meta_at:off - meta_at + sz + TRAILER_SIZE]
+            return unseal_block(stored, path, off, True)
+
+        self._read_props(meta_block(p_off, p_size), p_off)
+        index = Block(meta_block(i_off, i_size), path, i_off)
+        self._read_index(index, i_off, meta_at)
+        self._bloom: BloomFilter | None = None
+        if f_size:
+            try:
+                self._bloom = BloomFilter(meta_block(f_off, f_size))
+            except ValueError as e:
+                raise CorruptionError(path, f_off, f"filter block: {e}") from None
+
+    def _read_props(self, props: bytes, offset: int) -> None:
+        try:
+            self.num_entries, self.min_seq, self.max_seq, self._nblocks = \
+                PROPS.unpack_from(props)
+            n, pos = decode_varint(props, PROPS.size)
+            self.smallest = props[pos:pos + n]
+            pos += n
+            n, pos = decode_varint(props, pos)
+            self.largest = props[pos:pos + n]
+            if pos + n != len(props):
+                raise ValueError("size does not match its fields")
+        except (ValueError, struct.error) as e:
+            raise CorruptionError(self.path, offset, f"props block: {e}") from None
+
+    def _read_index(self, index: Block, offset: int, data_end: int) -> None:
+        n = len(index)
+        if n != self._nblocks:
+            raise CorruptionError(self.path, offset, f"index has {n} entries; props say "
+                                  f"{self._nblocks} data blocks")
+        raw = index.raw
+        if index.tags_at - index.vbase != 12 * n:
+            raise CorruptionError(self.path, offset, "index values are not block handles")
+        flat = struct.unpack_from("<" + "QI" * n, raw, index.vbase)
+        self._offsets = flat[0::2]
+        self._sizes = flat[1::2]
+        expected = 0
+        for off, sz in zip(self._offsets, self._sizes, strict=True):
+            if off != expected:
+                raise CorruptionError(self.path, offset, f"index names a block at {off}; "
+                                      f"expected {expected}")
+            expected = off + sz + TRAILER_SIZE
+        if expected > data_end:
+            raise CorruptionError(self.path, offset, "index names blocks past the data")
+        self._index_keys = index.keys
+        if n and (index.keys[-1] != self.largest):
+            raise CorruptionError(self.path, offset, "index and props disagree on the "
+                                  "largest key")
+
+    @classmethod
+    def open(cls, fs: FileSystem, path: str, file_number: int, cache: BlockCache | None,
+             *, verify_checksums: bool = True) -> TableReader:
+        file = fs.open_random_access(path)
+        try:
+            return cls(file, path, file_number, cache, verify_checksums)
+        except BaseException:
+            file.close()
+            raise
+
+    # -- reads ------------------------------------------------------------------------
+    def may_contain(self, user_key: bytes) -> bool:
+        """False only if the table surely has no version of `user_key`."""
+        bloom = self._bloom
+        return bloom is None or bloom.may_contain(user_key)
+
+    def get(self, user_key: bytes, max_seq: int) -> tuple[int, int, bytes] | None:
+        """(seq, kind, value) of the newest version with seq <= max_seq, or None."""
+        bloom = self._bloom
+        if bloom is not None and not bloom.may_contain(user_key):
+            return None
+        i = bisect_left(self._index_keys, user_key)
+        if i == self._nblocks:
+            return None
+        cache = self._cache
+        if cache is None:
+            return self._load(i, False).get(user_key, max_seq)
+        block = cache.get((self.file_number, self._offsets[i]))
+        if block is None:
+            block = self._load(i, True)
+        elif block._keys is None:  # type: ignore[attr-defined]
+            block.decode()  # type: ignore[attr-defined]  # reused from the cache: decode once
+        return block.get(user_key, max_seq)  # type: ignore[attr-defined]
+
+    def _block(self, i: int, fill_cache: bool) -> Block:
+        cache = self._cache
+        if cache is not None:
+            block = cache.get((self.file_number, self._offsets[i]))
+            if block is not None:
+                return block  # type: ignore[return-value]
+        return self._load(i, fill_cache)
+
+    def _load(self, i: int, fill_cache: bool) -> Block:
+        """Read, check and decode data block i; add it to the cache if asked."""
+        off = self._offsets[i]
+        want = self._sizes[i] + TRAILER_SIZE
+        stored = self._file.read(off, want)
+        if len(stored) != want:
+            raise CorruptionError(self.path, off, "data block runs past the end of the file")
+        buf, size = open_block(stored, self.path, off, self._verify)
+        block = Block(buf, self.path, off, size)
+        if block.last_key() != self._index_keys[i]:
+            raise CorruptionError(self.path, off, "data block does not match its index entry")
+        if fill_cache and self._cache is not None:
+            self._cache.insert((self.file_number, off), block, block.charge)
+        return block
+
+    def iterate(self, start: bytes | None = None, *, fill_cache: bool = False
+                ) -> Iterator[Entry]:
+        """(user_key, seq, kind, value) in internal order from the first user_key >=
+        start. Blocks are read as the iterator reaches them; by default they are not added
+        to the cache (a scan or compaction would evict the hot blocks of point reads)."""
+        return chain.from_iterable(self._block_entries(start, fill_cache))
+
+    def _block_entries(self, start: bytes | None, fill_cache: bool):
+        first = 0 if start is None else bisect_left(self._index_keys, start)
+        for i in range(first, self._nblocks):
+            block = self._block(i, fill_cache)
+            yield block.entries(block.seek(start) if start is not None and i == first else 0)
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __repr__(self) -> str:
+        return f"TableReader({self.path!r}, entries={self.num_entries})"

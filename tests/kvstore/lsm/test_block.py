@@ -1,0 +1,97 @@
+"""Blocks: the column layout, the trailer's checksum and compression (docs/formats.md)."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from kvstore.lsm.block import (
+    NO_COMPRESSION,
+    ZLIB_COMPRESSION,
+    Block,
+    encode_block,
+    seal_block,
+    unseal_block,
+)
+from kvstore.lsm.errors import CorruptionError
+
+entries_strategy = st.lists(
+    st.tuples(st.binary(min_size=1, max_size=20), st.integers(0, 2**56 - 1),
+              st.integers(0, 1), st.binary(max_size=50)),
+    max_size=40,
+).map(lambda es: sorted({(k, s): (k, s, t, v) for k, s, t, v in es}.values(),
+                        key=lambda e: (e[0], -e[1])))
+
+
+def build(entries) -> bytes:
+    return encode_block([e[0] for e in entries], [e[1] << 8 | e[2] for e in entries],
+                        [e[3] for e in entries])
+
+
+@given(entries_strategy)
+def test_round_trip_and_lookup(entries) -> None:
+    block = Block(build(entries))
+    assert len(block) == len(entries)
+    assert list(block.entries()) == entries
+    lazy = Block(build(entries))  # searched in place, never decoded
+    for key, seq, kind, value in entries:
+        newest = next(e for e in entries if e[0] == key)
+        assert block.get(key, 2**56) == newest[1:]
+        assert lazy.get(key, 2**56) == newest[1:]
+        assert block.get(key, seq) == (seq, kind, value)
+        assert lazy.get(key, seq) == (seq, kind, value)
+        if seq:
+            older = [e for e in entries if e[0] == key and e[1] < seq]
+            assert block.get(key, seq - 1) == (older[0][1:] if older else None)
+    for i in range(len(entries) + 1):
+        assert list(block.entries(i)) == entries[i:]
+    assert block.get(b"\xff" * 21, 2**56) is None
+
+
+def test_known_layout() -> None:
+    raw = encode_block([b"ab", b"c"], [7 << 8 | 1, 3 << 8 | 0], [b"xyz", b""])
+    assert raw.hex() == (
+        "616263" "78797a"                          # keys, values
+        "0107000000000000" "0003000000000000"      # tags: seq << 8 | kind
+        "02000000" "03000000"                      # key_ends
+        "06000000" "06000000"                      # value_ends
+        "02000000")                                # count
+
+
+@pytest.mark.parametrize("compression", [NO_COMPRESSION, ZLIB_COMPRESSION])
+def test_seal_unseal(compression) -> None:
+    contents = build([(b"key%05d" % i, i, 1, b"value " * 10) for i in range(100)])
+    stored = seal_block(contents, compression)
+    if compression == ZLIB_COMPRESSION:
+        assert len(stored) < len(contents) // 2
+    assert unseal_block(stored, "t.sst", 0) == contents
+
+
+def test_incompressible_block_is_stored_plain() -> None:
+    import os
+    contents = os.urandom(4000)
+    assert seal_block(contents, ZLIB_COMPRESSION)[-5] == NO_COMPRESSION
+
+
+@pytest.mark.parametrize("compression", [NO_COMPRESSION, ZLIB_COMPRESSION])
+def test_every_flipped_byte_is_caught(compression) -> None:
+    contents = build([(b"key%05d" % i, i, 1, b"v" * 20) for i in range(30)])
+    stored = seal_block(contents, compression)
+    for pos in range(len(stored)):
+        damaged = bytearray(stored)
+        damaged[pos] ^= 0x40
+        with pytest.raises(CorruptionError) as info:
+            unseal_block(bytes(damaged), "/db/000005.sst", 8192)
+        assert info.value.offset == 8192 and info.value.path == "/db/000005.sst"
+
+
+@pytest.mark.parametrize("raw, reason", [
+    (b"\x01", "shorter than its entry count"),
+    (b"\x00" * 8 + b"\x05\x00\x00\x00", "cannot hold 5 entries"),
+    (encode_block([b"a"], [0], [b"b"])[:-13] + b"\x09\x00\x00\x00" + b"\x02\x00\x00\x00"
+     + b"\x01\x00\x00\x00", "inconsistent"),
+])
+def test_structurally_damaged_contents_are_rejected(raw, reason) -> None:
+    with pytest.raises(CorruptionError, match=reason):
+        Block(raw, "/db/x.sst", 0)

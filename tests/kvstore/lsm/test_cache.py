@@ -1,0 +1,56 @@
+"""The block cache: LRU, bounded in bytes, safe from several threads."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from kvstore.lsm.cache import BlockCache
+
+
+def test_lru_eviction_by_charge() -> None:
+    c = BlockCache(100)
+    c.insert((1, 0), "a", 40)
+    c.insert((1, 4096), "b", 40)
+    assert c.get((1, 0)) == "a"  # now (1, 4096) is least recently used
+    c.insert((2, 0), "c", 40)
+    assert c.get((1, 4096)) is None
+    assert c.get((1, 0)) == "a" and c.get((2, 0)) == "c"
+    assert c.usage == 80 and len(c) == 2
+    stats = c.stats()
+    assert stats["hits"] == 3 and stats["misses"] == 1
+
+
+def test_replace_erase_and_oversize() -> None:
+    c = BlockCache(100)
+    c.insert("k", 1, 30)
+    c.insert("k", 2, 50)
+    assert c.get("k") == 2 and c.usage == 50
+    c.insert("huge", 3, 101)
+    assert c.get("huge") is None and c.get("k") == 2
+    c.erase("k")
+    assert c.usage == 0 and c.get("k") is None
+    c.insert("x", 1, 10)
+    c.clear()
+    assert len(c) == 0 and c.usage == 0
+    with pytest.raises(ValueError):
+        BlockCache(-1)
+
+
+def test_concurrent_use_keeps_usage_consistent() -> None:
+    c = BlockCache(10_000)
+
+    def worker(t: int) -> None:
+        for i in range(3000):
+            key = (t, i % 97)
+            if c.get(key) is None:
+                c.insert(key, i, 1 + i % 50)
+
+    threads = [threading.Thread(target=worker, args=(t,)) for t in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert c.usage <= c.capacity
+    assert c.usage == sum(charge for _, charge in c._map.values())
