@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -101,3 +103,18 @@ def test_damaged_payload_raises_corruption(payload: bytes, reason: str) -> None:
         WriteBatch.decode(payload, path="/db/000003.log", offset=100)
     assert info.value.path == "/db/000003.log"
     assert info.value.offset >= 100
+
+
+def doc_example(name: str) -> bytes:
+    """The bytes of the hex block marked `<!-- example: NAME -->` in docs/formats.md."""
+    text = (Path(__file__).resolve().parents[3] / "docs" / "formats.md").read_text()
+    block = text.split(f"<!-- example: {name} -->\n```\n", 1)[1].split("```", 1)[0]
+    return bytes.fromhex("".join(line.split("#")[0].split(":", 1)[1]
+                                 for line in block.splitlines()))
+
+
+def test_doc_example_is_what_encode_writes() -> None:
+    payload = WriteBatch().put(b"ab", b"xyz").delete(b"c").encode(7)
+    assert doc_example("batch") == payload
+    assert WriteBatch.decode(doc_example("batch")) == (
+        7, [(KIND_VALUE, b"ab", b"xyz"), (KIND_DELETE, b"c", b"")])

@@ -7,6 +7,7 @@ from __future__ import annotations
 import random
 import struct
 import threading
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -299,4 +300,25 @@ def test_checksums_off_still_rejects_structural_damage(tmp_path) -> None:
     t = open_table(tmp_path / "t.sst", verify_checksums=True)
     with pytest.raises(CorruptionError, match="checksum"):
         t.get(b"key0000", MAX_SEQ)
+    t.close()
+
+
+def doc_example(name: str) -> bytes:
+    """The bytes of the hex block marked `<!-- example: NAME -->` in docs/formats.md."""
+    text = (Path(__file__).resolve().parents[3] / "docs" / "formats.md").read_text()
+    block = text.split(f"<!-- example: {name} -->\n```\n", 1)[1].split("```", 1)[0]
+    return bytes.fromhex("".join(line.split("#")[0].split(":", 1)[1]
+                                 for line in block.splitlines()))
+
+
+def test_doc_example_is_what_the_builder_writes(tmp_path) -> None:
+    entries = [(b"apple", 2, KIND_VALUE, b"red"), (b"apple", 1, KIND_DELETE, b""),
+               (b"fig", 3, KIND_VALUE, b"ok")]
+    write_table(tmp_path / "t.sst", entries)
+    example = doc_example("sstable")
+    assert (tmp_path / "t.sst").read_bytes() == example
+    (tmp_path / "doc.sst").write_bytes(example)
+    t = open_table(tmp_path / "doc.sst")
+    assert list(t.iterate()) == entries
+    assert t.get(b"apple", 1) == (1, KIND_DELETE, b"")
     t.close()

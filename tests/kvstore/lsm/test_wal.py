@@ -5,6 +5,7 @@ dropping what follows"; docs/formats.md, "Log")."""
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -198,3 +199,18 @@ def test_only_synced_records_survive_a_crash(tmp_path) -> None:
     out, reader = read_all(fs.read_file(path))
     assert out == [b"one", payload(2, 40_000)]
     assert not reader.torn_tail
+
+
+def doc_example(name: str) -> bytes:
+    """The bytes of the hex block marked `<!-- example: NAME -->` in docs/formats.md."""
+    text = (Path(__file__).resolve().parents[3] / "docs" / "formats.md").read_text()
+    block = text.split(f"<!-- example: {name} -->\n```\n", 1)[1].split("```", 1)[0]
+    return bytes.fromhex("".join(line.split("#")[0].split(":", 1)[1]
+                                 for line in block.splitlines()))
+
+
+def test_doc_example_is_what_the_writer_writes(tmp_path) -> None:
+    batch = bytes.fromhex("070000000000000002000000010261620378797a000163")
+    data, _ = write_log(tmp_path / "log", [batch, b"hi"])
+    assert doc_example("log") == data
+    assert read_all(doc_example("log"))[0] == [batch, b"hi"]
