@@ -14,7 +14,7 @@ import pytest
 
 from bench import storage
 
-ENGINES_UNDER_TEST = ("sqlite3",)
+ENGINES_UNDER_TEST = ("ringlock", "sqlite3")
 OPS_WORKLOADS = [w for w in storage.WORKLOADS if w != "space"]
 
 
@@ -66,3 +66,18 @@ def test_plan_adds_prerequisites_on_the_same_database() -> None:
         ("seq", False, ["fillseq"]),
         ("sync", True, ["sync1"]),
     ]
+
+
+def test_profile_prints_top_entries_of_ringlocks_workload(tmp_path: Path, capsys) -> None:
+    code = storage.main([
+        "--num", "2000", "--settle-max", "0", "--profile", "fillrandom",
+        "--dir", str(tmp_path / "work"),
+    ])  # fmt: skip
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    assert "== cProfile of ringlock fillrandom (N = 2,000) ==" in printed
+    assert "== top 25 by cumulative time ==" in printed
+    assert "== top 25 by total (own) time ==" in printed
+    assert "== own time as a share of the profiled time ==" in printed
+    assert "engine.py" in printed  # the engine's own code, not only the harness, is profiled
+    assert "sqlite3" not in printed  # --profile runs ringlock alone
