@@ -10,6 +10,7 @@ Owner: the core. The codec and storage follow these definitions field by field.
 from __future__ import annotations
 
 import enum
+import struct
 from dataclasses import dataclass, field
 
 
@@ -93,3 +94,48 @@ class Message:
     offset: int = 0  # SNAPSHOT: byte offset of this chunk; SNAPSHOT_RESP: bytes accepted
     data: bytes = b""  # SNAPSHOT: the chunk
     done: bool = False  # SNAPSHOT: the last chunk
+
+
+class ConfChangeType(enum.IntEnum):
+    """On disk and on the wire (inside a CONF_CHANGE entry's data): do not renumber."""
+
+    ADD_VOTER = 0  # add a voter, or promote a learner to voter
+    ADD_LEARNER = 1  # add a non-voting learner
+    REMOVE_NODE = 2  # remove a voter or a learner (the leader may remove itself)
+
+
+_CONF_CHANGE = struct.Struct(">BQ")  # on disk: do not change. 1 byte type, 8 bytes node id
+
+
+@dataclass(frozen=True, slots=True)
+class ConfChange:
+    """One single-server membership change: the data of an EntryType.CONF_CHANGE entry.
+
+    Encoding (big-endian, 9 bytes): type (u8, ConfChangeType) then node_id (u64).
+    Example: ConfChange(ADD_LEARNER, 4) -> 01 00 00 00 00 00 00 00 04.
+    """
+
+    type: ConfChangeType
+    node_id: int
+
+    def to_bytes(self) -> bytes:
+        return _CONF_CHANGE.pack(self.type, self.node_id)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> ConfChange:
+        """Raises ValueError on anything but 9 bytes holding a known type and a node id > 0."""
+        if len(data) != _CONF_CHANGE.size:
+            raise ValueError(f"conf change must be {_CONF_CHANGE.size} bytes, got {len(data)}")
+        kind, node_id = _CONF_CHANGE.unpack(data)
+        if node_id <= 0:
+            raise ValueError("conf change node id must be positive")
+        return cls(ConfChangeType(kind), node_id)
+
+    def apply(self, conf: ConfState) -> ConfState:
+        """The configuration after this change (total: every change applies to every config)."""
+        n = self.node_id
+        if self.type == ConfChangeType.ADD_VOTER:
+            return ConfState(conf.voters | {n}, conf.learners - {n}, conf.voters_outgoing)
+        if self.type == ConfChangeType.ADD_LEARNER:
+            return ConfState(conf.voters - {n}, conf.learners | {n}, conf.voters_outgoing)
+        return ConfState(conf.voters - {n}, conf.learners - {n}, conf.voters_outgoing)
