@@ -187,3 +187,22 @@ def test_crash_during_manifest_switch_reopens_old_or_new(tmp_path, crash_after) 
     if finished:
         assert got.last_seq == 6
     assert read_current(RealFileSystem(), folder) is not None
+
+
+def test_worked_example_in_formats_md_matches_the_encoder() -> None:
+    """docs/formats.md#manifest shows an edit in hex; the encoder writes exactly it."""
+    doc = (Path(__file__).resolve().parents[3] / "docs" / "formats.md").read_text()
+    section = doc[doc.index("## Manifest"):]
+    example = section[section.index("### Worked example"):section.index("### Trade-offs")]
+    hex_bytes = []
+    for line in example.splitlines():
+        if not line.startswith("    "):
+            continue
+        for token in line.split():
+            if len(token) != 2 or any(c not in "0123456789abcdef" for c in token):
+                break
+            hex_bytes.append(token)
+    edit = VersionEdit(log_number=5, next_file_number=6, last_seq=7,
+                       added=[(0, FileMeta(4, 1234, b"a", b"k", 1, 7, 7))])
+    assert encode_edit(edit) == bytes.fromhex("".join(hex_bytes))
+    assert decode_edit(bytes.fromhex("".join(hex_bytes))) == edit
