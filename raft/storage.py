@@ -8,7 +8,9 @@ Layout of a data folder (docs/raft.md, "Raft log and hard state"):
 Theory of operation:
 - `save(hard_state, entries, snapshot)` is the driver's step 1 of a Ready: it appends one
   record per entry and one for the hard state to the newest segment with a single write and
-  a single fsync; when it returns, everything given is durable.
+  a single fsync; when it returns, everything given is durable. A hard state that differs
+  only in `commit` is written without an fsync (as etcd's MustSync): a commit index lost in
+  a crash is learned again from the leader, while term, vote and entries never may be lost.
 - Entries are written log-structured: an entry whose index is at or below the last index
   replaces that index and everything after it (the truncation of a conflicting suffix,
   Raft section 5.3). Recovery replays the records in order with the same rule.
@@ -40,7 +42,8 @@ from raft.storage_format import (
     RECORD_RESET,
     RECORD_SNAPSHOT,
     CorruptionError,
-    encode_record,
+    frame_records,
+    record,
     scan_records,
 )
 from raft.storage_fs import FileSystem, RealFileSystem, WritableFile
@@ -163,10 +166,10 @@ class RaftStorage:
 
     def _read_snapshot(self, path: str) -> Snapshot:
         scan = scan_records(self.fs.read_file(path), path=path, tail_may_be_torn=False)
-        if len(scan.records) != 1 or scan.records[0].type != RECORD_SNAPSHOT:
+        if len(scan.records) != 1 or scan.records[0].kind != RECORD_SNAPSHOT:
             raise CorruptionError(path, 0, "a snapshot file holds exactly one snapshot record")
         try:
-            return codec.decode_snapshot(scan.records[0].payload)
+            return codec.decode_snapshot(scan.records[0].body)
         except codec.CodecError as exc:
             raise CorruptionError(path, 0, f"undecodable snapshot: {exc}") from None
 
@@ -177,17 +180,17 @@ class RaftStorage:
             self.fs.truncate(seg.path, scan.valid_size)
         for rec in scan.records:
             try:
-                if rec.type == RECORD_ENTRY:
-                    e = codec.decode_entry(rec.payload)
+                if rec.kind == RECORD_ENTRY:
+                    e = codec.decode_entry(rec.body)
                     seg.max_index = max(seg.max_index, e.index)
                     if not self._apply_entry(e):
                         raise CorruptionError(seg.path, rec.offset,
                                               f"entry {e.index} leaves a gap after "
                                               f"{self.last_index}")
-                elif rec.type == RECORD_HARD_STATE:
-                    self.hard_state = codec.decode_hard_state(rec.payload)
-                elif rec.type == RECORD_RESET:
-                    self._apply_reset(codec.decode_snapshot_meta(rec.payload))
+                elif rec.kind == RECORD_HARD_STATE:
+                    self.hard_state = codec.decode_hard_state(rec.body)
+                elif rec.kind == RECORD_RESET:
+                    self._apply_reset(codec.decode_snapshot_meta(rec.body))
                 else:
                     raise CorruptionError(seg.path, rec.offset, "snapshot record in a segment")
             except codec.CodecError as exc:
@@ -220,11 +223,14 @@ class RaftStorage:
             self._active.close()
         seg = _Segment(seq, self._path(segment_name(seq)))
         self._active = self.fs.open_writable(seg.path)
-        self._active.append(encode_record(RECORD_HARD_STATE,
-                                          codec.encode_hard_state(self.hard_state)))
+        self._append([record(RECORD_HARD_STATE, codec.encode_hard_state(self.hard_state))])
         self._sync(self._active)
         self._segments.append(seg)
         self._sync_dir()
+
+    def _append(self, payloads: list[bytes]) -> None:
+        assert self._active is not None
+        self._active.append(frame_records(payloads, self._active.size))
 
     def _sync(self, f: WritableFile) -> None:
         if self.sync_enabled:
@@ -233,6 +239,16 @@ class RaftStorage:
     def _sync_dir(self) -> None:
         if self.sync_enabled:
             self.fs.sync_dir(self.folder)
+
+    def must_sync(self, hard_state: HardState | None, entries: Sequence[Entry],
+                  snapshot: Snapshot | None = None) -> bool:
+        """Whether `save` of these would fsync (and so belongs off the event loop)."""
+        if not self.sync_enabled:
+            return False
+        if entries or snapshot is not None:
+            return True
+        hs = self.hard_state
+        return hard_state is not None and (hard_state.term, hard_state.vote) != (hs.term, hs.vote)
 
     def save(self, hard_state: HardState | None, entries: Sequence[Entry],
              snapshot: Snapshot | None = None) -> None:
@@ -247,19 +263,22 @@ class RaftStorage:
                 first = entries[0].index
                 if first > self.last_index + 1:
                     raise ValueError(f"entries start at {first}, after last {self.last_index}")
-            buf = bytearray()
+            payloads = []
             seg = self._segments[-1]
             for e in entries:
-                buf += encode_record(RECORD_ENTRY, codec.encode_entry(e))
+                payloads.append(record(RECORD_ENTRY, codec.encode_entry(e)))
                 self._apply_entry(e)
                 seg.max_index = max(seg.max_index, e.index)
+            must_sync = bool(entries)
             if hard_state is not None and hard_state != self.hard_state:
-                buf += encode_record(RECORD_HARD_STATE, codec.encode_hard_state(hard_state))
-                self.hard_state = hard_state
-            if buf:
+                payloads.append(record(RECORD_HARD_STATE, codec.encode_hard_state(hard_state)))
+                old, self.hard_state = self.hard_state, hard_state
+                must_sync |= (old.term, old.vote) != (hard_state.term, hard_state.vote)
+            if payloads:
+                self._append(payloads)
                 assert self._active is not None
-                self._active.append(bytes(buf))
-                self._sync(self._active)
+                if must_sync:
+                    self._sync(self._active)
                 if self._active.size >= self.segment_bytes:
                     self._roll()
 
@@ -268,7 +287,7 @@ class RaftStorage:
         tmp = final + ".tmp"
         f = self.fs.open_writable(tmp)
         try:
-            f.append(encode_record(RECORD_SNAPSHOT, codec.encode_snapshot(snapshot)))
+            f.append(frame_records([record(RECORD_SNAPSHOT, codec.encode_snapshot(snapshot))], 0))
             self._sync(f)
         finally:
             f.close()
@@ -303,8 +322,8 @@ class RaftStorage:
         if reset is not None:
             self.entries = []
             self._roll()
+            self._append([record(RECORD_RESET, codec.encode_snapshot_meta(reset))])
             assert self._active is not None
-            self._active.append(encode_record(RECORD_RESET, codec.encode_snapshot_meta(reset)))
             self._sync(self._active)
             dead = self._segments[:-1]
         else:

@@ -12,11 +12,13 @@ import pytest
 from raft.messages import ConfState, Entry, HardState, Snapshot, SnapshotMeta
 from raft.storage import RaftStorage, segment_name
 from raft.storage_format import (
+    BLOCK_SIZE,
     HEADER_SIZE,
     RECORD_ENTRY,
     CorruptionError,
-    encode_record,
+    frame_records,
     mask,
+    record,
     scan_records,
     unmask,
 )
@@ -112,9 +114,27 @@ def test_only_the_newest_snapshots_are_kept(tmp_path: Path) -> None:
 
 def test_record_framing_masks_the_checksum() -> None:
     assert unmask(mask(0x12345678)) == 0x12345678
-    rec = encode_record(RECORD_ENTRY, b"payload")
-    assert len(rec) == HEADER_SIZE + 7
-    assert scan_records(rec, path="x", tail_may_be_torn=False).records[0].payload == b"payload"
+    rec = frame_records([record(RECORD_ENTRY, b"payload")], 0)
+    assert len(rec) == HEADER_SIZE + 8
+    assert scan_records(rec, path="x", tail_may_be_torn=False).records[0].body == b"payload"
+
+
+def test_records_larger_than_a_block_are_fragmented_and_read_back() -> None:
+    bodies = [b"a" * 10, b"b" * (BLOCK_SIZE * 2 + 5), b"c" * (BLOCK_SIZE - 30), b"d"]
+    data = frame_records([record(RECORD_ENTRY, b) for b in bodies], 0)
+    scan = scan_records(data, path="x", tail_may_be_torn=False)
+    assert [r.body for r in scan.records] == bodies
+    assert scan.valid_size == len(data) and not scan.torn_tail
+
+
+def test_a_fragmented_record_cut_short_is_a_torn_tail() -> None:
+    head = frame_records([record(RECORD_ENTRY, b"first")], 0)
+    data = head + frame_records([record(RECORD_ENTRY, b"z" * BLOCK_SIZE * 2)], len(head))
+    scan = scan_records(data[: BLOCK_SIZE + 100], path="x", tail_may_be_torn=True)
+    assert [r.body for r in scan.records] == [b"first"]
+    assert scan.torn_tail and scan.valid_size == len(head)
+    with pytest.raises(CorruptionError):
+        scan_records(data[: BLOCK_SIZE + 100], path="x", tail_may_be_torn=False)
 
 
 def test_torn_tail_is_cut(tmp_path: Path) -> None:
@@ -124,7 +144,7 @@ def test_torn_tail_is_cut(tmp_path: Path) -> None:
     path = tmp_path / segment_name(1)
     size = path.stat().st_size
     with open(path, "ab") as f:  # half of a record: a write cut short by a crash
-        f.write(encode_record(RECORD_ENTRY, b"x" * 50)[:30])
+        f.write(frame_records([record(RECORD_ENTRY, b"x" * 50)], size)[:30])
     r = RaftStorage(str(tmp_path))
     assert r.entries == ents(1, 3)
     assert path.stat().st_size == size
@@ -156,7 +176,7 @@ def test_mid_log_checksum_mismatch_is_reported(tmp_path: Path) -> None:
     data = bytearray(path.read_bytes())
     data[40] ^= 0xFF  # inside the first entry record, valid records follow
     path.write_bytes(bytes(data))
-    with pytest.raises(CorruptionError, match="a valid record follows") as info:
+    with pytest.raises(CorruptionError, match="an intact fragment follows") as info:
         RaftStorage(str(tmp_path))
     assert info.value.path == str(path)
 
@@ -168,7 +188,7 @@ def test_damage_in_an_older_segment_is_reported(tmp_path: Path) -> None:
     s.close()
     first = tmp_path / segment_name(1)
     first.write_bytes(first.read_bytes()[:-3])
-    with pytest.raises(CorruptionError, match="runs past the end"):
+    with pytest.raises(CorruptionError, match="file ends inside a fragment"):
         RaftStorage(str(tmp_path), segment_bytes=100)
 
 
@@ -186,15 +206,14 @@ def test_damaged_snapshot_file_is_reported(tmp_path: Path) -> None:
         RaftStorage(str(tmp_path))
 
 
-def test_unknown_record_type_mid_file_is_reported(tmp_path: Path) -> None:
+def test_unknown_record_kind_is_reported(tmp_path: Path) -> None:
     s = RaftStorage(str(tmp_path))
     s.save(HardState(1, 1, 0), ents(1, 3))
     s.close()
     path = tmp_path / segment_name(1)
-    data = bytearray(path.read_bytes())
-    data[8] = 77  # the type byte of the first record (the segment's hard state)
-    path.write_bytes(bytes(data))
-    with pytest.raises(CorruptionError, match="unknown record type 77"):
+    with open(path, "ab") as f:  # well framed, but a kind this version does not know
+        f.write(frame_records([bytes([77]) + b"future"], path.stat().st_size))
+    with pytest.raises(CorruptionError, match="unknown record kind 77"):
         RaftStorage(str(tmp_path))
 
 
@@ -208,8 +227,7 @@ def test_crash_keeps_every_saved_ready_and_loses_nothing_else(tmp_path: Path) ->
         s.save(HardState(2, 1, i - 1), ents(i, i, term=2))
     s.save_snapshot(snap(20, 2))
     # Bytes appended without the fsync that save() does: a crash must drop them.
-    assert s._active is not None
-    s._active.append(encode_record(RECORD_ENTRY, b"never synced"))
+    s._append([record(RECORD_ENTRY, b"never synced")])
     s.close()
     fs.crash()
     r = RaftStorage(str(tmp_path))
@@ -231,7 +249,7 @@ def test_crash_before_the_snapshot_rename_is_durable_loses_only_the_snapshot(
 
     tmp = str(tmp_path / "snap.tmp")
     f = fs.open_writable(tmp)
-    f.append(encode_record(RECORD_SNAPSHOT, codec.encode_snapshot(snap(5, 1))))
+    f.append(frame_records([record(RECORD_SNAPSHOT, codec.encode_snapshot(snap(5, 1)))], 0))
     f.sync()
     f.close()
     fs.rename(tmp, str(tmp_path / f"snap-{5:020d}-{1:020d}.snap"))
