@@ -5,15 +5,18 @@ works)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 from collections.abc import Iterator
 
+import aiohttp
 import msgpack
 import pytest
 
 from raft import codec
 from raft.messages import Entry, Message, MessageType
-from raft.transport import CONTENT_TYPE, RAFT_PATH
+from raft.transport import CONTENT_TYPE, RAFT_PATH, STREAM_PATH
 from tests.raft.procs import ProcCluster, request
 
 
@@ -123,3 +126,58 @@ def test_a_valid_message_still_gets_through(node: ProcCluster) -> None:
                       {"Content-Type": CONTENT_TYPE})
     assert code == 204
     assert json.loads(request(node.ports[1], "GET", "/status")[1])["is_leader"]
+
+
+STREAM_CASES = [
+    ("not msgpack", b"\xc1\xc1", "400 body: not valid msgpack", 1008),
+    ("wrong type", body(valid_obj(f3="99")), "400 messages[0].term", 1008),
+    ("for another node", body(valid_obj(f1=3)), "400 messages[0] is for node 3", 1008),
+    ("text frame", "hello", "415 frames must be binary", 1003),
+]
+
+
+@pytest.mark.parametrize(("name", "frame", "reply", "code"), STREAM_CASES,
+                         ids=[c[0] for c in STREAM_CASES])
+def test_stream_endpoint_refuses_bad_frames_and_changes_nothing(
+    node: ProcCluster, name: str, frame: bytes | str, reply: str, code: int
+) -> None:
+    before = snapshot_of(node)
+
+    async def exchange() -> tuple[str, int | None]:
+        async with aiohttp.ClientSession() as s, s.ws_connect(
+            f"http://127.0.0.1:{node.ports[1]}{STREAM_PATH}"
+        ) as ws:
+            if isinstance(frame, str):
+                await ws.send_str(frame)
+            else:
+                await ws.send_bytes(frame)
+            msg = await ws.receive(timeout=10)
+            await ws.receive(timeout=10)  # the close that follows
+            return msg.data, ws.close_code
+
+    text, close_code = asyncio.run(exchange())
+    assert text.startswith(reply), text
+    assert close_code == code
+    assert snapshot_of(node) == before
+    assert node.propose(f"after-stream-{name}", 1) > 0
+
+
+def test_stream_endpoint_closes_on_an_oversized_frame(node: ProcCluster) -> None:
+    before = snapshot_of(node)
+
+    async def exchange() -> int | None:
+        async with aiohttp.ClientSession() as s, s.ws_connect(
+            f"http://127.0.0.1:{node.ports[1]}{STREAM_PATH}", max_msg_size=0
+        ) as ws:
+            # The server may close while the frame is still being written.
+            with contextlib.suppress(ConnectionError):
+                await ws.send_bytes(b"\x00" * (codec.MAX_BODY_BYTES + 1))
+            while not ws.closed:
+                await ws.receive(timeout=10)
+            return ws.close_code
+
+    # The server refuses at the frame header (1009, message too big) and drops the
+    # connection; a client still writing the 8 MiB sees the drop first (1006).
+    assert asyncio.run(exchange()) in (1009, 1006)
+    assert snapshot_of(node) == before
+    assert node.propose("after-oversized-frame", 1) > 0

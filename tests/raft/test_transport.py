@@ -45,11 +45,12 @@ async def wait_for(cond, timeout: float = 5.0) -> None:
         await asyncio.sleep(0.01)
 
 
-def test_messages_arrive_in_order_in_few_batches() -> None:
+@pytest.mark.parametrize("stream", [True, False], ids=["websocket", "post"])
+def test_messages_arrive_in_order_in_few_batches(stream: bool) -> None:
     async def main() -> None:
         got: list[Message] = []
         runner, addr = await start_endpoint(2, got)
-        t = HttpTransport(1, {2: addr})
+        t = HttpTransport(1, {2: addr}, stream=stream)
         await t.start()
         try:
             sent = [append(i) for i in range(1, 501)]
@@ -78,6 +79,25 @@ def test_dead_peer_is_reported_and_messages_dropped() -> None:
             assert t.dropped >= 3
         finally:
             await t.close()
+
+    asyncio.run(main())
+
+
+def test_a_refused_stream_frame_reconnects_for_the_next_batch() -> None:
+    async def main() -> None:
+        got: list[Message] = []
+        runner, addr = await start_endpoint(2, got)
+        t = HttpTransport(1, {2: addr, 5: addr})
+        await t.start()
+        try:
+            t.send([append(1, to=5)])  # node 2 listens at 5's address: refused, closed
+            await asyncio.sleep(0.2)
+            t.send([append(2)])
+            await wait_for(lambda: got)
+            assert got == [append(2)]
+        finally:
+            await t.close()
+            await runner.cleanup()
 
     asyncio.run(main())
 
