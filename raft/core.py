@@ -643,6 +643,8 @@ class RaftCore:
             self._bcast_append()
             if self.role != Role.LEADER:
                 return
+        elif old_paused:
+            self._send_append(m.sender)  # it was waiting on us: tell it the commit index
         while self._send_append(m.sender, send_if_empty=False):
             pass
         if m.sender == self.lead_transferee and pr.match == self.log.last_index:
@@ -704,6 +706,8 @@ class RaftCore:
         self.msgs.append(Message(type=type, to=to, sender=self.id, **fields))  # type: ignore[arg-type]
 
     def _bcast_append(self) -> None:
+        if self.role != Role.LEADER:
+            return  # e.g. a removed leader that just stepped down
         for i in self.prs:
             if i != self.id:
                 self._send_append(i)

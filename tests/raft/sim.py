@@ -112,7 +112,9 @@ class Checker:
     - Log matching: an entry with a given (index, term) has the same data and the same
       preceding term on every node that persists it; by induction logs that share an entry
       share the whole prefix.
-    - Leader completeness: a node that becomes leader holds every entry applied anywhere.
+    - Leader completeness: a node that becomes leader of term T holds every entry that was
+      committed in a term before T. An entry's commit term is seen exactly when a leader's
+      commit index passes it, and bounded above by the term of any node applying it.
     - State machine safety: every node applies the same entry at each index, and its state
       digest after index i is the same everywhere.
     - ReadIndex: a read's index is >= every commit index known anywhere when it was asked.
@@ -121,6 +123,8 @@ class Checker:
 
     def __init__(self) -> None:
         self.leaders: dict[int, int] = {}
+        self.committed: dict[int, tuple[int, int]] = {}  # index -> (entry term, commit term)
+        self.leader_commit_seen: dict[int, int] = {}
         self.entries: dict[tuple[int, int], tuple[bytes, int, int | None]] = {}
         self.applied: dict[int, tuple[int, bytes]] = {}
         self.digests: dict[int, int] = {}
@@ -134,15 +138,29 @@ class Checker:
             holder = self.leaders.setdefault(core.term, node.id)
             if holder != node.id:
                 raise AssertionError(f"two leaders in term {core.term}: {holder} and {node.id}")
+            seen = self.leader_commit_seen.get(node.id, 0)
+            if core.committed > seen:
+                for i in range(max(seen + 1, core.log.first_index), core.committed + 1):
+                    self._committed_in(i, core.log.term(i) or 0, core.term)
+                self.leader_commit_seen[node.id] = core.committed
+
+    def _committed_in(self, index: int, entry_term: int, term: int) -> None:
+        old = self.committed.get(index)
+        if old is None:
+            self.committed[index] = (entry_term, term)
+            return
+        assert old[0] == entry_term, f"committed entry {index} has terms {old[0]}, {entry_term}"
+        if term < old[1]:
+            self.committed[index] = (entry_term, term)
 
     def became_leader(self, node: SimNode) -> None:
-        log = node.core.log
-        for index, (term, _data) in self.applied.items():
-            if index > log.snap_index:
+        log, term = node.core.log, node.core.term
+        for index, (entry_term, commit_term) in self.committed.items():
+            if index > log.snap_index and commit_term < term:
                 got = log.term(index)
-                assert got == term, (
-                    f"leader {node.id} (term {node.core.term}) lacks committed entry "
-                    f"{index}/{term}, has term {got}"
+                assert got == entry_term, (
+                    f"leader {node.id} (term {term}) lacks entry {index}/{entry_term} "
+                    f"committed in term {commit_term}, has term {got}"
                 )
 
     def persisted(self, node: SimNode, entries: Iterable[Entry]) -> None:
@@ -164,6 +182,7 @@ class Checker:
         assert seen == (e.term, e.data), (
             f"node {node.id} applied {e.index}/{e.term} {e.data!r}, others {seen}"
         )
+        self._committed_in(e.index, e.term, node.core.term)
         self.state(node)
 
     def state(self, node: SimNode) -> None:

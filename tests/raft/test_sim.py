@@ -62,7 +62,7 @@ class ReadsWithoutHeartbeat(RaftCore):
 
 @pytest.mark.parametrize(
     ("core_class", "symptom"),
-    [(VotesForAnyone, "lacks committed entry"), (ReadsWithoutHeartbeat, "stale read")],
+    [(VotesForAnyone, "lacks entry"), (ReadsWithoutHeartbeat, "stale read")],
 )
 def test_checker_catches_a_broken_core_and_reports_a_replayable_seed(
     core_class: type[RaftCore], symptom: str
