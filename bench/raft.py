@@ -122,7 +122,11 @@ class Ringlock:
             if p.poll() is None:
                 p.terminate()
         for p in self.procs.values():
-            p.wait(10)
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
 
 
 class Etcd:

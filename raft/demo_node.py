@@ -178,7 +178,8 @@ async def serve(args: argparse.Namespace) -> None:
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     host, _, port = peers[args.id].rpartition(":")
-    site = web.TCPSite(runner, host, int(port), reuse_address=True)
+    # Peers' streams stay open for ever: give them a second at shutdown, not a minute.
+    site = web.TCPSite(runner, host, int(port), reuse_address=True, shutdown_timeout=1.0)
     await site.start()
     log.info("node %d serving on %s", args.id, peers[args.id])
     stop = asyncio.Event()
@@ -186,8 +187,8 @@ async def serve(args: argparse.Namespace) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
-    await runner.cleanup()
     await driver.stop()
+    await runner.cleanup()
 
 
 def main(argv: list[str] | None = None) -> None:
