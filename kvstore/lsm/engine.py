@@ -26,8 +26,10 @@ Theory of operation
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import logging
+import multiprocessing
 import threading
 import time
 from collections import deque
@@ -46,7 +48,8 @@ from .batch import (
     encode_ops,
 )
 from .coding import KIND_DELETE, KIND_VALUE
-from .compaction import Compaction, drop_obsolete, pick_compaction, pick_range_compaction
+from .compaction import Compaction, pick_compaction, pick_range_compaction
+from .compaction_job import MergeJob, run_merge
 from .errors import EngineClosedError, InvalidArgumentError, StorageError
 from .filesystem import FileSystem, RealFileSystem
 from .manifest import ManifestState, ManifestWriter, recover
@@ -193,6 +196,7 @@ class Engine:
         self._imm: MemTable | None = None
         self._imm_log_number = 0
         self._compact_lock = threading.Lock()  # one compaction job at a time
+        self._executor: concurrent.futures.ProcessPoolExecutor | None = None
         self._manual_waiters = 0
         self._log_dirty = False
         self._stats = dict.fromkeys(
@@ -351,7 +355,8 @@ class Engine:
         with mutex:
             queue = self._writers
             if (
-                not queue
+                ops
+                and not queue
                 and self._write_fast
                 and self._mem.approximate_bytes < self._memtable_bytes
             ):
@@ -373,11 +378,18 @@ class Engine:
                     return
             group = [w]
             try:
+                if not ops:  # flush(): switch the memtable as the leader, write nothing
+                    self._wait_for_imm()
+                    if len(self._mem):
+                        self._switch_memtable()
+                    return
                 self._make_room_for_write()
                 if len(queue) > 1:
                     total = size
                     limit = self.options.max_group_bytes
                     for other in list(queue)[1:]:
+                        if not other.ops:  # a flush request leads its own turn
+                            break
                         total += other.size
                         if total > limit:
                             break
@@ -539,7 +551,7 @@ class Engine:
             seq = self._last_seq
             mem = self._mem
             found = mem.latest(key)
-            while found is not None and found[0] > seq:
+            while found is not None and found[1] > seq:
                 # A write to `key` is being applied; read once it is published.
                 with self._mutex:
                     seq = self._last_seq
@@ -555,7 +567,7 @@ class Engine:
                 found = imm.get(key, seq)
         if found is not None:
             self._stats["get_memtable_hits"] += 1
-            return found[2] if found[1] == KIND_VALUE else None
+            return found[3] if found[2] == KIND_VALUE else None
         with self._mutex:
             version = self._state.version
             self._ref(version)
@@ -756,6 +768,8 @@ class Engine:
         """Write `_imm` to a level-0 table and record it (mutex held on entry and exit)."""
         imm = self._imm
         assert imm is not None
+        # Flushes stay in this process even with compaction_process: queued behind a long
+        # merge in the one worker, a flush would stall every writer meanwhile.
         self._mutex.release()
         try:
             outputs = self.tables.write(imm.entries(), self._locked_new_output_number)
@@ -812,24 +826,27 @@ class Engine:
             return
         version = self._state.version
         self._ref(version)
-        smallest_snapshot = self._smallest_snapshot()
+        sources = [[f] for f in c.inputs] if c.level == 0 else [list(c.inputs)]
+        sources.append(list(c.overlaps))
+        in_process = self._worker_process_ok()
+        numbers: list[int] = []
+        if in_process:
+            count = c.input_bytes() // self.options.table_file_bytes + 3
+            numbers = [self._new_output_number() for _ in range(count)]
+        job = MergeJob(self.path, self.options, c.level, sources, version,
+                       self._smallest_snapshot(), numbers)
         self._mutex.release()
         try:
-            tables = self.tables
-            sources = [tables.iterate(f) for f in c.inputs] if c.level == 0 else [
-                tables.iterate_level(c.inputs)]
-            sources.append(tables.iterate_level(c.overlaps))
-            out_level = c.output_level
-            kept = drop_obsolete(
-                merge_entries(sources), smallest_snapshot,
-                lambda key: version.key_may_exist_below(out_level, key))
-            outputs = tables.write(kept, self._locked_new_output_number,
-                                   self.options.table_file_bytes,
-                                   should_stop=lambda: self._closing)
+            if in_process:
+                outputs = self._worker().submit(run_merge, job).result()
+            else:
+                outputs = run_merge(job, self.tables, self._locked_new_output_number,
+                                    should_stop=lambda: self._closing)
             self.fs.sync_dir(self.path)
         finally:
             self._mutex.acquire()
             self._unref(version)
+            self._pending_outputs.difference_update(numbers)
         self._apply_edit(c.edit(outputs))
         for meta in outputs:
             self._pending_outputs.discard(meta.number)
@@ -837,6 +854,17 @@ class Engine:
         self._stats["compaction_bytes_read"] += c.input_bytes()
         self._stats["compaction_bytes_written"] += sum(m.file_size for m in outputs)
         self._bg_cv.notify_all()
+
+    def _worker_process_ok(self) -> bool:
+        # A worker process writes through the real file system only.
+        return self.options.compaction_process and type(self.fs) is RealFileSystem
+
+    def _worker(self) -> concurrent.futures.ProcessPoolExecutor:
+        """The one worker process for merges and flushes (started on first use)."""
+        if self._executor is None:
+            self._executor = concurrent.futures.ProcessPoolExecutor(
+                max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+        return self._executor
 
     def _sync_loop(self) -> None:
         interval = self.options.sync_interval_ms / 1000
@@ -854,11 +882,10 @@ class Engine:
     # -- maintenance ----------------------------------------------------------------------
     def flush(self) -> None:
         """Write the memtable to a level-0 table now and wait until it is recorded."""
+        # The switch goes through the writer queue: a leader may be appending to the
+        # log with the mutex released (sync="always"), and only a leader may replace it.
+        self._write((), 0)
         with self._mutex:
-            self._check_open()
-            self._wait_for_imm()
-            if len(self._mem):
-                self._switch_memtable()
             self._wait_for_imm()
 
     def _wait_for_imm(self) -> None:
@@ -950,6 +977,8 @@ class Engine:
                 self._log.close()
                 self._manifest.close()
                 self.tables.close()
+                if self._executor is not None:
+                    self._executor.shutdown(wait=True)
                 self._lock_file.close()
 
     def __enter__(self) -> Engine:

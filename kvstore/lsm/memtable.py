@@ -1,7 +1,8 @@
 """The memtable: recent writes in memory, sorted by key, bounded in bytes.
 
 Theory of operation
-- `_latest` maps a user key to its newest version `(seq, kind, value)`; `_keys` is a
+- `_latest` maps a user key to its newest version as an entry `(key, seq, kind, value)`
+  (the tuple the merge and the table builder take, so iteration copies nothing); `_keys` is a
   `SortedList` of the same keys for ordered scans and flushes. Point reads need only the
   dict (O(1)). A new key is only appended to `_unsorted` (O(1)); the first ordered read
   after writes sorts those and merges them into `_keys` in one `update` (O(k log k) for
@@ -28,15 +29,13 @@ from itertools import islice
 
 from sortedcontainers import SortedList
 
-# A version as stored: (seq, kind, value).
-Version = tuple[int, int, bytes]
-# An internal entry as the merge and the table builder see it.
+# An internal entry, as stored and as the merge and the table builder see it.
 Entry = tuple[bytes, int, int, bytes]
 
 _CHUNK = 512
 
 
-def _copy(older: list[Version] | None) -> tuple[Version, ...] | None:
+def _copy(older: list[Entry] | None) -> tuple[Entry, ...] | None:
     # A snapshot of the kept versions: the writer may append to the list after the chunk.
     return tuple(older) if older else None
 
@@ -46,8 +45,8 @@ class MemTable:
                  "entry_overhead", "max_seq")
 
     def __init__(self, entry_overhead: int = 200) -> None:
-        self._latest: dict[bytes, Version] = {}
-        self._older: dict[bytes, list[Version]] = {}
+        self._latest: dict[bytes, Entry] = {}
+        self._older: dict[bytes, list[Entry]] = {}
         self._keys = SortedList()
         self._unsorted: list[bytes] = []
         self._settle_lock = threading.Lock()
@@ -71,29 +70,29 @@ class MemTable:
         charge = len(key) + len(value) + self.entry_overhead
         if old is None:
             self._unsorted.append(key)
-        elif old[0] <= keep_from:
+        elif old[1] <= keep_from:
             self._older.setdefault(key, []).append(old)
         else:
-            charge -= len(key) + len(old[2]) + self.entry_overhead
-        latest[key] = (seq, kind, value)
+            charge -= len(key) + len(old[3]) + self.entry_overhead
+        latest[key] = (key, seq, kind, value)
         self.approximate_bytes += charge
         self.max_seq = seq
 
-    def get(self, key: bytes, max_seq: int) -> Version | None:
-        """The newest version of `key` with seq <= max_seq kept here, or None. O(1)
+    def get(self, key: bytes, max_seq: int) -> Entry | None:
+        """The newest entry of `key` with seq <= max_seq kept here, or None. O(1)
         plus the number of kept older versions of `key`."""
-        version = self._latest.get(key)
-        if version is None or version[0] <= max_seq:
-            return version
+        entry = self._latest.get(key)
+        if entry is None or entry[1] <= max_seq:
+            return entry
         older = self._older.get(key)
         if older:
             for old in reversed(older):
-                if old[0] <= max_seq:
+                if old[1] <= max_seq:
                     return old
         return None
 
-    def latest(self, key: bytes) -> Version | None:
-        """The newest version of `key`, whatever its seq. O(1)."""
+    def latest(self, key: bytes) -> Entry | None:
+        """The newest entry of `key`, whatever its seq. O(1)."""
         return self._latest.get(key)
 
     def entries(
@@ -121,12 +120,18 @@ class MemTable:
                 else:
                     it = self._keys.irange(low, end, inclusive=(inclusive, False))
                 keys = list(islice(it, _CHUNK))
-                versions = [(latest[k], _copy(older_map.get(k))) for k in keys]
-            for key, (version, older) in zip(keys, versions, strict=True):
-                yield (key, version[0], version[1], version[2])
-                if older:
-                    for old in reversed(older):
-                        yield (key, old[0], old[1], old[2])
+                plain = not older_map  # no key has kept versions (the common case)
+                if plain:
+                    chunk = list(map(latest.__getitem__, keys))
+                else:
+                    versions = [(latest[k], _copy(older_map.get(k))) for k in keys]
+            if plain:
+                yield from chunk
+            else:
+                for entry, older in versions:
+                    yield entry
+                    if older:
+                        yield from reversed(older)
             if len(keys) < _CHUNK:
                 return
             low = keys[-1]
@@ -147,12 +152,13 @@ class MemTable:
         self._settle()
         assert list(self._keys) == sorted(self._latest)
         total = 0
-        for key, version in self._latest.items():
-            total += len(key) + len(version[2]) + self.entry_overhead
-            newer = version[0]
+        for key, entry in self._latest.items():
+            assert entry[0] == key
+            total += len(key) + len(entry[3]) + self.entry_overhead
+            newer = entry[1]
             for old in reversed(self._older.get(key, [])):
-                assert old[0] < newer, (key, old, newer)
-                newer = old[0]
-                total += len(key) + len(old[2]) + self.entry_overhead
+                assert old[0] == key and old[1] < newer, (key, old, newer)
+                newer = old[1]
+                total += len(key) + len(old[3]) + self.entry_overhead
         assert total == self.approximate_bytes, (total, self.approximate_bytes)
         assert set(self._older) <= set(self._latest)

@@ -32,11 +32,13 @@ class CompactionAborted(Exception):
 class TableSet:
     """Readers of live tables, opened on first use and closed when their file goes."""
 
-    def __init__(self, fs: FileSystem, folder: str, options: Options) -> None:
+    def __init__(self, fs: FileSystem, folder: str, options: Options,
+                 cache_bytes: int | None = None) -> None:
         self.fs = fs
         self.folder = folder
         self.options = options
-        self.cache = BlockCache(options.block_cache_bytes)
+        size = options.block_cache_bytes if cache_bytes is None else cache_bytes
+        self.cache = BlockCache(size) if size else None
         self.table_options = TableOptions(
             block_size=options.block_size,
             bloom_bits_per_key=options.bloom_bits_per_key,

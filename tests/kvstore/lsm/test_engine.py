@@ -373,3 +373,50 @@ def test_background_io_error_makes_the_engine_read_only_with_a_clear_error(tmp_p
         db.put(b"b", b"2")
     fs.fail_syncs = False
     db.close()
+
+
+def test_flush_and_compaction_during_concurrent_synced_writes(tmp_path: Path) -> None:
+    """flush() switches the log through the writer queue, so it never closes a log a
+    group-commit leader is appending to with the mutex released."""
+    with open_tiny(tmp_path, sync="always") as db:
+        errors: list[BaseException] = []
+
+        def writer(t: int) -> None:
+            try:
+                for i in range(40):
+                    db.write(WriteBatch().put(b"w%d-%d" % (t, i), b"v" * 30)
+                             .put(b"x%d-%d" % (t, i), b"v"))
+            except BaseException as exc:  # pragma: no cover - reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=writer, args=(t,)) for t in range(6)]
+        for t in threads:
+            t.start()
+        for _ in range(10):
+            db.flush()
+        db.compact_range()
+        for t in threads:
+            t.join()
+        assert not errors
+        assert db.stats()["background_error"] is None
+        got = dict(db.scan())
+        assert len(got) == 6 * 40 * 2
+
+
+def test_compaction_in_a_worker_process_gives_the_same_contents(tmp_path: Path) -> None:
+    with open_tiny(tmp_path, compaction_process=True) as db:
+        model = fill(db, 4000, seed=21)
+        snap = db.snapshot()
+        for k in list(model)[:100]:
+            db.delete(k)
+        db.compact_range()
+        stats = db.stats()
+        assert stats["compactions"] > 0 and stats["files_per_level"][0] == 0
+        assert list(snap.scan()) == sorted(model.items())  # the worker kept snapshot data
+        snap.release()
+        for k in list(model)[:100]:
+            del model[k]
+        assert list(db.scan()) == sorted(model.items())
+        db.check()
+    with open_tiny(tmp_path) as db:
+        assert list(db.scan()) == sorted(model.items())

@@ -17,10 +17,10 @@ def test_get_returns_the_newest_version_at_or_below_the_read_seq() -> None:
     m.add(1, KIND_VALUE, b"a", b"1")
     m.add(2, KIND_VALUE, b"a", b"2", keep_from=1)
     m.add(3, KIND_DELETE, b"a", b"", keep_from=1)
-    assert m.get(b"a", 3) == (3, KIND_DELETE, b"")
+    assert m.get(b"a", 3) == (b"a", 3, KIND_DELETE, b"")
     # Version 2 was not kept (no snapshot at 2 or above); a reader at 1 still sees 1.
     assert [e[1] for e in m.entries()] == [3, 1]
-    assert m.get(b"a", 1) == (1, KIND_VALUE, b"1")
+    assert m.get(b"a", 1) == (b"a", 1, KIND_VALUE, b"1")
     assert m.get(b"a", 0) is None
     assert m.get(b"b", 9) is None
     m.check()
@@ -107,4 +107,4 @@ def test_reads_at_every_snapshot_match_a_model(script: list[tuple[bytes, bool, b
                 assert got is None
             else:
                 assert got is not None
-                assert (got[2] if got[1] == KIND_VALUE else None) == expected[-1]
+                assert (got[3] if got[2] == KIND_VALUE else None) == expected[-1]
