@@ -177,8 +177,10 @@ class RaftCore:
         The command is committed when a Ready's committed_entries holds an entry with this
         index and this term; another term at that index means it was lost (retry).
         Raises NotLeader (with the leader hint) off the leader, ProposalDropped during a
-        leadership transfer.
+        leadership transfer, ValueError for empty data (the leader's no-op is empty).
         """
+        if not data:
+            raise ValueError("empty data is reserved for the leader's no-op entry")
         self._check_can_propose()
         return self._append_entry(EntryType.NORMAL, data)
 
@@ -268,8 +270,8 @@ class RaftCore:
         )
 
     def ready(self) -> Ready | None:
-        """What the driver must do next (see Ready), or None. One Ready at a time:
-        call advance(ready) before asking again."""
+        """What the driver must do next (see Ready), or None when there is nothing to do
+        or a Ready is still outstanding: call advance(ready) before asking again."""
         if not self.has_ready():
             return None
         hs = self.hard_state

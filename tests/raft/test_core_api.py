@@ -1,0 +1,140 @@
+"""The core's contract with the driver (raft/ready.py, raft/core.py docstrings)."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from raft import (
+    CompactionError,
+    Config,
+    ConfState,
+    Entry,
+    EntryType,
+    HardState,
+    MessageType,
+    NotLeader,
+    RaftCore,
+    Role,
+    Snapshot,
+    SnapshotMeta,
+    SoftState,
+)
+
+MT = MessageType
+VOTERS = ConfState(frozenset({1}))
+
+
+def single() -> RaftCore:
+    return RaftCore(1, VOTERS, random.Random(1), Config())
+
+
+def test_single_voter_elects_itself_and_commits_only_after_advance() -> None:
+    """The leader counts its own entries only once the driver persisted them (advance)."""
+    core = single()
+    core.campaign()
+    rd = core.ready()
+    assert rd is not None
+    assert rd.soft_state == SoftState(1, Role.LEADER)
+    assert rd.hard_state == HardState(1, 1, 0)
+    assert [e.index for e in rd.entries] == [1] and rd.committed_entries == ()
+    assert core.committed == 0
+    core.advance(rd)
+    assert core.committed == 1
+    rd = core.ready()
+    assert rd is not None and [e.index for e in rd.committed_entries] == [1]
+    assert rd.hard_state == HardState(1, 1, 1)
+    core.advance(rd)
+    assert core.ready() is None and core.applied == 1
+
+
+def test_one_ready_at_a_time_and_input_between_goes_to_the_next() -> None:
+    core = single()
+    core.campaign()
+    rd = core.ready()
+    assert rd is not None
+    core.propose(b"x")  # allowed between ready() and advance()
+    assert core.ready() is None  # outstanding
+    core.advance(rd)
+    nxt = core.ready()
+    assert nxt is not None and [e.data for e in nxt.entries] == [b"x"]
+    assert nxt.truncate_from == 2
+
+
+def test_first_ready_reports_the_configuration() -> None:
+    core = RaftCore(2, ConfState(frozenset({1, 2, 3})), random.Random(1))
+    rd = core.ready()
+    assert rd is not None and rd.conf_state == ConfState(frozenset({1, 2, 3}))
+    core.advance(rd)
+    assert core.ready() is None
+
+
+def test_restart_replays_committed_entries_after_the_snapshot() -> None:
+    """A restarted node is built from disk: the snapshot, then entries, then hard state;
+    committed entries after the snapshot come back in the first Ready to re-apply."""
+    meta = SnapshotMeta(2, 1, ConfState(frozenset({1, 2, 3})))
+    entries = [Entry(1, 3, EntryType.NORMAL, b"c"), Entry(2, 4, EntryType.NORMAL, b"d")]
+    core = RaftCore(
+        1,
+        ConfState(frozenset({9})),  # ignored: the snapshot's configuration wins
+        random.Random(1),
+        hard_state=HardState(2, 3, 3),
+        snapshot=Snapshot(meta, b"state"),
+        entries=entries,
+    )
+    assert core.conf.voters == {1, 2, 3}
+    assert (core.term, core.vote, core.committed, core.applied) == (2, 3, 3, 2)
+    rd = core.ready()
+    assert rd is not None
+    assert rd.entries == () and rd.hard_state is None and rd.snapshot is None
+    assert [e.index for e in rd.committed_entries] == [3]
+
+
+def test_errors_carry_what_the_caller_needs() -> None:
+    core = RaftCore(2, ConfState(frozenset({1, 2, 3})), random.Random(1))
+    with pytest.raises(NotLeader) as info:
+        core.propose(b"x")
+    assert info.value.leader == 0 and info.value.node_id == 2
+    with pytest.raises(NotLeader):
+        core.read_index(b"ctx")  # no leader to forward to
+    with pytest.raises(NotLeader):
+        core.transfer_leadership(1)
+    with pytest.raises(NotLeader):
+        core.match_index()
+    with pytest.raises(CompactionError):
+        core.compact(1, b"")
+    with pytest.raises(ValueError):
+        core.read_index(b"")
+    leader = single()
+    leader.campaign()
+    with pytest.raises(ValueError, match="no-op"):
+        leader.propose(b"")
+
+
+def test_messages_to_someone_else_are_dropped() -> None:
+    from raft import Message
+
+    core = RaftCore(2, ConfState(frozenset({1, 2, 3})), random.Random(1))
+    core.step(Message(MT.HEARTBEAT, to=3, sender=1, term=5))
+    assert core.term == 0
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"heartbeat_tick": 0},
+        {"election_tick": 1, "heartbeat_tick": 1},
+        {"max_inflight": 0},
+        {"max_entries_per_append": 0},
+        {"snapshot_chunk_size": 0},
+    ],
+)
+def test_config_rejects_nonsense(kwargs: dict[str, int]) -> None:
+    with pytest.raises(ValueError):
+        Config(**kwargs)
+
+
+def test_node_ids_are_positive() -> None:
+    with pytest.raises(ValueError):
+        RaftCore(0, VOTERS, random.Random(1))
