@@ -49,12 +49,14 @@ import logging
 import random
 from collections.abc import Sequence
 
+from raft.confchange import validate_conf_change
 from raft.config import Config
-from raft.errors import CompactionError, ConfChangeInvalid, NotLeader, ProposalDropped
+from raft.errors import CompactionError, NotLeader, ProposalDropped
+from raft.follower import FollowerMixin
+from raft.leader import LeaderMixin
 from raft.log import RaftLog
 from raft.messages import (
     ConfChange,
-    ConfChangeType,
     ConfState,
     Entry,
     EntryType,
@@ -64,8 +66,8 @@ from raft.messages import (
     Snapshot,
     SnapshotMeta,
 )
-from raft.progress import Progress, ProgressState
-from raft.quorum import VoteResult, has_quorum, joint_committed_index, joint_vote_result
+from raft.progress import Progress
+from raft.quorum import VoteResult, has_quorum, joint_vote_result
 from raft.readonly import ReadOnly
 from raft.ready import ReadState, Ready, Role, SoftState
 from raft.snapshot_assembler import SnapshotAssembler
@@ -76,7 +78,7 @@ MT = MessageType
 CAMPAIGN_TRANSFER = b"transfer"  # VOTE context: a leadership transfer, bypasses the lease
 
 
-class RaftCore:
+class RaftCore(LeaderMixin, FollowerMixin):
     """One Raft member. Not thread-safe: the driver calls it from one task.
 
     Requires: node_id > 0; conf_state names the bootstrap configuration (ignored when a
@@ -196,7 +198,7 @@ class RaftCore:
             raise ProposalDropped("a membership change is still uncommitted")
         if self.log.term(self.log.committed) != self.term:
             raise ProposalDropped("the leader has not committed an entry in its term yet")
-        self._validate_conf_change(change)
+        validate_conf_change(self.conf, change)
         index = self._append_entry(EntryType.CONF_CHANGE, change.to_bytes())
         self.pending_conf_index = index
         return index
@@ -503,274 +505,10 @@ class RaftCore:
             self.votes.setdefault(m.sender, not m.reject)
             self._poll()
 
-    # ---------------------------------------------------------------- follower
-    def _step_follower(self, m: Message) -> None:
-        t = m.type
-        if t == MT.APPEND:
-            self.election_elapsed = 0
-            self.lead = m.sender
-            self._handle_append(m)
-        elif t == MT.HEARTBEAT:
-            self.election_elapsed = 0
-            self.lead = m.sender
-            self.log.commit_to(min(m.commit, self.log.last_index))
-            self._send(MT.HEARTBEAT_RESP, m.sender, context=m.context)
-        elif t == MT.SNAPSHOT:
-            self.election_elapsed = 0
-            self.lead = m.sender
-            self._handle_snapshot(m)
-        elif t == MT.TIMEOUT_NOW:
-            self._campaign(pre_vote=False, transfer=True)
-        elif t == MT.READ_INDEX_RESP:
-            self.read_states.append(ReadState(m.context, m.index))
-
-    def _handle_append(self, m: Message) -> None:
-        if m.index < self.log.committed:
-            self._send(MT.APPEND_RESP, m.sender, index=self.log.committed)
-            return
-        last_new = self.log.maybe_append(m.index, m.log_term, m.entries)
-        if last_new is not None:
-            self._sync_conf()
-            self.log.commit_to(min(m.commit, last_new))
-            self._send(MT.APPEND_RESP, m.sender, index=last_new)
-            return
-        hint = self.log.find_conflict_by_term(min(m.index, self.log.last_index), m.log_term)
-        self._send(
-            MT.APPEND_RESP,
-            m.sender,
-            index=m.index,
-            reject=True,
-            reject_hint=hint,
-            hint_term=self.log.term(hint) or 0,
-        )
-
-    def _handle_snapshot(self, m: Message) -> None:
-        meta = m.snapshot
-        if meta is None:
-            return
-        if meta.index <= self.log.committed:
-            self.assembler = None
-            self._send(MT.APPEND_RESP, m.sender, index=self.log.committed)
-            return
-        a = self.assembler
-        if a is None or not a.matches(m.sender, m.term, meta):
-            if m.offset != 0:
-                self._send(MT.SNAPSHOT_RESP, m.sender, snapshot=meta, offset=0, reject=True)
-                return
-            a = self.assembler = SnapshotAssembler(m.sender, m.term, meta)
-        if not a.accept(m.offset, m.data):
-            self._send(
-                MT.SNAPSHOT_RESP, m.sender, snapshot=meta, offset=len(a.buffer), reject=True
-            )
-            return
-        if not m.done:
-            self._send(MT.SNAPSHOT_RESP, m.sender, snapshot=meta, offset=len(a.buffer))
-            return
-        self.assembler = None
-        self._restore(Snapshot(meta, bytes(a.buffer)))
-        self._send(MT.APPEND_RESP, m.sender, index=self.log.last_index)
-
-    def _restore(self, snap: Snapshot) -> None:
-        """Install a leader's snapshot (§7). Requires: snap.meta.index > committed."""
-        meta = snap.meta
-        if self.log.match_term(meta.index, meta.term):
-            self.log.commit_to(meta.index)  # we hold that entry: just fast-forward
-            return
-        self.log.restore(meta)
-        self.snapshot = snap
-        self.pending_snapshot = snap
-        self._sync_conf()
-
-    # ---------------------------------------------------------------- leader
-    def _step_leader(self, m: Message) -> None:
-        t = m.type
-        if t == MT.READ_INDEX:
-            if m.context:
-                self._leader_read(m.context, m.sender)
-            return
-        pr = self.prs.get(m.sender)
-        if pr is None:
-            return
-        if t == MT.APPEND_RESP:
-            pr.recent_active = True
-            self._handle_append_resp(m, pr)
-        elif t == MT.HEARTBEAT_RESP:
-            pr.recent_active = True
-            pr.probe_sent = False
-            if pr.state == ProgressState.REPLICATE and pr.inflight:
-                # An APPEND may have been lost: free a slot so the next send goes out; if
-                # the follower lacks what we sent, it rejects and we fall back to probing.
-                pr.inflight.popleft()
-            if pr.state == ProgressState.SNAPSHOT:
-                self._send_snapshot_chunk(m.sender, pr)
-            elif pr.match < self.log.last_index:
-                self._send_append(m.sender)
-            if m.context:
-                self._handle_read_ack(m.sender, m.context)
-        elif t == MT.SNAPSHOT_RESP:
-            pr.recent_active = True
-            if pr.state != ProgressState.SNAPSHOT or m.snapshot != pr.pending_snapshot:
-                return
-            if (m.reject and m.offset != pr.snapshot_offset) or (
-                not m.reject and m.offset > pr.snapshot_offset
-            ):
-                pr.snapshot_offset = m.offset
-                self._send_snapshot_chunk(m.sender, pr)
-
-    def _handle_append_resp(self, m: Message, pr: Progress) -> None:
-        if m.reject:
-            probe = m.reject_hint
-            if m.hint_term > 0:
-                probe = self.log.find_conflict_by_term(m.reject_hint, m.hint_term)
-            if pr.maybe_decr_to(m.index, probe):
-                if pr.state == ProgressState.REPLICATE:
-                    pr.become_probe()
-                self._send_append(m.sender)
-            return
-        old_paused = pr.is_paused(self.config.max_inflight)
-        if not pr.maybe_update(m.index):
-            if old_paused and not pr.is_paused(self.config.max_inflight):
-                self._send_append(m.sender)
-            return
-        if pr.state == ProgressState.PROBE:
-            pr.become_replicate()
-        elif (
-            pr.state == ProgressState.SNAPSHOT
-            and pr.pending_snapshot is not None
-            and pr.match >= pr.pending_snapshot.index
-        ):
-            pr.become_probe()
-            pr.become_replicate()
-        if self._maybe_commit():
-            self._bcast_append()
-            if self.role != Role.LEADER:
-                return
-        elif old_paused:
-            self._send_append(m.sender)  # it was waiting on us: tell it the commit index
-        while self._send_append(m.sender, send_if_empty=False):
-            pass
-        if m.sender == self.lead_transferee and pr.match == self.log.last_index:
-            self._send(MT.TIMEOUT_NOW, m.sender)
-
-    def _maybe_commit(self) -> bool:
-        match = {i: pr.match for i, pr in self.prs.items()}
-        index = joint_committed_index(self.conf.voters, self.conf.voters_outgoing, match)
-        if index <= self.log.committed or self.log.term(index) != self.term:
-            return False
-        self.log.commit_to(index)
-        if self.pending_reads and self.log.term(self.log.committed) == self.term:
-            held, self.pending_reads = self.pending_reads, []
-            for context, sender in held:
-                self._leader_read(context, sender)
-        if self.id not in self.conf.voters and self.log.committed >= self.log.last_conf_index():
-            self._step_down_removed()
-        return True
-
-    def _step_down_removed(self) -> None:
-        """Diss. §4.2.2: a leader not in the committed configuration hands off and steps down."""
-        last = self.log.last_index
-        caught_up = [
-            i for i, pr in self.prs.items() if i in self.conf.voters and pr.match == last
-        ]
-        self._bcast_append()
-        if caught_up:
-            self._send(MT.TIMEOUT_NOW, min(caught_up))
-        log.info("leader %d is no longer a voter; stepping down", self.id)
-        self.become_follower(self.term, 0)
-
-    def _leader_read(self, context: bytes, sender: int) -> None:
-        if self.conf.voters == {self.id} and not self.conf.voters_outgoing:
-            self._release_read(context, self.log.committed, sender)
-            return
-        if self.log.term(self.log.committed) != self.term:
-            self.pending_reads.append((context, sender))
-            return
-        if self.readonly.add_request(self.log.committed, context, sender):
-            self.readonly.recv_ack(self.id, context)
-            self._bcast_heartbeat(context)
-
-    def _handle_read_ack(self, node: int, context: bytes) -> None:
-        acks = self.readonly.recv_ack(node, context)
-        if acks is None or not has_quorum(self.conf.voters, self.conf.voters_outgoing, acks):
-            return
-        for status in self.readonly.advance(context):
-            self._release_read(status.context, status.index, status.sender)
-
-    def _release_read(self, context: bytes, index: int, sender: int) -> None:
-        if sender == self.id:
-            self.read_states.append(ReadState(context, index))
-        else:
-            self._send(MT.READ_INDEX_RESP, sender, index=index, context=context)
-
     # ---------------------------------------------------------------- sending
     def _send(self, type: MessageType, to: int, **fields: object) -> None:
         fields.setdefault("term", self.term)
         self.msgs.append(Message(type=type, to=to, sender=self.id, **fields))  # type: ignore[arg-type]
-
-    def _bcast_append(self) -> None:
-        if self.role != Role.LEADER:
-            return  # e.g. a removed leader that just stepped down
-        for i in self.prs:
-            if i != self.id:
-                self._send_append(i)
-
-    def _bcast_heartbeat(self, context: bytes) -> None:
-        for i, pr in self.prs.items():
-            if i != self.id:
-                commit = min(pr.match, self.log.committed)
-                self._send(MT.HEARTBEAT, i, commit=commit, context=context)
-
-    def _send_append(self, to: int, send_if_empty: bool = True) -> bool:
-        """Send the next APPEND to `to` unless its progress is paused; True if one went out."""
-        pr = self.prs[to]
-        if pr.is_paused(self.config.max_inflight):
-            return False
-        prev = pr.next - 1
-        prev_term = self.log.term(prev)
-        if prev_term is None:
-            if prev < self.log.snap_index:
-                self._send_snapshot(to, pr)
-                return False
-            # next beyond our log (an ack from a previous incarnation): probe from the end
-            pr.next = self.log.last_index + 1
-            prev, prev_term = self.log.last_index, self.log.last_term
-        max_n = self.config.max_entries_per_append
-        entries = self.log.slice(pr.next, self.log.last_index + 1, max_n)
-        if not entries and not send_if_empty:
-            return False
-        self._send(
-            MT.APPEND,
-            to,
-            index=prev,
-            log_term=prev_term,
-            entries=entries,
-            commit=self.log.committed,
-        )
-        pr.sent(entries[-1].index if entries else prev)
-        return True
-
-    def _send_snapshot(self, to: int, pr: Progress) -> None:
-        snap = self.snapshot
-        assert snap is not None, "log compacted without a snapshot"
-        if pr.state != ProgressState.SNAPSHOT or pr.pending_snapshot != snap.meta:
-            pr.become_snapshot(snap.meta)
-        self._send_snapshot_chunk(to, pr)
-
-    def _send_snapshot_chunk(self, to: int, pr: Progress) -> None:
-        snap = self.snapshot
-        assert snap is not None
-        if pr.pending_snapshot != snap.meta:
-            pr.become_snapshot(snap.meta)  # compacted again meanwhile: start the new one
-        off = pr.snapshot_offset
-        chunk = snap.data[off : off + self.config.snapshot_chunk_size]
-        self._send(
-            MT.SNAPSHOT,
-            to,
-            snapshot=snap.meta,
-            offset=off,
-            data=chunk,
-            done=off + len(chunk) >= len(snap.data),
-        )
 
     # ---------------------------------------------------------------- proposals, config
     def _check_can_propose(self) -> None:
@@ -787,23 +525,6 @@ class RaftCore:
         if self.role == Role.LEADER:
             self._bcast_append()
         return index
-
-    def _validate_conf_change(self, cc: ConfChange) -> None:
-        c = self.conf
-        if c.voters_outgoing:
-            raise ConfChangeInvalid("joint configurations are not used by this core")
-        if cc.type == ConfChangeType.ADD_VOTER and cc.node_id in c.voters:
-            raise ConfChangeInvalid(f"{cc.node_id} is already a voter")
-        if cc.type == ConfChangeType.ADD_LEARNER:
-            if cc.node_id in c.voters:
-                raise ConfChangeInvalid(f"{cc.node_id} is a voter; demotion is not supported")
-            if cc.node_id in c.learners:
-                raise ConfChangeInvalid(f"{cc.node_id} is already a learner")
-        if cc.type == ConfChangeType.REMOVE_NODE:
-            if cc.node_id not in c.voters | c.learners:
-                raise ConfChangeInvalid(f"{cc.node_id} is not a member")
-            if c.voters == {cc.node_id}:
-                raise ConfChangeInvalid("cannot remove the last voter")
 
     def _sync_conf(self) -> None:
         """Adopt the latest configuration in the log (diss. §4.1) if it changed."""
