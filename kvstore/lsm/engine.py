@@ -54,7 +54,7 @@ from .errors import EngineClosedError, InvalidArgumentError, StorageError
 from .filesystem import FileSystem, RealFileSystem
 from .manifest import ManifestState, ManifestWriter, recover
 from .memtable import MemTable
-from .merge import merge_entries, visible
+from .merge import merge_visible
 from .options import Options
 from .tables import CompactionAborted, TableSet
 from .version import Version, VersionEdit, apply_edit
@@ -126,24 +126,29 @@ class Scan:
     def __init__(self, engine: Engine, it: Iterator[tuple[bytes, bytes]],
                  version: Version, seq: int) -> None:
         self._engine: Engine | None = engine
-        self._it = it
         self._version = version
         self._seq = seq
+        self._gen = self._run(it)
 
-    def __iter__(self) -> Scan:
-        return self
+    def _run(self, it: Iterator[tuple[bytes, bytes]]) -> Iterator[tuple[bytes, bytes]]:
+        try:
+            yield from it
+        finally:
+            self._release()
+
+    def __iter__(self) -> Iterator[tuple[bytes, bytes]]:
+        return self._gen  # a `for` loop then runs the generator without a Python __next__
 
     def __next__(self) -> tuple[bytes, bytes]:
-        try:
-            return next(self._it)
-        except BaseException:
-            self.close()
-            raise
+        return next(self._gen)
 
     def close(self) -> None:
+        self._gen.close()
+        self._release()
+
+    def _release(self) -> None:
         engine, self._engine = self._engine, None
         if engine is not None:
-            self._it = iter(())
             engine._release(self._version, self._seq)
 
     def __enter__(self) -> Scan:
@@ -154,7 +159,7 @@ class Scan:
 
     def __del__(self) -> None:
         with contextlib.suppress(Exception):
-            self.close()
+            self._release()
 
 
 class Engine:
@@ -620,7 +625,7 @@ class Engine:
             chosen = [f for f in files if f.overlaps(start, last)]
             if chosen:
                 sources.append(tables.iterate_level(chosen, start))
-        return Scan(self, visible(merge_entries(sources), seq, end), version, seq)
+        return Scan(self, merge_visible(sources, seq, end), version, seq)
 
     def _release(self, version: Version | None, seq: int) -> None:
         """Drop a scan's version pin and snapshot, or a snapshot. Never blocks: called

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Iterable, Iterator
+from itertools import chain
 
 from .coding import KIND_VALUE
 
@@ -57,6 +58,52 @@ def visible(
     `end` (exclusive, None: no bound). Requires: `entries` in internal order."""
     previous: bytes | None = None
     for key, seq, kind, value in entries:
+        if key == previous:
+            continue
+        if end is not None and key >= end:
+            return
+        if seq > snapshot_seq:
+            continue
+        previous = key
+        if kind == KIND_VALUE:
+            yield key, value
+
+
+def merge_visible(
+    sources: Iterable[Iterable[Entry]], snapshot_seq: int, end: bytes | None = None
+) -> Iterator[tuple[bytes, bytes]]:
+    """`visible(merge_entries(sources), snapshot_seq, end)` in one generator (a scan's
+    hot loop: one frame per key instead of three)."""
+    iterators = [iter(s) for s in sources]
+    heap: list[tuple[bytes, int, int, Entry]] = []
+    for index, it in enumerate(iterators):
+        for entry in it:
+            heap.append((entry[0], -entry[1], index, entry))
+            break
+    heapq.heapify(heap)
+    replace = heapq.heapreplace
+    pop = heapq.heappop
+    previous: bytes | None = None
+    while len(heap) > 1:
+        key, negseq, index, entry = heap[0]
+        following = next(iterators[index], None)
+        if following is None:
+            pop(heap)
+        else:
+            replace(heap, (following[0], -following[1], index, following))
+        if key == previous:
+            continue
+        if end is not None and key >= end:
+            return
+        if -negseq > snapshot_seq:
+            continue
+        previous = key
+        if entry[2] == KIND_VALUE:
+            yield key, entry[3]
+    if not heap:
+        return
+    last = heap[0]
+    for key, seq, kind, value in chain((last[3],), iterators[last[2]]):
         if key == previous:
             continue
         if end is not None and key >= end:

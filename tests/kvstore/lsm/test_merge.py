@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kvstore.lsm.coding import KIND_DELETE, KIND_VALUE
-from kvstore.lsm.merge import merge_entries, visible
+from kvstore.lsm.merge import merge_entries, merge_visible, visible
 
 
 def internal(entries):
@@ -52,7 +52,7 @@ entry_lists = st.lists(
 )
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(entry_lists, st.integers(0, 70))
 def test_merge_then_visible_matches_a_model(groups, snap) -> None:
     seq = 0
@@ -71,3 +71,19 @@ def test_merge_then_visible_matches_a_model(groups, snap) -> None:
     assert merged == internal([e for s in sources for e in s])
     expected = [(k, v) for k, (_, v) in sorted(model.items()) if v is not None]
     assert list(visible(merged, snap)) == expected
+
+
+@settings(max_examples=100, deadline=None)
+@given(entry_lists, st.integers(0, 70), st.none() | st.sampled_from([b"a", b"c", b"e", b"z"]))
+def test_merge_visible_equals_visible_of_merge(groups, snap, end) -> None:
+    seq = 0
+    sources = []
+    for group in groups:
+        entries = []
+        for key, is_put in group:
+            seq += 1
+            entries.append((key, seq, KIND_VALUE if is_put else KIND_DELETE,
+                            b"v%d" % seq if is_put else b""))
+        sources.append(internal(entries))
+    assert list(merge_visible(sources, snap, end)) == list(
+        visible(merge_entries(sources), snap, end))
