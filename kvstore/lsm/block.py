@@ -21,6 +21,7 @@ stored bytes without the trailer.
 from __future__ import annotations
 
 import struct
+import sys
 import zlib
 from bisect import bisect_left
 from itertools import accumulate
@@ -37,6 +38,7 @@ _MIN_SAVING = 8  # keep a compressed block only if it is at least 1/8 smaller
 
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
+_LITTLE_ENDIAN = sys.byteorder == "little"
 _TRAILER = struct.Struct("<BI")
 _MASK_DELTA = 0xA282EAD8
 
@@ -123,7 +125,10 @@ class Block:
         if tags_at < 0:
             raise CorruptionError(path, offset, f"block of {size} bytes cannot hold {n} entries")
         # ends[i] = end of key i, ends[n + i] = end of value i (the two arrays are adjacent)
-        ends = _uint32s(2 * n).unpack_from(raw, tags_at + 8 * n)
+        if _LITTLE_ENDIAN:  # a view: no int objects until an offset is read
+            ends = memoryview(raw)[tags_at + 8 * n:size - 4].cast("I")
+        else:
+            ends = _array_struct("I", 2 * n).unpack_from(raw, tags_at + 8 * n)
         vbase = 0
         if n:
             vbase = ends[n - 1]
@@ -173,13 +178,29 @@ class Block:
         raw = self.raw
         ends = self.ends
         n = self.n
-        i = self.seek(user_key)
-        while i < n and raw[ends[i - 1] if i else 0:ends[i]] == user_key:
+        keys = self._keys
+        if keys is not None:
+            i = bisect_left(keys, user_key)
+            if i == n or keys[i] != user_key:
+                return None
+        else:  # search in place: slice only the keys compared
+            lo, hi = 0, n
+            while lo < hi:
+                mid = (lo + hi) >> 1
+                if raw[ends[mid - 1] if mid else 0:ends[mid]] < user_key:
+                    lo = mid + 1
+                else:
+                    hi = mid
+            i = lo
+            if i == n or raw[ends[i - 1] if i else 0:ends[i]] != user_key:
+                return None
+        while True:
             tag = _U64.unpack_from(raw, self.tags_at + 8 * i)[0]
             if tag >> 8 <= max_seq:
                 return tag >> 8, tag & 0xFF, raw[ends[n + i - 1] if i else self.vbase:ends[n + i]]
-            i += 1
-        return None
+            i += 1  # an older version of the same key, if there is one
+            if i == n or raw[ends[i - 1]:ends[i]] != user_key:
+                return None
 
     def last_key(self) -> bytes | None:
         n = self.n

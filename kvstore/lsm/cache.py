@@ -3,6 +3,13 @@
 Keys are (file_number, block_offset); file numbers are never reused, so a deleted
 table's blocks simply age out. Bounded by the sum of the entries' charges (bytes).
 Thread-safe: one lock around an OrderedDict; every operation is O(1).
+
+Admission (`offer`): a block read for a point lookup enters the cache only the second
+time it is offered within a window of recent offers (a "doorkeeper" in front of the
+LRU, as in TinyLFU). Blocks read once (uniform random reads over data much larger than
+the cache) then never displace blocks that are reused, and the reads do not pay for
+inserting and evicting them: measured on random reads of a 130 MB table with a 16 MiB
+cache, an insert plus its eviction cost more than the rest of the block read.
 """
 
 from __future__ import annotations
@@ -22,6 +29,8 @@ class BlockCache:
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
+        self._offered: set[Hashable] = set()
+        self._offer_window = max(1024, capacity_bytes // 2048)  # ~2x the blocks that fit
 
     def get(self, key: Hashable) -> object | None:
         with self._lock:
@@ -48,6 +57,19 @@ class BlockCache:
                 _, (_, c) = self._map.popitem(last=False)
                 self._usage -= c
 
+    def offer(self, key: Hashable, value: object, charge: int) -> bool:
+        """Insert `key` if it was offered before within the window; True if inserted."""
+        offered = self._offered
+        with self._lock:
+            if key not in offered:
+                if len(offered) >= self._offer_window:
+                    offered.clear()
+                offered.add(key)
+                return False
+            offered.discard(key)
+        self.insert(key, value, charge)
+        return True
+
     def erase(self, key: Hashable) -> None:
         with self._lock:
             old = self._map.pop(key, None)
@@ -57,6 +79,7 @@ class BlockCache:
     def clear(self) -> None:
         with self._lock:
             self._map.clear()
+            self._offered.clear()
             self._usage = 0
 
     @property

@@ -25,9 +25,9 @@ FIXED32 = struct.Struct("<I")
 FIXED64 = struct.Struct("<Q")
 
 
-def crc32c(data: bytes | bytearray | memoryview, value: int = 0) -> int:
-    """CRC32C (Castagnoli) of `data`, continuing from `value` (C implementation)."""
-    return _crc(data, value)
+# crc32c(data, value=0) -> int: CRC32C (Castagnoli) of `data` continuing from `value`.
+# The C function itself, not a wrapper: it is called for every record and block.
+crc32c = _crc32c.crc32c
 
 
 def mask(crc: int) -> int:

@@ -13,7 +13,7 @@ from bisect import bisect_left
 from collections.abc import Iterator
 from itertools import chain
 
-from .block import TRAILER_SIZE, Block, open_block, unseal_block
+from .block import NO_COMPRESSION, TRAILER_SIZE, Block, open_block, unseal_block
 from .bloom import BloomFilter
 from .cache import BlockCache
 from .coding import decode_varint, masked_crc32c
@@ -106,6 +106,7 @@ class TableReader:
         if expected > data_end:
             raise CorruptionError(self.path, offset, "index names blocks past the data")
         self._index_keys = index.keys
+        self._cache_keys = [(self.file_number, off) for off in self._offsets]
         if n and (index.keys[-1] != self.largest):
             raise CorruptionError(self.path, offset, "index and props disagree on the "
                                   "largest key")
@@ -135,19 +136,18 @@ class TableReader:
         if i == self._nblocks:
             return None
         cache = self._cache
-        if cache is None:
-            return self._load(i, False).get(user_key, max_seq)
-        block = cache.get((self.file_number, self._offsets[i]))
-        if block is None:
-            block = self._load(i, True)
-        elif block._keys is None:  # type: ignore[attr-defined]
-            block.decode()  # type: ignore[attr-defined]  # reused from the cache: decode once
-        return block.get(user_key, max_seq)  # type: ignore[attr-defined]
+        if cache is not None:
+            block = cache.get(self._cache_keys[i])
+            if block is not None:
+                if block._keys is None:  # type: ignore[attr-defined]
+                    block.decode()  # type: ignore[attr-defined]  # reused: decode once
+                return block.get(user_key, max_seq)  # type: ignore[attr-defined]
+        return self._load(i, True).get(user_key, max_seq)
 
     def _block(self, i: int, fill_cache: bool) -> Block:
         cache = self._cache
         if cache is not None:
-            block = cache.get((self.file_number, self._offsets[i]))
+            block = cache.get(self._cache_keys[i])
             if block is not None:
                 return block  # type: ignore[return-value]
         return self._load(i, fill_cache)
@@ -155,16 +155,19 @@ class TableReader:
     def _load(self, i: int, fill_cache: bool) -> Block:
         """Read, check and decode data block i; add it to the cache if asked."""
         off = self._offsets[i]
-        want = self._sizes[i] + TRAILER_SIZE
-        stored = self._file.read(off, want)
-        if len(stored) != want:
+        size = self._sizes[i]
+        stored = self._file.read(off, size + TRAILER_SIZE)
+        if len(stored) != size + TRAILER_SIZE:
             raise CorruptionError(self.path, off, "data block runs past the end of the file")
-        buf, size = open_block(stored, self.path, off, self._verify)
-        block = Block(buf, self.path, off, size)
-        if block.last_key() != self._index_keys[i]:
+        if self._verify or stored[size] != NO_COMPRESSION:
+            stored, size = open_block(stored, self.path, off, self._verify)
+        block = Block(stored, self.path, off, size)
+        # With checksums verified, a block is what the builder wrote; without, at least
+        # make sure it is the block the index meant.
+        if not self._verify and block.last_key() != self._index_keys[i]:
             raise CorruptionError(self.path, off, "data block does not match its index entry")
         if fill_cache and self._cache is not None:
-            self._cache.insert((self.file_number, off), block, block.charge)
+            self._cache.offer(self._cache_keys[i], block, block.charge)
         return block
 
     def iterate(self, start: bytes | None = None, *, fill_cache: bool = False

@@ -32,19 +32,17 @@ LAST = 4
 
 _U32 = 0xFFFFFFFF
 _MASK_DELTA = 0xA282EAD8
-CRC = struct.Struct("<I")
 LEN_TYPE = struct.Struct("<HB")
-HCHECK = struct.Struct("<H")
 HEADER = struct.Struct("<IHBH")  # crc, length, type, hcheck
+HEAD7 = struct.Struct("<IHB")  # the bytes hcheck covers
 
 
 def encode_fragment(rtype: int, payload: bytes | memoryview) -> bytes:
     """Header + payload of one fragment (payload at most MAX_FRAGMENT bytes)."""
-    lt = LEN_TYPE.pack(len(payload), rtype)
-    c = crc32c(payload, crc32c(lt))
+    n = len(payload)
+    c = crc32c(payload, crc32c(LEN_TYPE.pack(n, rtype)))
     c = ((((c >> 15) | (c << 17)) & _U32) + _MASK_DELTA) & _U32  # coding.mask, inlined
-    head = CRC.pack(c) + lt
-    return head + HCHECK.pack(crc32c(head) & 0xFFFF) + payload
+    return HEADER.pack(c, n, rtype, crc32c(HEAD7.pack(c, n, rtype)) & 0xFFFF) + payload
 
 
 def header_ok(data: bytes | memoryview, pos: int) -> bool:

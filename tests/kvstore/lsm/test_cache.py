@@ -54,3 +54,15 @@ def test_concurrent_use_keeps_usage_consistent() -> None:
         t.join()
     assert c.usage <= c.capacity
     assert c.usage == sum(charge for _, charge in c._map.values())
+
+
+def test_offer_admits_a_block_on_its_second_offer() -> None:
+    c = BlockCache(1 << 20)
+    assert c.offer((1, 0), "a", 10) is False  # read once: not cached
+    assert c.get((1, 0)) is None
+    assert c.offer((1, 0), "a", 10) is True  # read again: reuse shown, cached
+    assert c.get((1, 0)) == "a"
+    small = BlockCache(0)
+    for i in range(5000):  # the window of remembered offers stays bounded
+        small.offer((2, i), "x", 1)
+    assert len(small._offered) <= small._offer_window
