@@ -7,7 +7,7 @@ the same asyncio/aiohttp load generator, interleaved A/B, ratios printed.
 
 Measures, per target: committed puts per second and p50/p99 latency at each client count
 (256-byte values, each client waits for its put before sending the next), and failover:
-the leader is SIGKILLed under a light load (4 clients that give up on a put after 1 s and
+the leader is SIGKILLed under a light load (4 clients that give up on a put after 0.25 s and
 retry on another member) and the time until the next put *sent after the kill* commits is
 taken; also how long puts in flight at the kill took to come back, and how long one put sent
 to a surviving member right after the kill is held before it is answered (no client
@@ -278,7 +278,7 @@ class Failover:
     probe_ok: bool
 
 
-FAILOVER_CLIENT_TIMEOUT_S = 1.0  # a client gives up on a put after this and retries
+FAILOVER_CLIENT_TIMEOUT_S = 0.25  # a client gives up on a put after this and retries
 
 
 async def probe_survivor(target: Any, dead: str) -> tuple[float, bool]:
