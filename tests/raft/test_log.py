@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from raft.log import RaftLog
 from raft.messages import (
@@ -135,3 +136,56 @@ def test_conf_change_round_trip(kind, node_id) -> None:
 
 def test_conf_change_worked_example() -> None:
     assert ConfChange(ConfChangeType.ADD_LEARNER, 4).to_bytes().hex() == "010000000000000004"
+
+
+class RaftLogMachine(RuleBasedStateMachine):
+    """STYLE §7: random operations, then the O(n) invariant check after every one."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.log = make([])
+        self.term = 1
+
+    @rule(n=st.integers(1, 4))
+    def leader_appends(self, n: int) -> None:
+        start = self.log.last_index + 1
+        self.log.append([Entry(self.term, start + k, EntryType.NORMAL, b"x") for k in range(n)])
+
+    @rule()
+    def new_term(self) -> None:
+        self.term += 1
+
+    @rule(data=st.data())
+    def follower_append_from_a_newer_leader(self, data: st.DataObject) -> None:
+        lo = max(self.log.committed, self.log.snap_index)
+        prev = data.draw(st.integers(lo, self.log.last_index))
+        prev_term = self.log.term(prev)
+        assert prev_term is not None
+        self.term += 1
+        n = data.draw(st.integers(0, 3))
+        sent = [Entry(self.term, prev + 1 + k, EntryType.NORMAL, b"y") for k in range(n)]
+        assert self.log.maybe_append(prev, prev_term, sent) == prev + n
+
+    @rule(data=st.data())
+    def commit_and_apply(self, data: st.DataObject) -> None:
+        index = data.draw(st.integers(self.log.committed, self.log.last_index))
+        self.log.commit_to(index)
+        self.log.applied_to(data.draw(st.integers(self.log.applied, self.log.committed)))
+
+    @rule(data=st.data())
+    def compact(self, data: st.DataObject) -> None:
+        if self.log.applied > self.log.snap_index:
+            index = data.draw(st.integers(self.log.snap_index + 1, self.log.applied))
+            self.log.compact(index, self.log.conf_state_at(index))
+
+    @rule()
+    def persist(self) -> None:
+        self.log.stable_to(self.log.last_index, self.log.last_term)
+
+    @invariant()
+    def holds(self) -> None:
+        self.log.check_deep()
+
+
+RaftLogMachine.TestCase.settings = settings(max_examples=60, deadline=None)
+test_raft_log_stateful = RaftLogMachine.TestCase
