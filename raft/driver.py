@@ -393,8 +393,6 @@ class Driver:
         # 3. Only now may messages that promise durable state leave.
         if rd.messages:
             self.transport.send(rd.messages)
-        if rd.soft_state is not None:
-            self._on_soft_state(rd.soft_state.leader, rd.soft_state.role == Role.LEADER)
         if rd.conf_state is not None:
             self.conf_state = rd.conf_state
         # 4. Restore a snapshot, apply committed entries.
@@ -404,6 +402,10 @@ class Driver:
             self._fail_overtaken(rd.snapshot.meta.index)
         for e in rd.committed_entries:
             self._apply(e)
+        # Leadership changes after applying, so a proposal committed in this very Ready
+        # gets its result rather than "outcome unknown".
+        if rd.soft_state is not None:
+            self._on_soft_state(rd.soft_state.leader, rd.soft_state.role == Role.LEADER)
         # 5. Reads: the index is known now; callers wait in wait_applied for it to apply.
         for rs in rd.read_states:
             fut = self._read_waiting.get(rs.context)
