@@ -181,3 +181,31 @@ def test_stream_endpoint_closes_on_an_oversized_frame(node: ProcCluster) -> None
     assert asyncio.run(exchange()) in (1009, 1006)
     assert snapshot_of(node) == before
     assert node.propose("after-oversized-frame", 1) > 0
+
+
+def test_well_formed_nonsense_from_a_stranger_does_not_take_the_node_down(
+    node: ProcCluster,
+) -> None:
+    """Messages that decode but make no sense (from a node outside the configuration, at
+    the current term, with absurd indexes) are the core's to ignore; the node keeps
+    leading and committing."""
+    term = node.status(1)["term"]
+    big = (1 << 64) - 1
+    junk = [
+        Message(MessageType.APPEND_RESP, to=1, sender=9, term=term, index=big),
+        Message(MessageType.APPEND, to=1, sender=9, term=term, index=big, log_term=big,
+                entries=(Entry(term, 7, data=b"x"),), commit=big),
+        Message(MessageType.HEARTBEAT_RESP, to=1, sender=9, term=term, context=b"nope"),
+        Message(MessageType.SNAPSHOT_RESP, to=1, sender=9, term=term, offset=big),
+        Message(MessageType.READ_INDEX_RESP, to=1, sender=9, term=term, index=big,
+                context=b"unknown"),
+        Message(MessageType.VOTE_RESP, to=1, sender=9, term=term),
+        Message(MessageType.TIMEOUT_NOW, to=1, sender=9, term=term),
+        Message(MessageType.READ_INDEX, to=1, sender=9, term=term, context=b"r"),
+    ]
+    code, _ = request(node.ports[1], "POST", RAFT_PATH, codec.encode_messages(junk),
+                      {"Content-Type": CONTENT_TYPE})
+    assert code == 204
+    assert node.propose("after-nonsense", 1) > 0
+    st = node.status(1)
+    assert st["is_leader"] and st["voters"] == [1]
