@@ -65,7 +65,24 @@ class CpuTimes:
 
 
 def peak_rss_bytes() -> int:
-    """This process's peak resident set size so far (ru_maxrss is KiB on Linux)."""
+    """This process's own peak resident set size so far (VmHWM of its address space).
+
+    Not `ru_maxrss`: Linux carries the parent's high-water mark into a child across
+    fork + exec, so a child's ru_maxrss is never below its parent's peak (see
+    `ru_maxrss_bytes`). VmHWM belongs to the address space created by exec.
+    """
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return ru_maxrss_bytes()
+
+
+def ru_maxrss_bytes() -> int:
+    """getrusage(RUSAGE_SELF).ru_maxrss in bytes (KiB on Linux)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 

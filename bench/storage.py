@@ -24,6 +24,7 @@ import contextlib
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -42,6 +43,7 @@ from bench._common import (
     human,
     loadavg,
     machine,
+    peak_rss_bytes,
     ratio,
     wait_idle,
 )
@@ -73,6 +75,18 @@ PREREQS = {
     "deleterandom": ["fillrandom"],
 }
 ANCHORS = ("sqlite3", "rocksdict", "lmdb")
+# ringlock stats() fields shown in the report (all of them go to --json).
+RINGLOCK_STATS = (
+    "flushes",
+    "compactions",
+    "trivial_moves",
+    "stalls",
+    "slowdowns",
+    "stall_seconds",
+    "write_groups",
+    "log_syncs",
+    "files_per_level",
+)
 
 
 @dataclass
@@ -217,7 +231,8 @@ class Runner:
 
     def run_group(self, group: str, synced: bool, workloads: list[str], engines: list[str]) -> None:
         children = [c for c in (self.spawn(e, group, synced) for e in engines) if c is not None]
-        for workload in workloads:
+        rounds = max(1, self.args.sync_rounds) if synced else 1
+        for round_, workload in enumerate(workloads * rounds):
             for child in children:
                 if not child.alive:
                     continue
@@ -239,6 +254,7 @@ class Runner:
                         "workload": workload,
                         "settle_s": round(settle, 3),
                         "profiled": profile,
+                        "round": round_ // len(workloads),
                     }
                 )
                 self.results.append(result)
@@ -268,10 +284,14 @@ class Runner:
             )
 
     def value(self, workload: str, engine: str, key: str = "ops_per_s") -> Any:
-        for r in self.results:
-            if r["workload"] == workload and r["engine"] == engine:
-                return r.get(key)
-        return None
+        """`key` of the workload's result; for rates run in several rounds, the median."""
+        rows = [r for r in self.results if r["workload"] == workload and r["engine"] == engine]
+        if not rows:
+            return None
+        if key == "ops_per_s" and len(rows) > 1:
+            rates = [r[key] for r in rows if r.get(key) is not None]
+            return statistics.median(rates) if rates else None
+        return rows[0].get(key)
 
 
 # -- report --------------------------------------------------------------------------------
@@ -423,6 +443,15 @@ def render(runner: Runner, engines: list[str]) -> str:
         if parts:
             lines.append(f"  {engine:<10} " + "; ".join(parts))
 
+    stat_rows = [r for r in runner.results if r["engine"] == "ringlock" and r.get("engine_stats")]
+    if stat_rows:
+        lines.append("")
+        lines.append("ringlock stats() after each workload (cumulative per child)")
+        for r in stat_rows:
+            st = r["engine_stats"]
+            shown = " ".join(f"{k}={st[k]}" for k in RINGLOCK_STATS if k in st)
+            lines.append(f"  {r['workload']:<12} {shown}")
+
     lines.append("")
     lines.append("CPU seconds in the child (process user+sys / main thread) and load average")
     for r in runner.results:
@@ -464,6 +493,12 @@ def main(argv: list[str] | None = None) -> int:
         "--sync-seconds", type=float, default=5.0, help="seconds per synced-write run (default 5)"
     )
     parser.add_argument("--threads", type=int, default=16, help="writers in sync16")
+    parser.add_argument(
+        "--sync-rounds",
+        type=int,
+        default=3,
+        help="alternate the synced runs this many times and report the median (default 3)",
+    )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument(
         "--settle-max",
@@ -523,6 +558,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         for group, synced, group_workloads in plan(workloads):
             runner.run_group(group, synced, group_workloads, runnable)
+        meta["fsync_per_s_end"] = fsync_rate(work)
     finally:
         if not args.keep and not args.dir:
             shutil.rmtree(work, ignore_errors=True)
@@ -535,17 +571,22 @@ def main(argv: list[str] | None = None) -> int:
             "parent_cpu_s": usage.user + usage.system,
             "children_cpu_s": usage.children_user + usage.children_system,
             "memtable_budget_bytes": runner.memtable_budget,
+            "parent_peak_rss_bytes": peak_rss_bytes(),
         }
     )
+    loads = [meta["machine"]["loadavg"][0], load_end[0]]
+    loads += [r["loadavg_after"][0] for r in runner.results]
+    meta["loadavg_max"] = max(loads)
 
     print(
         f"\nstorage benchmark, N = {num:,} keys of {KEY_SIZE} B with {VALUE_SIZE} B values, "
         f"{runner.reads:,} reads per read workload"
     )
     print(
-        f"load average at start {meta['machine']['loadavg'][0]:.2f}, at end {load_end[0]:.2f}"
-        f" ({busy_note(max(meta['machine']['loadavg'][0], load_end[0]))}); raw fsync "
-        f"{meta['fsync_per_s']:.0f}/s; run took {meta['elapsed_s']:.0f}s"
+        f"1-min load average: start {loads[0]:.2f}, max {max(loads):.2f}, end {loads[1]:.2f} "
+        f"({busy_note(max(loads))}); raw 4 KiB write+fsync {meta['fsync_per_s']:.0f}/s at "
+        f"start, {meta.get('fsync_per_s_end', 0):.0f}/s at end; run took "
+        f"{meta['elapsed_s']:.0f}s"
     )
     print(render(runner, engines))
     if runner.profile_text:

@@ -1,7 +1,8 @@
 """The child process of the storage benchmark: one engine, one workload group, commands on stdin.
 
-Why a child per engine and group: peak RSS (`ru_maxrss`) and CPU can then be attributed to
-one engine, and an engine's background threads cannot disturb another engine's run.
+Why a child per engine and group: peak RSS (VmHWM; see _common.peak_rss_bytes) and CPU
+can then be attributed to one engine, and an engine's background threads cannot disturb
+another engine's run.
 
 Protocol (JSON lines): the child opens its engine and answers `{"ok": true, "hello": ...}`
 (or `{"ok": false, "error": ...}`), then for each `{"cmd": "run", "workload": W,
@@ -35,7 +36,14 @@ import traceback
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from bench._common import CpuTimes, current_rss_bytes, directory_bytes, loadavg, peak_rss_bytes
+from bench._common import (
+    CpuTimes,
+    current_rss_bytes,
+    directory_bytes,
+    loadavg,
+    peak_rss_bytes,
+    ru_maxrss_bytes,
+)
 from bench.storage_adapters import EngineUnavailable, open_adapter
 
 CHUNK = 1000  # keys per timed call; also sqlite3's and lmdb's writes per transaction
@@ -79,12 +87,16 @@ class Data:
 
 
 def write_orders(data_dir: str, num: int, seed: int) -> None:
-    """Write the permutations the children read (run once by the parent)."""
+    """Write the permutations the children read (run once by the parent).
+
+    Shuffled in place in a 4-byte array, not a list of ints: a child's ru_maxrss starts
+    at its parent's peak RSS, so the parent must stay small too.
+    """
     with open(os.path.join(data_dir, "orders.bin"), "wb") as f:
         for index, _name in enumerate(ORDERS):
-            order = list(range(num))
-            random.Random(seed * 1000 + index).shuffle(order)
-            array.array("I", order).tofile(f)
+            order = array.array("I", range(num))
+            random.Random(seed * 1000 + index).shuffle(order)  # type: ignore[arg-type]
+            order.tofile(f)
 
 
 class Child:
@@ -432,6 +444,7 @@ def run_child(argv: list[str]) -> int:
                 "loadavg_before": load_before,
                 "loadavg_after": loadavg(),
                 "peak_rss_bytes": peak_rss_bytes(),
+                "ru_maxrss_bytes": ru_maxrss_bytes(),
                 "rss_bytes": current_rss_bytes(),
                 "engine_stats": child.adapter.stats(),
             }
