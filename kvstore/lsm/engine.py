@@ -27,9 +27,7 @@ Theory of operation
 from __future__ import annotations
 
 import concurrent.futures
-import contextlib
 import logging
-import multiprocessing
 import threading
 import time
 from collections import deque
@@ -37,6 +35,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from . import filenames
+from .background import BackgroundWork
 from .batch import (
     BATCH_HEADER as _BATCH_HEADER,
 )
@@ -44,21 +43,20 @@ from .batch import (
     WriteBatch,
     check_key,
     check_value,
-    decode_ops,
     encode_ops,
 )
 from .coding import KIND_DELETE, KIND_VALUE
-from .compaction import Compaction, pick_compaction, pick_range_compaction
-from .compaction_job import MergeJob, run_merge
-from .errors import EngineClosedError, InvalidArgumentError, StorageError
+from .compaction import pick_range_compaction
+from .errors import EngineClosedError, StorageError
 from .filesystem import FileSystem, RealFileSystem
-from .manifest import ManifestState, ManifestWriter, recover
+from .manifest import ManifestState, ManifestWriter
 from .memtable import MemTable
 from .merge import merge_visible
 from .options import Options
+from .recovery import load_state, replay_logs
+from .snapshot import Scan, Snapshot
 from .tables import CompactionAborted, TableSet
 from .version import Version, VersionEdit, apply_edit
-from .wal_reader import LogReader
 from .wal_writer import LogWriter
 
 log = logging.getLogger(__name__)
@@ -80,89 +78,7 @@ class _Writer:
         self.cond: threading.Condition | None = None
 
 
-class Snapshot:
-    """A consistent read view at one sequence number; release() (or `with`) frees it."""
-
-    __slots__ = ("__weakref__", "_engine", "_released", "seq")
-
-    def __init__(self, engine: Engine, seq: int) -> None:
-        self._engine = engine
-        self.seq = seq
-        self._released = False
-
-    def get(self, key: bytes) -> bytes | None:
-        self._check()
-        return self._engine.get(key, snapshot=self)
-
-    def scan(self, start: bytes | None = None, end: bytes | None = None) -> Scan:
-        self._check()
-        return self._engine.scan(start, end, snapshot=self)
-
-    def release(self) -> None:
-        if not self._released:
-            self._released = True
-            self._engine._release(None, self.seq)
-
-    def _check(self) -> None:
-        if self._released:
-            raise InvalidArgumentError("snapshot used after release()")
-
-    def __enter__(self) -> Snapshot:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
-
-    def __del__(self) -> None:
-        if not self._released:
-            with contextlib.suppress(Exception):
-                self.release()
-
-
-class Scan:
-    """Iterator of (key, value) over [start, end) at one snapshot. Holds the version it
-    reads (its files stay on disk) until exhausted or closed; use `with` or close()."""
-
-    def __init__(self, engine: Engine, it: Iterator[tuple[bytes, bytes]],
-                 version: Version, seq: int) -> None:
-        self._engine: Engine | None = engine
-        self._version = version
-        self._seq = seq
-        self._gen = self._run(it)
-
-    def _run(self, it: Iterator[tuple[bytes, bytes]]) -> Iterator[tuple[bytes, bytes]]:
-        try:
-            yield from it
-        finally:
-            self._release()
-
-    def __iter__(self) -> Iterator[tuple[bytes, bytes]]:
-        return self._gen  # a `for` loop then runs the generator without a Python __next__
-
-    def __next__(self) -> tuple[bytes, bytes]:
-        return next(self._gen)
-
-    def close(self) -> None:
-        self._gen.close()
-        self._release()
-
-    def _release(self) -> None:
-        engine, self._engine = self._engine, None
-        if engine is not None:
-            engine._release(self._version, self._seq)
-
-    def __enter__(self) -> Scan:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        with contextlib.suppress(Exception):
-            self._release()
-
-
-class Engine:
+class Engine(BackgroundWork):
     """A log-structured merge key-value store in one folder. Thread-safe.
 
     Open with `Engine.open(path, sync="always" | "interval" | "none", **options)`
@@ -205,7 +121,7 @@ class Engine:
         self._manual_waiters = 0
         self._log_dirty = False
         self._stats = dict.fromkeys(
-            ("puts", "deletes", "batches", "write_groups", "log_syncs", "gets",
+            ("puts", "deletes", "write_groups", "log_syncs", "gets",
              "get_memtable_hits", "scans", "flushes", "compactions", "trivial_moves",
              "compaction_bytes_read", "compaction_bytes_written", "flush_bytes_written",
              "stalls", "slowdowns", "recovered_records", "torn_tails", "files_deleted"),
@@ -237,47 +153,15 @@ class Engine:
             t.start()
 
     def _recover(self) -> None:
+        """Mutex not needed: no other thread exists yet. See recovery.py."""
         fs, folder, opts = self.fs, self.path, self.options
-        state = recover(fs, folder, opts.num_levels)
-        names = fs.listdir(folder)
-        if state is None:
-            leftovers = [n for n in names if (p := filenames.parse(n)) is not None
-                         and p[0] in (filenames.FileKind.LOG, filenames.FileKind.TABLE)]
-            if leftovers:
-                raise StorageError(
-                    f"{folder}: has engine files ({', '.join(leftovers[:3])}) but no "
-                    "CURRENT; refusing to start an empty engine over them")
-            state = ManifestState(Version.empty(opts.num_levels))
-        numbers = [p[1] for n in names if (p := filenames.parse(n)) is not None]
-        state.next_file_number = max([state.next_file_number, *(n + 1 for n in numbers)])
-        self._state = state
-        logs = sorted(p[1] for n in names if (p := filenames.parse(n)) is not None
-                      and p[0] == filenames.FileKind.LOG and p[1] >= state.log_number)
-        edit = VersionEdit()
-        mem = MemTable(opts.memtable_entry_overhead)
-        last_seq = state.last_seq
-        for number in logs:
-            path = filenames.join(folder, filenames.log_name(number))
-            reader = LogReader(fs.read_file(path), path=path)
-            for payload in reader:
-                first_seq, ops = decode_ops(payload, path, reader.record_offset)
-                seq = first_seq
-                for kind, key, value in ops:
-                    mem.add(seq, kind, key, value)
-                    seq += 1
-                last_seq = max(last_seq, seq - 1)
-                self._stats["recovered_records"] += 1
-                if mem.approximate_bytes >= opts.memtable_bytes:
-                    self._recovery_flush(mem, edit)
-                    mem = MemTable(opts.memtable_entry_overhead)
-            if reader.torn_tail:
-                self._stats["torn_tails"] += 1
-                log.warning("%s: torn tail cut after %d bytes", path, reader.valid_size)
-        if len(mem):
-            self._recovery_flush(mem, edit)
-        self._last_seq = last_seq
-        state.last_seq = last_seq
+        state = self._state = load_state(fs, folder, opts)
+        replayed = replay_logs(fs, folder, state, opts, self.tables)
+        self._stats["recovered_records"] = replayed.records
+        self._stats["torn_tails"] = replayed.torn_tails
+        self._last_seq = state.last_seq = replayed.last_seq
         self._log_number = state.new_file_number()
+        edit = replayed.edit
         edit.log_number = self._log_number
         state.apply(edit)
         self._manifest.start(state)
@@ -287,13 +171,7 @@ class Engine:
         fs.sync_dir(folder)
         self._mem = MemTable(opts.memtable_entry_overhead)
         self._install(state.version)
-        self._pending_outputs.clear()
         self._delete_obsolete_files(full_scan=True)
-
-    def _recovery_flush(self, mem: MemTable, edit: VersionEdit) -> None:
-        outputs = self.tables.write(mem.entries(), self._new_output_number)
-        self.fs.sync_dir(self.path)
-        edit.added.extend((0, meta) for meta in outputs)
 
     def _new_output_number(self) -> int:
         number = self._state.new_file_number()
@@ -309,7 +187,6 @@ class Engine:
         """Store `value` under `key`. Durable on return under sync="always"."""
         key = check_key(key)
         value = check_value(value)
-        self._stats["puts"] += 1
         with self._mutex:
             if (
                 not self._writers
@@ -337,6 +214,7 @@ class Engine:
                 self._log_dirty = True
                 self._mem.add(seq, KIND_VALUE, key, value, self._newest_snapshot)
                 self._last_seq = seq
+                self._stats["puts"] += 1
                 return
         self._write(((KIND_VALUE, key, value),), len(key) + len(value))
 
@@ -344,7 +222,6 @@ class Engine:
         """Remove `key` (a tombstone; absent keys are fine)."""
         key = check_key(key)
         self._write(((KIND_DELETE, key, b""),), len(key))
-        self._stats["deletes"] += 1
 
     def write(self, batch: WriteBatch) -> None:
         """Apply every put and delete of `batch` atomically (all or nothing)."""
@@ -353,7 +230,6 @@ class Engine:
         ops = list(batch)
         if ops:
             self._write(ops, batch.approximate_size)
-            self._stats["batches"] += 1
 
     def _write(self, ops: list[Op] | tuple[Op, ...], size: int) -> None:
         mutex = self._mutex
@@ -451,10 +327,14 @@ class Engine:
         add = self._mem.add
         keep = self._newest_snapshot
         seq = self._last_seq + 1
+        deletes = 0
         for member in group:
             for kind, key, value in member.ops:
                 add(seq, kind, key, value, keep)
                 seq += 1
+                deletes += kind == KIND_DELETE
+        self._stats["puts"] += seq - self._last_seq - 1 - deletes
+        self._stats["deletes"] += deletes
         self._last_seq = seq - 1
         self._stats["write_groups"] += 1
 
@@ -472,10 +352,14 @@ class Engine:
         self._log_dirty = True
         add = self._mem.add
         keep = self._newest_snapshot
+        deletes = 0
         for kind, key, value in ops:
             add(seq, kind, key, value, keep)
             seq += 1
+            deletes += kind == KIND_DELETE
         self._last_seq = seq - 1
+        self._stats["puts"] += len(ops) - deletes
+        self._stats["deletes"] += deletes
 
     def _update_write_fast(self) -> None:
         """Mutex held. Whether a write may skip the writer queue (see _write)."""
@@ -747,142 +631,6 @@ class Engine:
             pass
         except OSError as exc:
             log.warning("%s: could not delete obsolete %s: %s", self.path, name, exc)
-
-    # -- background work ----------------------------------------------------------------
-    def _set_bg_error(self, exc: BaseException) -> None:
-        if self._bg_error is None:
-            self._bg_error = exc
-            log.error("%s: background error, engine is now read-only: %r", self.path, exc)
-        self._write_fast = False
-        self._bg_cv.notify_all()
-
-    def _flush_loop(self) -> None:
-        with self._mutex:
-            while True:
-                while self._imm is None and not self._closing:
-                    self._bg_cv.wait()
-                if self._closing or self._bg_error is not None:
-                    return
-                try:
-                    self._flush_imm()
-                except BaseException as exc:
-                    self._set_bg_error(exc)
-                    return
-
-    def _flush_imm(self) -> None:
-        """Write `_imm` to a level-0 table and record it (mutex held on entry and exit)."""
-        imm = self._imm
-        assert imm is not None
-        # Flushes stay in this process even with compaction_process: queued behind a long
-        # merge in the one worker, a flush would stall every writer meanwhile.
-        self._mutex.release()
-        try:
-            outputs = self.tables.write(imm.entries(), self._locked_new_output_number)
-            self.fs.sync_dir(self.path)
-        finally:
-            self._mutex.acquire()
-        edit = VersionEdit(log_number=self._log_number,
-                           added=[(0, meta) for meta in outputs])
-        self._apply_edit(edit)
-        for meta in outputs:
-            self._pending_outputs.discard(meta.number)
-            self._stats["flush_bytes_written"] += meta.file_size
-        self._imm = None
-        for number in range(self._imm_log_number, self._log_number):
-            if self.fs.exists(filenames.join(self.path, filenames.log_name(number))):
-                self._remove_file(filenames.log_name(number))
-        self._stats["flushes"] += 1
-        self._bg_cv.notify_all()
-
-    def _compact_loop(self) -> None:
-        while True:
-            with self._mutex:
-                while not self._closing and self._bg_error is None and (
-                    self._manual_waiters
-                    or pick_compaction(self._state.version, self.options,
-                                       self._state.compact_pointers) is None
-                ):
-                    self._bg_cv.wait()
-                if self._closing or self._bg_error is not None:
-                    return
-            with self._compact_lock, self._mutex:
-                self._drain_releases()
-                c = pick_compaction(self._state.version, self.options,
-                                    self._state.compact_pointers)
-                if c is None:
-                    continue
-                try:
-                    self._run_compaction(c)
-                except CompactionAborted:
-                    return
-                except BaseException as exc:
-                    self._set_bg_error(exc)
-                    return
-
-    def _run_compaction(self, c: Compaction) -> None:
-        """Mutex held on entry and exit (released during the merge)."""
-        if c.is_trivial_move:
-            meta = c.inputs[0]
-            edit = VersionEdit(deleted=[(c.level, meta.number)],
-                               added=[(c.output_level, meta)])
-            self._apply_edit(edit)
-            self._stats["trivial_moves"] += 1
-            self._bg_cv.notify_all()
-            return
-        version = self._state.version
-        self._ref(version)
-        sources = [[f] for f in c.inputs] if c.level == 0 else [list(c.inputs)]
-        sources.append(list(c.overlaps))
-        in_process = self._worker_process_ok()
-        numbers: list[int] = []
-        if in_process:
-            count = c.input_bytes() // self.options.table_file_bytes + 3
-            numbers = [self._new_output_number() for _ in range(count)]
-        job = MergeJob(self.path, self.options, c.level, sources, version,
-                       self._smallest_snapshot(), numbers)
-        self._mutex.release()
-        try:
-            if in_process:
-                outputs = self._worker().submit(run_merge, job).result()
-            else:
-                outputs = run_merge(job, self.tables, self._locked_new_output_number,
-                                    should_stop=lambda: self._closing)
-            self.fs.sync_dir(self.path)
-        finally:
-            self._mutex.acquire()
-            self._unref(version)
-            self._pending_outputs.difference_update(numbers)
-        self._apply_edit(c.edit(outputs))
-        for meta in outputs:
-            self._pending_outputs.discard(meta.number)
-        self._stats["compactions"] += 1
-        self._stats["compaction_bytes_read"] += c.input_bytes()
-        self._stats["compaction_bytes_written"] += sum(m.file_size for m in outputs)
-        self._bg_cv.notify_all()
-
-    def _worker_process_ok(self) -> bool:
-        # A worker process writes through the real file system only.
-        return self.options.compaction_process and type(self.fs) is RealFileSystem
-
-    def _worker(self) -> concurrent.futures.ProcessPoolExecutor:
-        """The one worker process for merges and flushes (started on first use)."""
-        if self._executor is None:
-            self._executor = concurrent.futures.ProcessPoolExecutor(
-                max_workers=1, mp_context=multiprocessing.get_context("spawn"))
-        return self._executor
-
-    def _sync_loop(self) -> None:
-        interval = self.options.sync_interval_ms / 1000
-        with self._mutex:
-            while not self._closing:
-                self._bg_cv.wait(interval)
-                if self._log_dirty and not self._closing and self._bg_error is None:
-                    try:
-                        self._log.sync()
-                        self._log_dirty = False
-                        self._stats["log_syncs"] += 1
-                    except BaseException as exc:
-                        self._set_bg_error(exc)
 
     # -- maintenance ----------------------------------------------------------------------
     def flush(self) -> None:

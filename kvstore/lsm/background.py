@@ -1,0 +1,171 @@
+"""The engine's background work: the flush thread, the compaction thread and, under
+sync="interval", the log syncer. A mixin of `Engine` (engine.py), split out to keep
+files small; it shares the engine's mutex and state and follows its rules:
+
+- Each loop waits on `_bg_cv` (the engine's condition on its mutex) and does its I/O with
+  the mutex released; it installs results with `_apply_edit` (manifest first, then the
+  version) with the mutex held.
+- A flush writes `_imm` to one level-0 table, records it together with the new log
+  number (older logs become obsolete), then drops `_imm` and wakes stalled writers.
+- A compaction (compaction.py picks it) runs under `_compact_lock`, so it never overlaps
+  a `compact_range()`; merges run in this thread or, with `compaction_process`, in one
+  worker process.
+- An error in background I/O makes the engine read-only (`_bg_error`): writes fail with
+  a StorageError naming it, reads go on.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import multiprocessing
+from typing import TYPE_CHECKING
+
+from . import filenames
+from .compaction import Compaction, pick_compaction
+from .compaction_job import MergeJob, run_merge
+from .filesystem import RealFileSystem
+from .tables import CompactionAborted
+from .version import VersionEdit
+
+if TYPE_CHECKING:
+    from .engine import Engine
+
+log = logging.getLogger(__name__)
+
+
+class BackgroundWork:
+    def _set_bg_error(self: Engine, exc: BaseException) -> None:
+        if self._bg_error is None:
+            self._bg_error = exc
+            log.error("%s: background error, engine is now read-only: %r", self.path, exc)
+        self._write_fast = False
+        self._bg_cv.notify_all()
+
+    def _flush_loop(self: Engine) -> None:
+        with self._mutex:
+            while True:
+                while self._imm is None and not self._closing:
+                    self._bg_cv.wait()
+                if self._closing or self._bg_error is not None:
+                    return
+                try:
+                    self._flush_imm()
+                except BaseException as exc:
+                    self._set_bg_error(exc)
+                    return
+
+    def _flush_imm(self: Engine) -> None:
+        """Write `_imm` to a level-0 table and record it (mutex held on entry and exit)."""
+        imm = self._imm
+        assert imm is not None
+        # Flushes stay in this process even with compaction_process: queued behind a long
+        # merge in the one worker, a flush would stall every writer meanwhile.
+        self._mutex.release()
+        try:
+            outputs = self.tables.write(imm.entries(), self._locked_new_output_number)
+            self.fs.sync_dir(self.path)
+        finally:
+            self._mutex.acquire()
+        edit = VersionEdit(log_number=self._log_number,
+                           added=[(0, meta) for meta in outputs])
+        self._apply_edit(edit)
+        for meta in outputs:
+            self._pending_outputs.discard(meta.number)
+            self._stats["flush_bytes_written"] += meta.file_size
+        self._imm = None
+        for number in range(self._imm_log_number, self._log_number):
+            if self.fs.exists(filenames.join(self.path, filenames.log_name(number))):
+                self._remove_file(filenames.log_name(number))
+        self._stats["flushes"] += 1
+        self._bg_cv.notify_all()
+
+    def _compact_loop(self: Engine) -> None:
+        while True:
+            with self._mutex:
+                while not self._closing and self._bg_error is None and (
+                    self._manual_waiters
+                    or pick_compaction(self._state.version, self.options,
+                                       self._state.compact_pointers) is None
+                ):
+                    self._bg_cv.wait()
+                if self._closing or self._bg_error is not None:
+                    return
+            with self._compact_lock, self._mutex:
+                self._drain_releases()
+                c = pick_compaction(self._state.version, self.options,
+                                    self._state.compact_pointers)
+                if c is None:
+                    continue
+                try:
+                    self._run_compaction(c)
+                except CompactionAborted:
+                    return
+                except BaseException as exc:
+                    self._set_bg_error(exc)
+                    return
+
+    def _run_compaction(self: Engine, c: Compaction) -> None:
+        """Mutex held on entry and exit (released during the merge)."""
+        if c.is_trivial_move:
+            meta = c.inputs[0]
+            edit = VersionEdit(deleted=[(c.level, meta.number)],
+                               added=[(c.output_level, meta)])
+            self._apply_edit(edit)
+            self._stats["trivial_moves"] += 1
+            self._bg_cv.notify_all()
+            return
+        version = self._state.version
+        self._ref(version)
+        sources = [[f] for f in c.inputs] if c.level == 0 else [list(c.inputs)]
+        sources.append(list(c.overlaps))
+        in_process = self._worker_process_ok()
+        numbers: list[int] = []
+        if in_process:
+            count = c.input_bytes() // self.options.table_file_bytes + 3
+            numbers = [self._new_output_number() for _ in range(count)]
+        job = MergeJob(self.path, self.options, c.level, sources, version,
+                       self._smallest_snapshot(), numbers)
+        self._mutex.release()
+        try:
+            if in_process:
+                outputs = self._worker().submit(run_merge, job).result()
+            else:
+                outputs = run_merge(job, self.tables, self._locked_new_output_number,
+                                    should_stop=lambda: self._closing)
+            self.fs.sync_dir(self.path)
+        finally:
+            self._mutex.acquire()
+            self._unref(version)
+            self._pending_outputs.difference_update(numbers)
+        self._apply_edit(c.edit(outputs))
+        for meta in outputs:
+            self._pending_outputs.discard(meta.number)
+        self._stats["compactions"] += 1
+        self._stats["compaction_bytes_read"] += c.input_bytes()
+        self._stats["compaction_bytes_written"] += sum(m.file_size for m in outputs)
+        self._bg_cv.notify_all()
+
+    def _worker_process_ok(self: Engine) -> bool:
+        # A worker process writes through the real file system only.
+        return self.options.compaction_process and type(self.fs) is RealFileSystem
+
+    def _worker(self: Engine) -> concurrent.futures.ProcessPoolExecutor:
+        """The one worker process for merges and flushes (started on first use)."""
+        if self._executor is None:
+            self._executor = concurrent.futures.ProcessPoolExecutor(
+                max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+        return self._executor
+
+    def _sync_loop(self: Engine) -> None:
+        interval = self.options.sync_interval_ms / 1000
+        with self._mutex:
+            while not self._closing:
+                self._bg_cv.wait(interval)
+                if self._log_dirty and not self._closing and self._bg_error is None:
+                    try:
+                        self._log.sync()
+                        self._log_dirty = False
+                        self._stats["log_syncs"] += 1
+                    except BaseException as exc:
+                        self._set_bg_error(exc)
