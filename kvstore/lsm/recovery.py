@@ -7,7 +7,8 @@ file no version refers to):
    (manifest.recover). No CURRENT and no logs or tables: a new, empty engine. No CURRENT
    but logs or tables: refuse (something deleted CURRENT; starting empty would hide data).
 2. `next_file_number` is raised above every numbered file in the folder, so no orphan
-   left by a crash is ever overwritten.
+   left by a crash is ever overwritten; a table the manifest lists but the folder lacks
+   is a CorruptionError at open (not a read error later).
 3. Logs numbered >= the manifest's log number are replayed in order, each record a write
    batch; a memtable that fills up is written to a level-0 table at once. A torn tail is
    cut (counted); damage followed by intact records raises CorruptionError.
@@ -20,7 +21,7 @@ from dataclasses import dataclass, field
 
 from . import filenames
 from .batch import decode_ops
-from .errors import StorageError
+from .errors import CorruptionError, StorageError
 from .filesystem import FileSystem
 from .manifest import ManifestState, recover
 from .memtable import MemTable
@@ -56,6 +57,11 @@ def load_state(fs: FileSystem, folder: str, options: Options) -> ManifestState:
                 "refusing to start an empty engine over them")
         state = ManifestState(Version.empty(options.num_levels))
     state.next_file_number = max([state.next_file_number, *(n + 1 for _, n in parsed)])
+    present = {n for kind, n in parsed if kind == filenames.FileKind.TABLE}
+    for meta in state.version.files():
+        if meta.number not in present:
+            path = filenames.join(folder, filenames.table_name(meta.number))
+            raise CorruptionError(path, 0, "the manifest lists this table but it is missing")
     return state
 
 

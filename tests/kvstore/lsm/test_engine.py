@@ -310,9 +310,9 @@ def test_torn_log_tail_reopens_with_every_complete_record(tmp_path: Path) -> Non
             assert all(key(i) in got for i in range(n))  # a prefix of the writes
             for i in range(40):  # each batch all or nothing
                 assert (key(i) in got) == (b"pair%d" % i in got)
-            if size == len(data) - 1:
+            if size == len(data) - 1:  # only the last record lost its final byte
                 assert n == 39
-            assert db.stats()["torn_tails"] == (1 if 0 < size < len(data) else 0) or n == 0
+                assert db.stats()["torn_tails"] == 1
 
 
 def test_damage_in_the_middle_of_the_log_is_reported_at_open(tmp_path: Path) -> None:
@@ -420,3 +420,22 @@ def test_compaction_in_a_worker_process_gives_the_same_contents(tmp_path: Path) 
         db.check()
     with open_tiny(tmp_path) as db:
         assert list(db.scan()) == sorted(model.items())
+
+
+def test_a_table_missing_from_the_folder_is_reported_at_open(tmp_path: Path) -> None:
+    with open_tiny(tmp_path) as db:
+        fill(db, 1000)
+        db.compact_range()
+    table = sorted(p for p in tmp_path.iterdir() if p.suffix == ".sst")[0]
+    table.unlink()
+    with pytest.raises(CorruptionError, match="missing") as info:
+        open_tiny(tmp_path)
+    assert info.value.path.endswith(table.name)
+
+
+def test_a_folder_with_data_but_no_current_is_refused(tmp_path: Path) -> None:
+    with open_tiny(tmp_path) as db:
+        fill(db, 500)
+    (tmp_path / "CURRENT").unlink()
+    with pytest.raises(StorageError, match="no CURRENT"):
+        open_tiny(tmp_path)
