@@ -178,7 +178,9 @@ class Runner:
     def log(self, text: str) -> None:
         print(text, file=sys.stderr, flush=True)
 
-    def spawn(self, engine: str, group: str, synced: bool) -> ChildProc | None:
+    def spawn(
+        self, engine: str, group: str, synced: bool, first: str | None = None
+    ) -> ChildProc | None:
         path = os.path.join(self.work, f"{group}-{engine}")
         options: dict[str, Any] = {"num": self.num}
         if engine == "ringlock":
@@ -210,6 +212,8 @@ class Runner:
         ]
         if synced:
             argv.append("--synced")
+        if engine == "ringlock" and self.args.profile and self.args.profile == first:
+            argv.append("--profile-threads-from-open")
         env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
         proc = subprocess.Popen(
             argv, cwd=ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
@@ -230,7 +234,8 @@ class Runner:
         return child
 
     def run_group(self, group: str, synced: bool, workloads: list[str], engines: list[str]) -> None:
-        children = [c for c in (self.spawn(e, group, synced) for e in engines) if c is not None]
+        spawned = (self.spawn(e, group, synced, workloads[0]) for e in engines)
+        children = [c for c in spawned if c is not None]
         rounds = max(1, self.args.sync_rounds) if synced else 1
         for round_, workload in enumerate(workloads * rounds):
             for child in children:
