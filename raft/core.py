@@ -186,6 +186,20 @@ class RaftCore(LeaderMixin, FollowerMixin):
         self._check_can_propose()
         return self._append_entry(EntryType.NORMAL, data)
 
+    def propose_batch(self, commands: Sequence[bytes]) -> int:
+        """Append several commands at once (one APPEND per follower instead of one each);
+        returns the index of the first, the others follow in order. Same errors as propose,
+        raised before anything is appended."""
+        if not commands or not all(commands):
+            raise ValueError("a batch needs commands, none empty (empty data is the no-op)")
+        self._check_can_propose()
+        first = self.log.last_index + 1
+        self.log.append(
+            tuple(Entry(self.term, first + k, EntryType.NORMAL, c) for k, c in enumerate(commands))
+        )
+        self._bcast_append()
+        return first
+
     def propose_conf_change(self, change: ConfChange) -> int:
         """Propose one single-server membership change; returns the entry's index.
 

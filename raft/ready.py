@@ -39,8 +39,11 @@ class Ready:
 
     1. Persist `hard_state` (if not None), then `snapshot` (if not None), then `entries`:
        first delete every stored entry with index >= entries[0].index (the truncation
-       point, `truncate_from`), then append `entries`. A persisted snapshot makes every
-       stored entry with index <= snapshot.meta.index obsolete.
+       point, `truncate_from`), then append `entries`. A snapshot here came from the
+       leader and the core has discarded its whole log for it: the stored log is replaced
+       by it too (every stored entry goes; keeping entries after it is safe only when the
+       stored entry at snapshot.meta.index has snapshot.meta.term). `entries` in the same
+       Ready then start at snapshot.meta.index + 1.
     2. fsync. Nothing in `messages` may leave before step 1 is durable: votes and
        acknowledgements in them promise that state is on disk.
     3. Send `messages` (any order; the core tolerates loss, duplication and reordering).

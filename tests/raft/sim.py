@@ -80,11 +80,9 @@ class Durable:
     def persist(self, rd: Ready) -> None:
         if rd.hard_state is not None:
             self.hard_state = rd.hard_state
-        if rd.snapshot is not None:
+        if rd.snapshot is not None:  # the leader's snapshot replaces the whole log
             self.snapshot = rd.snapshot
-            self.entries = [e for e in self.entries if e.index > rd.snapshot.meta.index]
-            if self.entries and self.entries[0].index != rd.snapshot.meta.index + 1:
-                self.entries = []
+            self.entries = []
         if rd.entries:
             first = rd.entries[0].index
             self.entries = [e for e in self.entries if e.index < first]
@@ -334,6 +332,9 @@ class Network:
     def drop(self, sender: int, to: int, fraction: float) -> None:
         self.link_drop[(sender, to)] = fraction
 
+    def duplicate(self, probability: float) -> None:
+        self.faults.duplicate = probability
+
     def delay(self, probability: float, max_delay: int = 3) -> None:
         self.faults.delay, self.faults.max_delay = probability, max_delay
 
@@ -450,6 +451,16 @@ class Network:
         self.event(f"propose {node_id} {data!r} -> {index}")
         self.maybe_process(node)
         return index, node.core.term
+
+    def propose_batch(self, node_id: int, commands: list[bytes]) -> int | None:
+        node = self.nodes[node_id]
+        try:
+            first = node.core.propose_batch(commands)
+        except (NotLeader, ProposalDropped):
+            return None
+        self.event(f"propose {node_id} {len(commands)} commands -> {first}..")
+        self.maybe_process(node)
+        return first
 
     def conf_change(self, node_id: int, change: ConfChange) -> int | None:
         node = self.nodes[node_id]
@@ -607,7 +618,11 @@ def run_seed(
             lead = net.leader()
             if lead is not None:
                 proposals += 1
-                net.propose(lead.id, f"c{proposals}".encode())
+                if rng.random() < 0.2:
+                    batch = [f"c{proposals}.{k}".encode() for k in range(rng.randint(2, 4))]
+                    net.propose_batch(lead.id, batch)
+                else:
+                    net.propose(lead.id, f"c{proposals}".encode())
         net.tick()
 
     # Heal: everything back, no faults; a leader must appear and commit within HEAL_BOUND.

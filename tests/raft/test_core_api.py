@@ -138,3 +138,32 @@ def test_config_rejects_nonsense(kwargs: dict[str, int]) -> None:
 def test_node_ids_are_positive() -> None:
     with pytest.raises(ValueError):
         RaftCore(0, VOTERS, random.Random(1))
+
+
+def test_propose_batch_appends_in_order_with_one_append_per_follower() -> None:
+    core = RaftCore(1, ConfState(frozenset({1, 2, 3})), random.Random(1), Config())
+    core.campaign()
+    rd = core.ready()
+    assert rd is not None
+    core.advance(rd)
+    from raft import Message
+
+    for v in (2, 3):
+        core.step(Message(MT.PRE_VOTE_RESP, to=1, sender=v, term=1))
+    for v in (2, 3):
+        core.step(Message(MT.VOTE_RESP, to=1, sender=v, term=1))
+    for v in (2, 3):
+        core.step(Message(MT.APPEND_RESP, to=1, sender=v, term=1, index=1))
+    rd = core.ready()
+    assert rd is not None
+    core.advance(rd)
+    first = core.propose_batch([b"a", b"b", b"c"])
+    rd = core.ready()
+    assert rd is not None
+    assert first == 2 and [e.data for e in rd.entries] == [b"a", b"b", b"c"]
+    appends = [m for m in rd.messages if m.type == MT.APPEND and m.entries]
+    assert sorted(m.to for m in appends) == [2, 3]
+    assert all(len(m.entries) == 3 for m in appends)
+    with pytest.raises(ValueError):
+        core.propose_batch([b"x", b""])
+    assert core.log.last_index == 4
