@@ -101,6 +101,63 @@ def open_block(stored: bytes, path: str, offset: int, verify: bool = True
     raise CorruptionError(path, offset, f"unknown block type {ctype}")
 
 
+def _layout(raw: bytes, size: int, path: str, offset: int
+            ) -> tuple[int, int, memoryview | tuple[int, ...], int]:
+    """(n, tags_at, ends, vbase) of the block raw[:size], checked for consistency.
+    ends[i] = end of key i, ends[n + i] = end of value i (the two arrays are adjacent)."""
+    if size < 4:
+        raise CorruptionError(path, offset, "block shorter than its entry count")
+    n = _U32.unpack_from(raw, size - 4)[0]
+    tags_at = size - 4 - 16 * n
+    if tags_at < 0:
+        raise CorruptionError(path, offset, f"block of {size} bytes cannot hold {n} entries")
+    if _LITTLE_ENDIAN:  # a view: no int objects until an offset is read
+        ends = memoryview(raw)[tags_at + 8 * n:size - 4].cast("I")
+    else:
+        ends = _array_struct("I", 2 * n).unpack_from(raw, tags_at + 8 * n)
+    vbase = 0
+    if n:
+        vbase = ends[n - 1]
+        if vbase > tags_at or ends[-1] != tags_at or ends[n] < vbase:
+            raise CorruptionError(path, offset, "block entry offsets are inconsistent")
+    return n, tags_at, ends, vbase
+
+
+def _find(raw: bytes, ends, n: int, tags_at: int, vbase: int, i: int, user_key: bytes,
+          max_seq: int) -> tuple[int, int, bytes] | None:
+    """The newest version with seq <= max_seq of `user_key`, whose first entry (if any)
+    is at index i (the result of a bisect)."""
+    if i == n or raw[ends[i - 1] if i else 0:ends[i]] != user_key:
+        return None
+    while True:
+        tag = _U64.unpack_from(raw, tags_at + 8 * i)[0]
+        if tag >> 8 <= max_seq:
+            return tag >> 8, tag & 0xFF, raw[ends[n + i - 1] if i else vbase:ends[n + i]]
+        i += 1  # an older version of the same key, if there is one
+        if i == n or raw[ends[i - 1]:ends[i]] != user_key:
+            return None
+
+
+def _bisect_in_place(raw: bytes, ends, n: int, user_key: bytes) -> int:
+    """Index of the first key >= user_key, slicing only the keys compared."""
+    lo, hi = 0, n
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if raw[ends[mid - 1] if mid else 0:ends[mid]] < user_key:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+def search_block(raw: bytes, size: int, user_key: bytes, max_seq: int, path: str,
+                 offset: int) -> tuple[int, int, bytes] | None:
+    """Block.get without building a Block: for a block read once and not cached."""
+    n, tags_at, ends, vbase = _layout(raw, size, path, offset)
+    return _find(raw, ends, n, tags_at, vbase, _bisect_in_place(raw, ends, n, user_key),
+                 user_key, max_seq)
+
+
 class Block:
     """A decoded block, shared through the block cache by many threads.
 
@@ -118,22 +175,7 @@ class Block:
         """Decode the block whose contents are raw[:size] (all of raw by default)."""
         if size is None:
             size = len(raw)
-        if size < 4:
-            raise CorruptionError(path, offset, "block shorter than its entry count")
-        n = _U32.unpack_from(raw, size - 4)[0]
-        tags_at = size - 4 - 16 * n
-        if tags_at < 0:
-            raise CorruptionError(path, offset, f"block of {size} bytes cannot hold {n} entries")
-        # ends[i] = end of key i, ends[n + i] = end of value i (the two arrays are adjacent)
-        if _LITTLE_ENDIAN:  # a view: no int objects until an offset is read
-            ends = memoryview(raw)[tags_at + 8 * n:size - 4].cast("I")
-        else:
-            ends = _array_struct("I", 2 * n).unpack_from(raw, tags_at + 8 * n)
-        vbase = 0
-        if n:
-            vbase = ends[n - 1]
-            if vbase > tags_at or ends[-1] != tags_at or ends[n] < vbase:
-                raise CorruptionError(path, offset, "block entry offsets are inconsistent")
+        n, tags_at, ends, vbase = _layout(raw, size, path, offset)
         self.raw = raw
         self.n = n
         self.ends = ends
@@ -162,45 +204,17 @@ class Block:
         keys = self._keys
         if keys is not None:
             return bisect_left(keys, user_key)
-        raw = self.raw
-        ends = self.ends
-        lo, hi = 0, self.n
-        while lo < hi:
-            mid = (lo + hi) >> 1
-            if raw[ends[mid - 1] if mid else 0:ends[mid]] < user_key:
-                lo = mid + 1
-            else:
-                hi = mid
-        return lo
+        return _bisect_in_place(self.raw, self.ends, self.n, user_key)
 
     def get(self, user_key: bytes, max_seq: int) -> tuple[int, int, bytes] | None:
         """(seq, kind, value) of the newest version of `user_key` with seq <= max_seq."""
-        raw = self.raw
-        ends = self.ends
-        n = self.n
         keys = self._keys
+        n = self.n
         if keys is not None:
             i = bisect_left(keys, user_key)
-            if i == n or keys[i] != user_key:
-                return None
-        else:  # search in place: slice only the keys compared
-            lo, hi = 0, n
-            while lo < hi:
-                mid = (lo + hi) >> 1
-                if raw[ends[mid - 1] if mid else 0:ends[mid]] < user_key:
-                    lo = mid + 1
-                else:
-                    hi = mid
-            i = lo
-            if i == n or raw[ends[i - 1] if i else 0:ends[i]] != user_key:
-                return None
-        while True:
-            tag = _U64.unpack_from(raw, self.tags_at + 8 * i)[0]
-            if tag >> 8 <= max_seq:
-                return tag >> 8, tag & 0xFF, raw[ends[n + i - 1] if i else self.vbase:ends[n + i]]
-            i += 1  # an older version of the same key, if there is one
-            if i == n or raw[ends[i - 1]:ends[i]] != user_key:
-                return None
+        else:
+            i = _bisect_in_place(self.raw, self.ends, n, user_key)
+        return _find(self.raw, self.ends, n, self.tags_at, self.vbase, i, user_key, max_seq)
 
     def last_key(self) -> bytes | None:
         n = self.n

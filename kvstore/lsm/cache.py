@@ -30,7 +30,9 @@ class BlockCache:
         self.hits = 0
         self.misses = 0
         self._offered: set[Hashable] = set()
-        self._offer_window = max(1024, capacity_bytes // 2048)  # ~2x the blocks that fit
+        # Remember the last ~1/4 as many misses as blocks fit: a block missed twice within
+        # that many misses is hot; uniformly random misses rarely repeat so soon.
+        self._offer_window = max(256, capacity_bytes // 16384)
 
     def get(self, key: Hashable) -> object | None:
         with self._lock:
@@ -56,6 +58,26 @@ class BlockCache:
             while self._usage > self.capacity:
                 _, (_, c) = self._map.popitem(last=False)
                 self._usage -= c
+
+    def lookup(self, key: Hashable) -> tuple[object | None, bool]:
+        """(value, False) on a hit; on a miss (None, admit): admit is True if `key` missed
+        before within the window of recent misses (then the caller should `insert` the
+        value it reads), False the first time (the miss is remembered). One lock."""
+        with self._lock:
+            item = self._map.get(key)
+            if item is not None:
+                self._map.move_to_end(key)
+                self.hits += 1
+                return item[0], False
+            self.misses += 1
+            offered = self._offered
+            if key in offered:
+                offered.discard(key)
+                return None, True
+            if len(offered) >= self._offer_window:
+                offered.clear()
+            offered.add(key)
+            return None, False
 
     def offer(self, key: Hashable, value: object, charge: int) -> bool:
         """Insert `key` if it was offered before within the window; True if inserted."""

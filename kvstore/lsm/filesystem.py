@@ -359,7 +359,12 @@ class FaultInjectionFileSystem(RealFileSystem):
                     if os.path.isfile(p) and name not in content:
                         os.remove(p)
                 for name, data in content.items():
-                    with open(os.path.join(d, name), "wb") as f:
+                    p = os.path.join(d, name)
+                    if os.path.isfile(p):
+                        with open(p, "rb") as f:
+                            if f.read() == data:
+                                continue  # untouched: keep the inode (and open readers)
+                    with open(p, "wb") as f:
                         f.write(data)
             for p, node in self._current.items():
                 d = os.path.dirname(p)

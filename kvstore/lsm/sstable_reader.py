@@ -13,7 +13,14 @@ from bisect import bisect_left
 from collections.abc import Iterator
 from itertools import chain
 
-from .block import NO_COMPRESSION, TRAILER_SIZE, Block, open_block, unseal_block
+from .block import (
+    NO_COMPRESSION,
+    TRAILER_SIZE,
+    Block,
+    open_block,
+    search_block,
+    unseal_block,
+)
 from .bloom import BloomFilter
 from .cache import BlockCache
 from .coding import decode_varint, masked_crc32c
@@ -137,12 +144,26 @@ class TableReader:
             return None
         cache = self._cache
         if cache is not None:
-            block = cache.get(self._cache_keys[i])
+            block, admit = cache.lookup(self._cache_keys[i])
             if block is not None:
                 if block._keys is None:  # type: ignore[attr-defined]
                     block.decode()  # type: ignore[attr-defined]  # reused: decode once
                 return block.get(user_key, max_seq)  # type: ignore[attr-defined]
-        return self._load(i, True).get(user_key, max_seq)
+            if admit:
+                block = self._load(i, False)
+                cache.insert(self._cache_keys[i], block, block.charge)
+                return block.get(user_key, max_seq)
+        # Read once: search the bytes in place, no Block object.
+        off = self._offsets[i]
+        size = self._sizes[i]
+        stored = self._file.read(off, size + TRAILER_SIZE)
+        if len(stored) != size + TRAILER_SIZE:
+            raise CorruptionError(self.path, off, "data block runs past the end of the file")
+        if self._verify or stored[size] != NO_COMPRESSION:
+            stored, size = open_block(stored, self.path, off, self._verify)
+        else:
+            return self._load(i, False).get(user_key, max_seq)  # with its index check
+        return search_block(stored, size, user_key, max_seq, self.path, off)
 
     def _block(self, i: int, fill_cache: bool) -> Block:
         cache = self._cache
