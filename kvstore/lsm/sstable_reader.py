@@ -129,15 +129,18 @@ class TableReader:
             raise
 
     # -- reads ------------------------------------------------------------------------
-    def may_contain(self, user_key: bytes) -> bool:
-        """False only if the table surely has no version of `user_key`."""
+    def may_contain(self, user_key: bytes, hashes: tuple[int, int] | None = None) -> bool:
+        """False only if the table surely has no version of `user_key`. `hashes`:
+        bloom.key_hashes(user_key), computed once by a caller that asks several tables."""
         bloom = self._bloom
-        return bloom is None or bloom.may_contain(user_key)
+        return bloom is None or bloom.may_contain(user_key, hashes)
 
-    def get(self, user_key: bytes, max_seq: int) -> tuple[int, int, bytes] | None:
-        """(seq, kind, value) of the newest version with seq <= max_seq, or None."""
+    def get(self, user_key: bytes, max_seq: int, hashes: tuple[int, int] | None = None
+            ) -> tuple[int, int, bytes] | None:
+        """(seq, kind, value) of the newest version with seq <= max_seq, or None.
+        `hashes`: bloom.key_hashes(user_key) if the caller has it (saves one hash)."""
         bloom = self._bloom
-        if bloom is not None and not bloom.may_contain(user_key):
+        if bloom is not None and not bloom.may_contain(user_key, hashes):
             return None
         i = bisect_left(self._index_keys, user_key)
         if i == self._nblocks:
