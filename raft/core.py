@@ -271,18 +271,21 @@ class RaftCore(LeaderMixin, FollowerMixin):
         return {i: pr.match for i, pr in self.prs.items()}
 
     def has_ready(self) -> bool:
+        """Whether ready() would return a Ready. O(1)."""
+        if self._outstanding:
+            return False
+        if self.msgs or self.read_states or self.pending_snapshot is not None:
+            return True
+        log, hs, soft = self.log, self._prev_hard_state, self._prev_soft_state
         return (
-            not self._outstanding
-            and bool(
-                self.msgs
-                or self.read_states
-                or self.pending_snapshot is not None
-                or self.log.stable < self.log.last_index
-                or self.log.applied < self.log.committed
-                or self.hard_state != self._prev_hard_state
-                or self.soft_state != self._prev_soft_state
-                or self.conf != self._prev_conf_state
-            )
+            log.stable < log.last_index
+            or log.applied < log.committed
+            or self.term != hs.term
+            or self.vote != hs.vote
+            or log.committed != hs.commit
+            or self.lead != soft.leader
+            or self.role != soft.role
+            or self.conf != self._prev_conf_state
         )
 
     def ready(self) -> Ready | None:
