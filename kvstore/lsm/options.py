@@ -35,7 +35,7 @@ class Options:
     # Block compression: "none" or "zlib" (zlib costs CPU on every read in pure Python).
     compression: str = "none"
     # Bytes of decoded blocks kept in the shared block cache.
-    block_cache_bytes: int = 16 * 1024 * 1024
+    block_cache_bytes: int = 32 * 1024 * 1024
     # L0 file count that triggers an L0 -> L1 compaction.
     l0_compaction_trigger: int = 4
     # L0 file count at which each write is delayed a little (spreads the stall out).

@@ -1,5 +1,6 @@
-"""Child process of test_crash.py: writes with sync="always" and reports every write the
-engine acknowledged, one line each on stdout, until it is killed.
+"""Child process of test_crash.py: three threads write with sync="always" (so group
+commit shares their fsyncs) and report every write the engine acknowledged, one line
+each on stdout, until the process is killed.
 
     python -m tests.kvstore.lsm.crash_child FOLDER SEED ROUND
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import random
 import sys
+import threading
 
 from kvstore.lsm import Engine, WriteBatch
 
@@ -23,29 +25,32 @@ OPTIONS = {
     "l0_compaction_trigger": 2,
     "block_size": 256,
 }
+THREADS = 3
+
+_out = threading.Lock()
 
 
 def value_for(key: bytes) -> bytes:
     return b"value-of-" + key * 3
 
 
-def main() -> None:
-    folder, seed, round_ = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-    rng = random.Random(seed)
-    out = sys.stdout
-    db = Engine.open(folder, sync="always", **OPTIONS)
-    out.write("ready\n")
-    out.flush()
+def say(line: str) -> None:
+    with _out:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+
+
+def writer(db: Engine, rng: random.Random, round_: int, thread: int) -> None:
     acked: list[bytes] = []
-    n = 0
+    n = thread
     while True:
-        n += 1
+        n += THREADS  # batch and key numbers are unique across the threads
         roll = rng.random()
         if roll < 0.6:
             key = b"%dp%d" % (round_, n)
             db.put(key, value_for(key))
             acked.append(key)
-            out.write(f"P {key.decode()}\n")
+            say(f"P {key.decode()}")
         elif roll < 0.9:
             size = rng.randrange(2, 8)
             batch = WriteBatch()
@@ -53,14 +58,24 @@ def main() -> None:
                 key = b"%db%d.%dof%d" % (round_, n, j, size)
                 batch.put(key, value_for(key))
             db.write(batch)
-            out.write(f"B {n} {size}\n")
+            say(f"B {n} {size}")
         elif acked:
             key = acked.pop(rng.randrange(len(acked)))
-            out.write(f"d {key.decode()}\n")  # intent: killed now, the key may go or stay
-            out.flush()
+            say(f"d {key.decode()}")  # intent: killed now, the key may go or stay
             db.delete(key)
-            out.write(f"D {key.decode()}\n")
-        out.flush()
+            say(f"D {key.decode()}")
+
+
+def main() -> None:
+    folder, seed, round_ = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    db = Engine.open(folder, sync="always", **OPTIONS)
+    say("ready")
+    threads = [threading.Thread(target=writer, args=(db, random.Random(seed + t), round_, t),
+                                daemon=True) for t in range(THREADS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
 
 
 if __name__ == "__main__":
