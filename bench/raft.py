@@ -78,10 +78,26 @@ class Ringlock:
         peers = ",".join(f"{i}=127.0.0.1:{p}" for i, p in self.ports.items())
         log = open(os.path.join(self.root, f"n{node}.log"), "ab")  # noqa: SIM115
         self.procs[node] = subprocess.Popen(
-            [sys.executable, "-m", "raft.demo_node", "--id", str(node), "--peers", peers,
-             "--data", os.path.join(self.root, f"n{node}"), "--tick-ms", str(self.tick_ms),
-             "--election-ticks", str(self.election_ticks), "--snapshot-threshold", "20000"],
-            stdout=log, stderr=log)
+            [
+                sys.executable,
+                "-m",
+                "raft.demo_node",
+                "--id",
+                str(node),
+                "--peers",
+                peers,
+                "--data",
+                os.path.join(self.root, f"n{node}"),
+                "--tick-ms",
+                str(self.tick_ms),
+                "--election-ticks",
+                str(self.election_ticks),
+                "--snapshot-threshold",
+                "20000",
+            ],
+            stdout=log,
+            stderr=log,
+        )
         log.close()
 
     def start(self) -> None:
@@ -139,6 +155,8 @@ class Etcd:
         return [f"http://127.0.0.1:{p}" for p in ETCD_MEMBERS.values()]
 
     def start(self) -> None:
+        if not self.pids():
+            self.started_here = True  # so stop() leaves a cluster someone else runs alone
         subprocess.run([ETCD_SH, "start3"], check=True, capture_output=True)
 
     def pids(self) -> list[int]:
@@ -155,8 +173,9 @@ class Etcd:
     async def leader_url(self, s: aiohttp.ClientSession) -> str | None:
         for url in self.urls():
             try:
-                async with s.post(url + "/v3/maintenance/status", json={},
-                                  timeout=aiohttp.ClientTimeout(total=1)) as r:
+                async with s.post(
+                    url + "/v3/maintenance/status", json={}, timeout=aiohttp.ClientTimeout(total=1)
+                ) as r:
                     st = await r.json()
                     if st.get("leader") and st["leader"] == st["header"]["member_id"]:
                         return url
@@ -171,8 +190,10 @@ class Etcd:
         os.kill(int(Path(ETCD_DIR, f"{member}.pid").read_text()), signal.SIGKILL)
 
     async def put(self, s: aiohttp.ClientSession, url: str, key: str) -> tuple[bool, str | None]:
-        body = {"key": base64.b64encode(key.encode()).decode(),
-                "value": base64.b64encode(VALUE.encode()).decode()}
+        body = {
+            "key": base64.b64encode(key.encode()).decode(),
+            "value": base64.b64encode(VALUE.encode()).decode(),
+        }
         async with s.post(url + "/v3/kv/put", json=body) as r:
             await r.read()
             return r.status == 200, url if r.status == 200 else None
@@ -334,8 +355,13 @@ async def failover_trial(target: Any, clients: int = 4) -> Failover:
             await asyncio.wait_for(done.wait(), 60)
 
         await asyncio.gather(killer(), *(worker(w) for w in range(clients)))
-    return Failover(target.name, first[0] - kill_at[0], [ms for ms, _ in inflight],
-                    sum(1 for _, ok in inflight if not ok), *probe[0])
+    return Failover(
+        target.name,
+        first[0] - kill_at[0],
+        [ms for ms, _ in inflight],
+        sum(1 for _, ok in inflight if not ok),
+        *probe[0],
+    )
 
 
 async def wait_healthy(target: Any) -> None:
@@ -369,10 +395,13 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                     await wait_healthy(t)
                     r = await run_load(t, clients, args.duration)
                     out["load"].append(r)
-                    print(f"  {t.name:8} {clients:3} clients: {r.rate:7.0f}/s  "
-                          f"p50 {r.pct(0.5):6.1f} ms  p99 {r.pct(0.99):6.1f} ms  "
-                          f"errors {r.errors}  cpu gen {r.gen_cores:.2f} "
-                          f"servers {r.server_cores:.2f}", flush=True)
+                    print(
+                        f"  {t.name:8} {clients:3} clients: {r.rate:7.0f}/s  "
+                        f"p50 {r.pct(0.5):6.1f} ms  p99 {r.pct(0.99):6.1f} ms  "
+                        f"errors {r.errors}  cpu gen {r.gen_cores:.2f} "
+                        f"servers {r.server_cores:.2f}",
+                        flush=True,
+                    )
         for trial in range(args.trials):
             order = targets if trial % 2 == 0 else list(reversed(targets))
             for t in order:
@@ -381,10 +410,13 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                 f = await failover_trial(t)
                 out["failover"].append(f)
                 worst = max(f.inflight_ms, default=0.0)
-                print(f"  {t.name:8} failover {f.seconds:5.2f} s; {len(f.inflight_ms)} in "
-                      f"flight, {f.inflight_failed} failed, slowest back after {worst:.0f} ms;"
-                      f" put to a survivor answered after {f.probe_ms:.0f} ms "
-                      f"({'ok' if f.probe_ok else 'error'})", flush=True)
+                print(
+                    f"  {t.name:8} failover {f.seconds:5.2f} s; {len(f.inflight_ms)} in "
+                    f"flight, {f.inflight_failed} failed, slowest back after {worst:.0f} ms;"
+                    f" put to a survivor answered after {f.probe_ms:.0f} ms "
+                    f"({'ok' if f.probe_ok else 'error'})",
+                    flush=True,
+                )
                 await wait_healthy(t)
     finally:
         ours.stop()
@@ -406,23 +438,35 @@ def summarize(out: dict[str, Any], names: list[str]) -> None:
             if not rs:
                 continue
             lat = [x for r in rs for x in r.latencies_ms]
-            agg = LoadResult(n, c, sum(r.ops for r in rs), sum(r.errors for r in rs),
-                             sum(r.seconds for r in rs), lat)
+            agg = LoadResult(
+                n,
+                c,
+                sum(r.ops for r in rs),
+                sum(r.errors for r in rs),
+                sum(r.seconds for r in rs),
+                lat,
+            )
             g = statistics.mean(r.gen_cores for r in rs)
             sv = statistics.mean(r.server_cores for r in rs)
             best[(n, c)] = {"rate": agg.rate, "p50": agg.pct(0.5), "p99": agg.pct(0.99)}
-            print(f"| {c} | {n} | {agg.rate:.0f} | {agg.pct(0.5):.1f} | {agg.pct(0.99):.1f} "
-                  f"| {g:.2f} | {sv:.2f} |")
+            print(
+                f"| {c} | {n} | {agg.rate:.0f} | {agg.pct(0.5):.1f} | {agg.pct(0.99):.1f} "
+                f"| {g:.2f} | {sv:.2f} |"
+            )
     if len(names) == 2:
         print("\n| clients | puts/s ratio | p50 ratio | p99 ratio |  (ringlock / etcd)")
         print("|---|---|---|---|")
         for c in clients:
             a, b = best.get((names[0], c)), best.get((names[1], c))
             if a and b:
-                print(f"| {c} | {ratio(a['rate'], b['rate']):.2f} | "
-                      f"{ratio(a['p50'], b['p50']):.2f} | {ratio(a['p99'], b['p99']):.2f} |")
-    print("\n| target | failover median s | min | max | in-flight puts: failed / total, "
-          "slowest back ms | put to a survivor: median answer ms |")
+                print(
+                    f"| {c} | {ratio(a['rate'], b['rate']):.2f} | "
+                    f"{ratio(a['p50'], b['p50']):.2f} | {ratio(a['p99'], b['p99']):.2f} |"
+                )
+    print(
+        "\n| target | failover median s | min | max | in-flight puts: failed / total, "
+        "slowest back ms | put to a survivor: median answer ms |"
+    )
     print("|---|---|---|---|---|---|")
     med: dict[str, float] = {}
     for n in names:
@@ -432,21 +476,25 @@ def summarize(out: dict[str, Any], names: list[str]) -> None:
         secs = [f.seconds for f in fs]
         med[n] = statistics.median(secs)
         inflight = [ms for f in fs for ms in f.inflight_ms]
-        print(f"| {n} | {med[n]:.2f} | {min(secs):.2f} | {max(secs):.2f} | "
-              f"{sum(f.inflight_failed for f in fs)} / {len(inflight)}, "
-              f"{max(inflight, default=0):.0f} | "
-              f"{statistics.median(f.probe_ms for f in fs):.0f} |")
+        print(
+            f"| {n} | {med[n]:.2f} | {min(secs):.2f} | {max(secs):.2f} | "
+            f"{sum(f.inflight_failed for f in fs)} / {len(inflight)}, "
+            f"{max(inflight, default=0):.0f} | "
+            f"{statistics.median(f.probe_ms for f in fs):.0f} |"
+        )
     if len(med) == 2:
         print(f"\nfailover median ratio ringlock/etcd: {med[names[0]] / med[names[1]]:.2f}")
-    print(f"\nmachine: {busy_note(out['loadavg_start'][0])} at start, "
-          f"{busy_note(out['loadavg_end'][0])} at end")
+    print(
+        f"\nmachine: {busy_note(out['loadavg_start'][0])} at start, "
+        f"{busy_note(out['loadavg_end'][0])} at end"
+    )
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--clients", type=lambda s: [int(x) for x in s.split(",")],
-                   default=[1, 16, 64])
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--clients", type=lambda s: [int(x) for x in s.split(",")], default=[1, 16, 64])
     p.add_argument("--duration", type=float, default=5.0, help="seconds per load cell")
     p.add_argument("--reps", type=int, default=2, help="A/B repetitions per client count")
     p.add_argument("--trials", type=int, default=5, help="failover trials per target")
@@ -461,10 +509,18 @@ def main() -> None:
     summarize(out, names)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"load": [{k: v for k, v in r.__dict__.items() if k != "latencies_ms"}
-                                | {"p50": r.pct(0.5), "p99": r.pct(0.99), "rate": r.rate}
-                                for r in out["load"]],
-                       "failover": [f.__dict__ for f in out["failover"]]}, f, indent=1)
+            json.dump(
+                {
+                    "load": [
+                        {k: v for k, v in r.__dict__.items() if k != "latencies_ms"}
+                        | {"p50": r.pct(0.5), "p99": r.pct(0.99), "rate": r.rate}
+                        for r in out["load"]
+                    ],
+                    "failover": [f.__dict__ for f in out["failover"]],
+                },
+                f,
+                indent=1,
+            )
 
 
 if __name__ == "__main__":
