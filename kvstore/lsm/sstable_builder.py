@@ -78,6 +78,10 @@ class TableBuilder:
         self._keys: list[bytes] = []
         self._tags: list[int] = []
         self._values: list[bytes] = []
+        # Bound appends of the lists above (cleared in place, never replaced).
+        self._add_key = self._keys.append
+        self._add_tag = self._tags.append
+        self._add_value = self._values.append
         self._block_bytes = 0
         self._index_keys: list[bytes] = []
         self._index_handles: list[bytes] = []
@@ -99,9 +103,9 @@ class TableBuilder:
             raise InvalidArgumentError(
                 f"table entries out of internal order: ({user_key!r}, {seq}) after "
                 f"({self._last_key!r}, {last_seq})")
-        self._keys.append(user_key)
-        self._tags.append((seq << 8) | kind)
-        self._values.append(value)
+        self._add_key(user_key)
+        self._add_tag((seq << 8) | kind)
+        self._add_value(value)
         self._block_bytes += len(user_key) + len(value) + 16
 
     @property
@@ -135,9 +139,9 @@ class TableBuilder:
         self._index_handles.append(self._write_block(contents, self._ctype))
         self._index_keys.append(keys[-1])
         self._num_entries += len(keys)
-        self._keys = []
-        self._tags = []
-        self._values = []
+        keys.clear()
+        tags.clear()
+        self._values.clear()
         self._block_bytes = 0
 
     def finish(self) -> TableInfo:
@@ -175,5 +179,7 @@ class TableBuilder:
     def abandon(self) -> None:
         """Stop without writing the rest; the caller closes and removes the file."""
         self._done = True
-        self._keys = []
+        self._keys.clear()
+        self._tags.clear()
+        self._values.clear()
         self._filter_keys = []

@@ -2,10 +2,23 @@
 
 from __future__ import annotations
 
+from .coding import crc32c as _crc
 from .filesystem import WritableFile
-from .wal_format import BLOCK_SIZE, FIRST, FULL, HEADER_SIZE, LAST, MIDDLE, encode_fragment
+from .wal_format import (
+    BLOCK_SIZE,
+    FIRST,
+    FULL,
+    HEADER_SIZE,
+    LAST,
+    MIDDLE,
+    encode_fragment,
+)
+from .wal_format import HEAD7 as _HEAD7
+from .wal_format import HEADER as _HEADER
+from .wal_format import LEN_TYPE as _LEN_TYPE
 
 _ZEROS = bytes(HEADER_SIZE)
+_MASK_DELTA = 0xA282EAD8
 
 
 class LogWriter:
@@ -30,7 +43,10 @@ class LogWriter:
         n = len(payload)
         offset = self._block_offset
         if n + HEADER_SIZE <= BLOCK_SIZE - offset:  # the common case: one FULL fragment
-            self._file.append(encode_fragment(FULL, payload))
+            c = _crc(payload, _crc(_LEN_TYPE.pack(n, FULL)))  # encode_fragment, inlined
+            c = ((((c >> 15) | (c << 17)) & 0xFFFFFFFF) + _MASK_DELTA) & 0xFFFFFFFF
+            self._file.append(
+                _HEADER.pack(c, n, FULL, _crc(_HEAD7.pack(c, n, FULL)) & 0xFFFF) + payload)
             offset += n + HEADER_SIZE
             self._block_offset = 0 if offset == BLOCK_SIZE else offset
             return
