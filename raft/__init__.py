@@ -15,6 +15,7 @@ from raft.core import RaftCore
 from raft.errors import (
     CompactionError,
     ConfChangeInvalid,
+    InvalidMessage,
     NotLeader,
     ProposalDropped,
     RaftError,
@@ -43,6 +44,7 @@ __all__ = [
     "Entry",
     "EntryType",
     "HardState",
+    "InvalidMessage",
     "Message",
     "MessageType",
     "NotLeader",

@@ -55,6 +55,7 @@ from raft.errors import CompactionError, NotLeader, ProposalDropped
 from raft.follower import FollowerMixin
 from raft.leader import LeaderMixin
 from raft.log import RaftLog
+from raft.message_check import check_message
 from raft.messages import (
     ConfChange,
     ConfState,
@@ -338,7 +339,11 @@ class RaftCore(LeaderMixin, FollowerMixin):
                 self._bcast_append()
 
     def step(self, m: Message) -> None:
-        """Take one message from a peer. Stale, duplicated and reordered messages are safe."""
+        """Take one message from a peer. Stale, duplicated and reordered messages are safe.
+
+        Raises InvalidMessage, having changed nothing, for a self-contradictory message.
+        """
+        check_message(m)
         if m.to != self.id:
             log.warning("node %d dropping message addressed to %d", self.id, m.to)
             return

@@ -6,6 +6,7 @@
      |                        progress, a membership change still uncommitted, ...); retry later
      +-- ConfChangeInvalid    the membership change makes no sense against the current config
      +-- CompactionError      `compact` asked for an index that is not applied or already compacted
+     +-- InvalidMessage       `step` got a message whose fields contradict each other
 
 Every error is raised before the core changes any state, so a caller that catches one can
 carry on with the same core.
@@ -42,3 +43,7 @@ class ConfChangeInvalid(RaftError):
 
 class CompactionError(RaftError):
     """`compact(index, ...)` with an index not yet applied or already compacted away."""
+
+
+class InvalidMessage(RaftError):
+    """A message from a peer that no correct peer sends (see raft/message_check.py)."""

@@ -88,6 +88,9 @@ class LeaderMixin:
                     pr.become_probe()
                 self._send_append(m.sender)
             return
+        if m.index > self.log.last_index:
+            log.warning("node %d: ack from %d beyond our log (%d)", self.id, m.sender, m.index)
+            return  # no correct follower acknowledges what we never had
         old_paused = pr.is_paused(self.config.max_inflight)
         if not pr.maybe_update(m.index):
             if old_paused and not pr.is_paused(self.config.max_inflight):

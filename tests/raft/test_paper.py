@@ -280,7 +280,7 @@ def test_follower_check_append(log_term: int, index: int, reject: bool) -> None:
     """§5.3: "If the follower does not find an entry in its log with the same index and
     term, then it refuses the new entries." The follower here holds terms [1, 1]."""
     core = new_core(2, hard_state=HardState(1, 0, 0), entries=entries(1, 1))
-    core.step(m(MT.APPEND, 1, 2, 1, index=index, log_term=log_term))
+    core.step(m(MT.APPEND, 1, 2, 3, index=index, log_term=log_term))
     (resp,) = drain(core)
     assert resp.type == MT.APPEND_RESP and resp.reject == reject
 
