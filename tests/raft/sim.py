@@ -312,6 +312,11 @@ class Network:
         self.nodes[node_id] = node
         self.process(node)
 
+    def load(self, node_id: int, hard_state: HardState, entries: list[Entry]) -> None:
+        """Put a given durable state on a node's disk and restart it from there."""
+        self.nodes[node_id].durable = Durable(hard_state, None, list(entries))
+        self.restart(node_id)
+
     # --- faults ---------------------------------------------------------------------------
     def cut(self, a: int, b: int) -> None:
         self.cuts.update({(a, b), (b, a)})

@@ -326,19 +326,43 @@ def test_leader_fast_backoff_skips_conflicting_term(
     conflicting entries, rather than one RPC per entry." """
     leader_terms = (1, 1, 1, 3, 3, 3, 3, 3, 3, 3)
     net = cluster(2)
-    net.nodes[1] = net.nodes[1].__class__(
-        1, new_core(1, (1, 2), hard_state=HardState(3, 0, 3), entries=entries(*leader_terms)),
-        net.nodes[1].durable, net.nodes[1].sm,
-    )
-    net.nodes[2] = net.nodes[2].__class__(
-        2, new_core(2, (1, 2), hard_state=HardState(2, 0, 3), entries=entries(*follower_terms)),
-        net.nodes[2].durable, net.nodes[2].sm,
-    )
+    net.load(1, HardState(3, 0, 3), entries(*leader_terms))
+    net.load(2, HardState(2, 0, 3), entries(*follower_terms))
     net.record = []
     elect(net, 1)
     rejections = [line for line in net.record if "APPEND_RESP" in line and "reject" in line]
     assert len(rejections) <= max_rounds
     assert [e.term for e in net.nodes[2].core.log.entries] == [*leader_terms, 4]
+
+
+FIGURE_7_LEADER = (1, 1, 1, 4, 4, 5, 5, 6, 6, 6)
+
+
+@pytest.mark.parametrize(
+    "follower",
+    [
+        (1, 1, 1, 4, 4, 5, 5, 6, 6),  # (a) missing an entry
+        (1, 1, 1, 4),  # (b) missing many
+        (1, 1, 1, 4, 4, 5, 5, 6, 6, 6, 6),  # (c) an extra uncommitted entry
+        (1, 1, 1, 4, 4, 5, 5, 6, 6, 6, 7, 7),  # (d) extra entries of a later term
+        (1, 1, 1, 4, 4, 4, 4),  # (e) missing and extra
+        (1, 1, 1, 2, 2, 2, 3, 3, 3, 3, 3),  # (f) a leader of terms 2 and 3 that never committed
+    ],
+    ids=list("abcdef"),
+)
+def test_leader_sync_follower_log_figure_7(follower: tuple[int, ...]) -> None:
+    """§5.3 (Figure 7): "the leader handles inconsistencies by forcing the followers' logs
+    to duplicate its own": whatever a follower holds, after the leader of term 8 is elected
+    the follower's log equals the leader's."""
+    net = cluster(3)
+    net.load(1, HardState(7, 0, 3), entries(*FIGURE_7_LEADER))
+    net.load(3, HardState(7, 0, 3), entries(*FIGURE_7_LEADER))  # the vote 1 needs
+    net.load(2, HardState(7, 0, 3), entries(*follower))
+    elect(net, 1)
+    lead = net.nodes[1].core
+    assert lead.term == 8
+    assert net.nodes[2].core.log.entries == lead.log.entries
+    assert [e.term for e in lead.log.entries] == [*FIGURE_7_LEADER, 8]
 
 
 def test_leader_pipelines_appends_up_to_max_inflight() -> None:
