@@ -22,7 +22,7 @@ import multiprocessing
 from typing import TYPE_CHECKING
 
 from . import filenames
-from .compaction import Compaction, pick_compaction
+from .compaction import Compaction, pick_compaction, pick_seek_compaction
 from .compaction_job import MergeJob, run_merge
 from .filesystem import RealFileSystem
 from .tables import CompactionAborted
@@ -84,17 +84,14 @@ class BackgroundWork:
         while True:
             with self._mutex:
                 while not self._closing and self._bg_error is None and (
-                    self._manual_waiters
-                    or pick_compaction(self._state.version, self.options,
-                                       self._state.compact_pointers) is None
+                    self._manual_waiters or self._next_compaction(consume=False) is None
                 ):
                     self._bg_cv.wait()
                 if self._closing or self._bg_error is not None:
                     return
             with self._compact_lock, self._mutex:
                 self._drain_releases()
-                c = pick_compaction(self._state.version, self.options,
-                                    self._state.compact_pointers)
+                c = self._next_compaction(consume=True)
                 if c is None:
                     continue
                 try:
@@ -104,6 +101,20 @@ class BackgroundWork:
                 except BaseException as exc:
                     self._set_bg_error(exc)
                     return
+
+    def _next_compaction(self: Engine, consume: bool) -> Compaction | None:
+        """Mutex held. A size compaction if one is due, else a seek compaction."""
+        version = self._state.version
+        c = pick_compaction(version, self.options, self._state.compact_pointers)
+        if c is not None or self._seek_target is None:
+            return c
+        level, number = self._seek_target
+        c = pick_seek_compaction(version, level, number)
+        if consume or c is None:
+            self._seek_target = None
+            if c is not None:
+                self._stats["seek_compactions"] += 1
+        return c
 
     def _run_compaction(self: Engine, c: Compaction) -> None:
         """Mutex held on entry and exit (released during the merge)."""

@@ -5,6 +5,11 @@ Theory of operation (LevelDB's leveled compaction)
   so every L0 table costs each read); level n >= 1 when its bytes exceed
   `level1_bytes * ratio ** (n - 1)`. The level with the highest score (count or size over
   its budget) goes first; a score below 1 means no work.
+- Seek compaction (LevelDB's allowed_seeks): a read that consults two or more tables
+  charges the first one it consulted in vain; a table charged `allowed_seeks` times
+  (one per 16 KiB of its size, at least 100) costs reads more than compacting it would,
+  so it is merged one level down once no size compaction is due. After a bulk load this
+  empties level 0 while reads run, so a point read consults fewer tables.
 - Inputs: at L0 the oldest table and every L0 table overlapping it; at level n >= 1 the
   first table after the level's compact pointer (round robin over the key space). Then
   every table of level n + 1 that overlaps their key range. A single input with nothing
@@ -90,6 +95,26 @@ def pick_compaction(
         pointer = compact_pointers.get(level)
         first = next((f for f in files if pointer is None or f.largest > pointer), files[0])
         inputs = [first]
+    return _with_overlaps(version, level, inputs)
+
+
+SEEK_BYTES = 16 * 1024  # one wasted table consultation costs about 16 KiB of compaction
+
+
+def allowed_seeks(meta: FileMeta) -> int:
+    """Wasted reads a table may cause before it is compacted (LevelDB's rule)."""
+    return max(100, meta.file_size // SEEK_BYTES)
+
+
+def pick_seek_compaction(version: Version, level: int, number: int) -> Compaction | None:
+    """Compaction of table `number` at `level` (and, at L0, the tables overlapping it),
+    or None if it is gone or at the last level."""
+    if level >= len(version.levels) - 1:
+        return None
+    meta = next((f for f in version.levels[level] if f.number == number), None)
+    if meta is None:
+        return None
+    inputs = version.overlapping(0, meta.smallest, meta.largest) if level == 0 else [meta]
     return _with_overlaps(version, level, inputs)
 
 

@@ -46,7 +46,7 @@ from .batch import (
     encode_ops,
 )
 from .coding import KIND_DELETE, KIND_VALUE
-from .compaction import pick_range_compaction
+from .compaction import allowed_seeks, pick_range_compaction
 from .errors import EngineClosedError, StorageError
 from .filesystem import FileSystem, RealFileSystem
 from .manifest import ManifestState, ManifestWriter
@@ -56,7 +56,7 @@ from .options import Options
 from .recovery import load_state, replay_logs
 from .snapshot import Scan, Snapshot
 from .tables import CompactionAborted, TableSet
-from .version import Version, VersionEdit, apply_edit
+from .version import FileMeta, Version, VersionEdit, apply_edit
 from .wal_writer import LogWriter
 
 log = logging.getLogger(__name__)
@@ -117,12 +117,15 @@ class Engine(BackgroundWork):
         self._imm: MemTable | None = None
         self._imm_log_number = 0
         self._compact_lock = threading.Lock()  # one compaction job at a time
+        self._seeks_left: dict[int, int] = {}  # table number -> wasted reads still allowed
+        self._seek_target: tuple[int, int] | None = None  # (level, table) to compact
         self._executor: concurrent.futures.ProcessPoolExecutor | None = None
         self._manual_waiters = 0
         self._log_dirty = False
         self._stats = dict.fromkeys(
             ("puts", "deletes", "write_groups", "log_syncs", "gets",
              "get_memtable_hits", "scans", "flushes", "compactions", "trivial_moves",
+             "seek_compactions",
              "compaction_bytes_read", "compaction_bytes_written", "flush_bytes_written",
              "stalls", "slowdowns", "recovered_records", "torn_tails", "files_deleted"),
             0,
@@ -462,14 +465,35 @@ class Engine(BackgroundWork):
             self._ref(version)
         try:
             reader = self.tables.reader
-            for meta in version.tables_for_key(key):
+            first: tuple[int, FileMeta] | None = None  # the first table tried in vain
+            charged = False
+            for level, meta in version.tables_for_key(key):
                 hit = reader(meta.number).get(key, seq)
                 if hit is not None:
+                    if first is not None and not charged:
+                        self._charge_seek(*first)
                     return hit[2] if hit[1] == KIND_VALUE else None
+                if first is None:
+                    first = (level, meta)
+                elif not charged:  # a second table consulted: the first cost a seek
+                    self._charge_seek(*first)
+                    charged = True
             return None
         finally:
             with self._mutex:
                 self._unref(version)
+
+    def _charge_seek(self, level: int, meta: FileMeta) -> None:
+        """Count a read `meta` cost in vain; at its allowance, ask for a seek compaction.
+        Lock-free counting (a lost decrement under a race only delays it a little)."""
+        left = self._seeks_left.get(meta.number)
+        if left is None:
+            left = allowed_seeks(meta)
+        self._seeks_left[meta.number] = left - 1
+        if left == 1 and self._seek_target is None:
+            with self._mutex:
+                self._seek_target = (level, meta.number)
+                self._bg_cv.notify_all()
 
     def snapshot(self) -> Snapshot:
         """A read view of the engine as of now; release it when done (or use `with`)."""
@@ -620,6 +644,7 @@ class Engine(BackgroundWork):
         for number in list(self._obsolete_tables):
             if number not in live:
                 self._obsolete_tables.discard(number)
+                self._seeks_left.pop(number, None)
                 self.tables.evict(number)
                 self._remove_file(filenames.table_name(number))
 

@@ -75,19 +75,22 @@ class Version:
     def level_bytes(self, level: int) -> int:
         return sum(f.file_size for f in self.levels[level])
 
-    def tables_for_key(self, key: bytes) -> Iterator[FileMeta]:
-        """Tables that may hold `key`, in the order a read must try them (newest data
-        first): every overlapping L0 table newest first, then at most one per level."""
+    def tables_for_key(self, key: bytes) -> Iterator[tuple[int, FileMeta]]:
+        """(level, table) pairs that may hold `key`, in the order a read must try them
+        (newest data first): every overlapping L0 table newest first, then at most one
+        table per deeper level."""
         for f in self.levels[0]:
             if f.smallest <= key <= f.largest:
-                yield f
+                yield 0, f
         for level in range(1, len(self.levels)):
             largest = self._largest[level]
+            if not largest:
+                continue
             i = bisect.bisect_left(largest, key)
             if i < len(largest):
                 f = self.levels[level][i]
                 if f.smallest <= key:
-                    yield f
+                    yield level, f
 
     def overlapping(self, level: int, start: bytes | None, end: bytes | None) -> list[FileMeta]:
         """Tables of `level` whose range meets [start, end] (inclusive; None is open).

@@ -439,3 +439,27 @@ def test_a_folder_with_data_but_no_current_is_refused(tmp_path: Path) -> None:
     (tmp_path / "CURRENT").unlink()
     with pytest.raises(StorageError, match="no CURRENT"):
         open_tiny(tmp_path)
+
+
+def test_reads_that_waste_table_lookups_trigger_a_seek_compaction(tmp_path: Path) -> None:
+    """LevelDB's allowed_seeks: level-0 tables that reads keep consulting in vain are
+    merged down, so later reads consult fewer tables; contents do not change."""
+    with open_tiny(tmp_path, l0_compaction_trigger=8, l0_slowdown_trigger=8,
+                   l0_stop_trigger=12) as db:
+        model = fill(db, 600, seed=23)
+        db.flush()
+        before = db.stats()["files_per_level"][0]
+        assert before >= 2
+        for _ in range(200):
+            for i in range(20):
+                db.get(key(i * 13) + b"-absent")  # inside the tables' key ranges
+            if db.stats()["seek_compactions"]:
+                break
+        for _ in range(2000):  # the compaction thread does the work
+            if db.stats()["files_per_level"][0] < before:
+                break
+            threading.Event().wait(0.005)
+        stats = db.stats()
+        assert stats["seek_compactions"] >= 1
+        assert stats["files_per_level"][0] < before
+        assert list(db.scan()) == sorted(model.items())

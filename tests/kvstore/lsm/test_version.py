@@ -39,9 +39,10 @@ def test_tables_for_key_tries_l0_newest_first_then_one_table_per_level() -> None
         (1, meta(3, b"a", b"d")), (1, meta(4, b"e", b"h")),
         (2, meta(1, b"a", b"z")),
     ]))
-    assert [f.number for f in v.tables_for_key(b"g")] == [9, 7, 4, 1]
-    assert [f.number for f in v.tables_for_key(b"dd")] == [7, 1]  # gap in L1
-    assert [f.number for f in v.tables_for_key(b"zz")] == []
+    assert [(lvl, f.number) for lvl, f in v.tables_for_key(b"g")] == [
+        (0, 9), (0, 7), (1, 4), (2, 1)]
+    assert [f.number for _, f in v.tables_for_key(b"dd")] == [7, 1]  # gap in L1
+    assert [f.number for _, f in v.tables_for_key(b"zz")] == []
 
 
 def test_overlapping_at_level0_grows_to_cover_chained_ranges() -> None:
