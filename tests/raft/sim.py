@@ -549,7 +549,7 @@ def run_seed(
         seed,
         range(1, size + 1),
         config=config,
-        faults=Faults(drop=rng.choice((0.0, 0.05)), duplicate=0.03, delay=0.15),
+        faults=Faults(drop=rng.choice((0.0, 0.0, 0.05, 0.2)), duplicate=0.03, delay=0.15),
         sync_probability=0.7,
         snapshot_pad=rng.choice((0, 40)),
         core_class=core_class,
@@ -573,7 +573,7 @@ def run_seed(
             net.partition(ids[:k], ids[k:])
         elif r < 0.06:
             net.recover()
-            net.faults = Faults(drop=rng.choice((0.0, 0.05)), duplicate=0.03, delay=0.15)
+            net.faults = Faults(drop=rng.choice((0.0, 0.0, 0.05, 0.2)), duplicate=0.03, delay=0.15)
         elif r < 0.08:
             a, b = rng.sample(ids, 2)
             net.drop(a, b, rng.choice((0.3, 1.0)))
