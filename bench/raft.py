@@ -119,6 +119,14 @@ class Ringlock:
                 continue
         return None
 
+    async def term(self, s: aiohttp.ClientSession) -> int:
+        terms = [0]
+        for url in self.urls():
+            with contextlib.suppress(aiohttp.ClientError, TimeoutError, OSError, KeyError):
+                async with s.get(url + "/status", timeout=aiohttp.ClientTimeout(total=1)) as r:
+                    terms.append((await r.json())["term"])
+        return max(terms)
+
     def kill(self, url: str) -> None:
         node = next(i for i, p in self.ports.items() if url.endswith(f":{p}"))
         self.procs[node].send_signal(signal.SIGKILL)  # reaped by poll() in start()
@@ -183,6 +191,15 @@ class Etcd:
                 continue
         return None
 
+    async def term(self, s: aiohttp.ClientSession) -> int:
+        terms = [0]
+        for url in self.urls():
+            with contextlib.suppress(aiohttp.ClientError, TimeoutError, OSError, KeyError):
+                async with s.post(url + "/v3/maintenance/status", json={},
+                                  timeout=aiohttp.ClientTimeout(total=1)) as r:
+                    terms.append(int((await r.json())["raftTerm"]))
+        return max(terms)
+
     def kill(self, url: str) -> None:
         """SIGKILL the member at `url` by the pid etcd.sh recorded when it started it."""
         port = int(url.rsplit(":", 1)[1])
@@ -236,6 +253,7 @@ class LoadResult:
     latencies_ms: list[float] = field(repr=False)
     gen_cores: float = 0.0
     server_cores: float = 0.0
+    elections: int = 0  # term increases during the cell: spurious elections under load
 
     @property
     def rate(self) -> float:
@@ -252,6 +270,7 @@ async def run_load(target: Any, clients: int, duration: float) -> LoadResult:
     async with aiohttp.ClientSession(connector=conn, timeout=timeout) as s:
         leader = await target.leader_url(s)
         assert leader, f"{target.name}: no leader"
+        term0 = await target.term(s)
         lat: list[float] = []
         errors = 0
         warm_until = time.monotonic() + 0.5
@@ -286,7 +305,9 @@ async def run_load(target: Any, clients: int, duration: float) -> LoadResult:
 
         await asyncio.gather(sampler(), *(worker(w) for w in range(clients)))
         gen, srv = Cpu.take(pids).cores_since(cpu0[0])
-    return LoadResult(target.name, clients, len(lat), errors, duration, lat, gen, srv)
+        elections = await target.term(s) - term0
+    return LoadResult(target.name, clients, len(lat), errors, duration, lat, gen, srv,
+                      elections)
 
 
 @dataclass
@@ -399,7 +420,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                         f"  {t.name:8} {clients:3} clients: {r.rate:7.0f}/s  "
                         f"p50 {r.pct(0.5):6.1f} ms  p99 {r.pct(0.99):6.1f} ms  "
                         f"errors {r.errors}  cpu gen {r.gen_cores:.2f} "
-                        f"servers {r.server_cores:.2f}",
+                        f"servers {r.server_cores:.2f}  elections {r.elections}",
                         flush=True,
                     )
         for trial in range(args.trials):
@@ -428,8 +449,9 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def summarize(out: dict[str, Any], names: list[str]) -> None:
-    print("\n| clients | target | puts/s | p50 ms | p99 ms | gen CPU | server CPU |")
-    print("|---|---|---|---|---|---|---|")
+    print("\n| clients | target | puts/s | p50 ms | p99 ms | gen CPU | server CPU "
+          "| elections |")
+    print("|---|---|---|---|---|---|---|---|")
     clients = sorted({r.clients for r in out["load"]})
     best: dict[tuple[str, int], dict[str, float]] = {}
     for c in clients:
@@ -451,7 +473,7 @@ def summarize(out: dict[str, Any], names: list[str]) -> None:
             best[(n, c)] = {"rate": agg.rate, "p50": agg.pct(0.5), "p99": agg.pct(0.99)}
             print(
                 f"| {c} | {n} | {agg.rate:.0f} | {agg.pct(0.5):.1f} | {agg.pct(0.99):.1f} "
-                f"| {g:.2f} | {sv:.2f} |"
+                f"| {g:.2f} | {sv:.2f} | {sum(r.elections for r in rs)} |"
             )
     if len(names) == 2:
         print("\n| clients | puts/s ratio | p50 ratio | p99 ratio |  (ringlock / etcd)")
@@ -498,7 +520,7 @@ def main() -> None:
     p.add_argument("--duration", type=float, default=5.0, help="seconds per load cell")
     p.add_argument("--reps", type=int, default=2, help="A/B repetitions per client count")
     p.add_argument("--trials", type=int, default=5, help="failover trials per target")
-    p.add_argument("--tick-ms", type=float, default=50.0)
+    p.add_argument("--tick-ms", type=float, default=40.0)
     p.add_argument("--election-ticks", type=int, default=10)
     p.add_argument("--skip-etcd", action="store_true")
     p.add_argument("--keep", action="store_true")

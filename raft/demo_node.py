@@ -2,7 +2,7 @@
 
     python -m raft.demo_node --id 1 --data DIR \
         --peers 1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003 \
-        [--voters 1,2,3] [--join] [--snapshot-threshold N] [--tick-ms 50] [--no-fsync]
+        [--voters 1,2,3] [--join] [--snapshot-threshold N] [--tick-ms 40] [--no-fsync]
 
 It replicates a `KVStateMachine` (raft/demo_statemachine.py). `--peers` lists every node
 that may ever be a member, with its address; the initial voters are all of them unless
@@ -200,7 +200,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--data", required=True)
     p.add_argument("--join", action="store_true", help="start empty; wait to be added")
     p.add_argument("--snapshot-threshold", type=int, default=10_000)
-    p.add_argument("--tick-ms", type=float, default=50.0)
+    p.add_argument("--tick-ms", type=float, default=40.0)
     p.add_argument("--election-ticks", type=int, default=10)
     p.add_argument("--heartbeat-ticks", type=int, default=1)
     p.add_argument("--no-fsync", action="store_true")

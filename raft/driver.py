@@ -46,7 +46,7 @@ from raft.transport import HttpTransport, Transport
 
 log = logging.getLogger(__name__)
 
-DEFAULT_TICK_S = 0.05  # one core tick; elections and heartbeats are counted in ticks
+DEFAULT_TICK_S = 0.04  # one core tick: heartbeats every tick, elections after 10-20 ticks
 MAX_INFLIGHT_PROPOSALS = 10_000  # beyond this propose() refuses (backpressure)
 
 
