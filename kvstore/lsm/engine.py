@@ -36,15 +36,7 @@ from typing import Any
 
 from . import filenames
 from .background import BackgroundWork
-from .batch import (
-    BATCH_HEADER as _BATCH_HEADER,
-)
-from .batch import (
-    WriteBatch,
-    check_key,
-    check_value,
-    encode_ops,
-)
+from .batch import BATCH_HEADER, WriteBatch, check_key, check_value, encode_ops
 from .coding import KIND_DELETE, KIND_VALUE
 from .compaction import allowed_seeks, pick_range_compaction
 from .errors import EngineClosedError, StorageError
@@ -84,6 +76,17 @@ class Engine(BackgroundWork):
     Open with `Engine.open(path, sync="always" | "interval" | "none", **options)`
     (options: options.Options). Keys are non-empty bytes up to 64 KiB, values bytes up to
     64 MiB (bytearray and memoryview are accepted and stored as bytes).
+
+    Sync policies (what a crash can lose):
+    - "always": a write returns only after its log record is fsynced; writers arriving
+      meanwhile share the next fsync (group commit). Nothing acknowledged is lost.
+    - "interval": each write is handed to the OS before it returns (a process crash
+      loses nothing); a background thread fsyncs every `sync_interval_ms`, so a power
+      loss loses at most that window. The fsync holds the writers' mutex.
+    - "none": the log is buffered in the process (256 KiB) and fsynced only when the
+      memtable is switched and at close(); a crash may lose the buffered writes. For
+      bulk loads and tests.
+    After a process crash every policy recovers a prefix of the writes, batches whole.
     """
 
     # -- opening ------------------------------------------------------------------------
@@ -202,7 +205,7 @@ class Engine(BackgroundWork):
                 lk = len(key)
                 lv = len(value)
                 if lk < 128 and lv < 128:  # the same bytes as encode_ops for one put
-                    payload = b"".join((_BATCH_HEADER.pack(seq, 1), _PUT_BYTE, _BYTE[lk], key,
+                    payload = b"".join((BATCH_HEADER.pack(seq, 1), _PUT_BYTE, _BYTE[lk], key,
                                         _BYTE[lv], value))
                 else:
                     payload = encode_ops(seq, ((KIND_VALUE, key, value),))
