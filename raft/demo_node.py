@@ -32,13 +32,8 @@ from aiohttp import web
 
 from raft import demo_statemachine as dsm
 from raft.config import Config
-from raft.driver import (
-    Driver,
-    DriverStopped,
-    NotLeaderError,
-    ProposalLost,
-    ProposalOutcomeUnknown,
-)
+from raft.driver import Driver
+from raft.driver_errors import DriverStopped, NotLeaderError, ProposalLost, ProposalOutcomeUnknown
 from raft.errors import RaftError
 from raft.messages import ConfChange, ConfChangeType
 from raft.server import BodyTooLarge, raft_routes, read_body

@@ -3,15 +3,15 @@
 One task runs the loop; everything else (the tick timer, the Raft endpoint, `propose()`)
 only queues input and wakes it. Each turn of the loop:
 
-  0. feeds the core what arrived since the last turn: ticks, messages, proposals, reads;
-  then, while the core has a Ready, follows its steps strictly in order:
-  1. persists hard state, entries and snapshot, and fsyncs (`RaftStorage.save`, in a
+  0. feeds the core what arrived since the last turn: messages, ticks, proposals, reads;
+  then, while the core has a Ready, follows its steps (raft/ready.py) strictly in order:
+  1-2. persists hard state, snapshot and entries, and fsyncs (`RaftStorage.save`, in a
      worker thread so the event loop never blocks on the disk);
-  2. only then sends the Ready's messages (they may promise what step 1 made durable);
-  3. restores a received snapshot into the state machine, applies committed entries in
+  3. only then sends the Ready's messages (they may promise what steps 1-2 made durable);
+  4. restores a received snapshot into the state machine, applies committed entries in
      order, and resolves the futures of `propose()` callers with the results;
-  4. answers linearizable reads whose ReadIndex is now applied;
-  5. calls `advance(ready)`.
+  5. answers ReadIndex requests (each returns once its index is applied);
+  6. calls `advance(ready)`, then snapshots the state machine if the log grew enough.
 While step 1 waits for the disk, new input piles up and goes into the next Ready: this is
 group commit, one fsync for every proposal that arrived meanwhile.
 
@@ -36,6 +36,14 @@ from typing import Any
 
 from raft.config import Config
 from raft.core import RaftCore
+from raft.driver_errors import (
+    DriverStopped,
+    NotLeaderError,
+    ProposalLost,
+    ProposalOutcomeUnknown,
+    ProposalRefused,
+    ReadTimeout,
+)
 from raft.errors import NotLeader as CoreNotLeader
 from raft.errors import ProposalDropped, RaftError
 from raft.messages import ConfChange, ConfChangeType, ConfState, Entry, EntryType, Message
@@ -43,52 +51,22 @@ from raft.ready import Ready, Role
 from raft.statemachine import StateMachine
 from raft.storage import RaftStorage
 from raft.transport import HttpTransport, Transport
+from raft.waiters import Waiters
+
+__all__ = [
+    "Driver",
+    "DriverStopped",
+    "NotLeaderError",
+    "ProposalLost",
+    "ProposalOutcomeUnknown",
+    "ProposalRefused",
+    "ReadTimeout",
+]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_TICK_S = 0.04  # one core tick: heartbeats every tick, elections after 10-20 ticks
 MAX_INFLIGHT_PROPOSALS = 10_000  # beyond this propose() refuses (backpressure)
-
-
-class NotLeaderError(CoreNotLeader):
-    """`propose`/`read_index` on a node that is not the leader; says who is, when known.
-
-    A `raft.errors.NotLeader` that also carries `leader_address` (None when unknown).
-    """
-
-    def __init__(self, node_id: int, leader: int, leader_address: str | None) -> None:
-        super().__init__(node_id, leader)
-        self.leader_address = leader_address
-        if leader:
-            self.args = (f"node {node_id} is not the leader; the leader is node {leader} "
-                         f"at {leader_address or 'an unknown address'}",)
-
-
-class ProposalOutcomeUnknown(RaftError):
-    """Leadership was lost before the proposal was applied here: its fate is unknown.
-
-    The command may still be committed by the next leader (`may_have_applied` is True).
-    """
-
-    may_have_applied = True
-
-
-class ProposalRefused(RaftError):
-    """Too many proposals in flight on this node; nothing was proposed."""
-
-
-class ProposalLost(RaftError):
-    """A new leader overwrote the proposal's entry: it was not applied and will not be."""
-
-    may_have_applied = False
-
-
-class ReadTimeout(RaftError):
-    """No ReadIndex answer in time (the request or its answer was lost); retry."""
-
-
-class DriverStopped(RaftError):
-    """The driver is stopping or stopped; nothing more will be applied here."""
 
 
 class Driver:
@@ -125,10 +103,7 @@ class Driver:
         self._proposals: list[tuple[bytes, asyncio.Future[Any]]] = []
         self._conf_changes: list[tuple[ConfChange, asyncio.Future[ConfState]]] = []
         self._reads: list[tuple[bytes, asyncio.Future[int]]] = []
-        self._waiting: dict[int, tuple[int, asyncio.Future[Any]]] = {}  # index -> (term, fut)
-        self._read_waiting: dict[bytes, asyncio.Future[int]] = {}
-        self._index_waiters: list[tuple[int, asyncio.Future[None]]] = []
-        self._conf_waiting: list[tuple[int, int, asyncio.Future[ConfState]]] = []
+        self._waiters = Waiters()  # what was handed to the core and awaits its outcome
         self._read_seq = itertools.count(1)
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -226,7 +201,7 @@ class Driver:
         self._check_running()
         if not self.is_leader:
             raise self._not_leader()
-        if len(self._waiting) + len(self._proposals) >= MAX_INFLIGHT_PROPOSALS:
+        if len(self._waiters) + len(self._proposals) >= MAX_INFLIGHT_PROPOSALS:
             raise ProposalRefused(f"node {self.id} has too many proposals in flight")
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._proposals.append((bytes(command), fut))
@@ -262,14 +237,14 @@ class Driver:
         ctx = f"{self.id}:{next(self._read_seq)}".encode()
         fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._reads.append((ctx, fut))
-        self._read_waiting[ctx] = fut
+        self._waiters.reads[ctx] = fut
         self._wake.set()
         try:
             index = await asyncio.wait_for(fut, self.read_timeout_s)
         except TimeoutError:
             raise ReadTimeout(f"no ReadIndex answer within {self.read_timeout_s:.1f}s") from None
         finally:
-            self._read_waiting.pop(ctx, None)
+            self._waiters.reads.pop(ctx, None)
         await self.wait_applied(index)
         return index
 
@@ -278,7 +253,7 @@ class Driver:
             return
         self._check_running()
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._index_waiters.append((index, fut))
+        self._waiters.applied.append((index, fut))
         await fut
 
     def status(self) -> dict[str, Any]:
@@ -349,7 +324,7 @@ class Driver:
             except RaftError as exc:
                 fut.set_exception(self._translate(exc))
             else:
-                self._waiting[index] = (self.core.term, fut)
+                self._waiters.proposals[index] = (self.core.term, fut)
         changes, self._conf_changes = self._conf_changes, []
         for change, cfut in changes:
             try:
@@ -358,7 +333,7 @@ class Driver:
             except RaftError as exc:
                 cfut.set_exception(self._translate(exc))
             else:
-                self._conf_waiting.append((index, self.core.term, cfut))
+                self._waiters.conf_changes.append((index, self.core.term, cfut))
         reads, self._reads = self._reads, []
         for ctx, rfut in reads:
             try:
@@ -399,7 +374,7 @@ class Driver:
         if rd.snapshot is not None:
             self.sm.restore(rd.snapshot.data)
             self.applied = rd.snapshot.meta.index
-            self._fail_overtaken(rd.snapshot.meta.index)
+            self._waiters.snapshot_installed(rd.snapshot.meta.index)
         for e in rd.committed_entries:
             self._apply(e)
         # Leadership changes after applying, so a proposal committed in this very Ready
@@ -408,10 +383,8 @@ class Driver:
             self._on_soft_state(rd.soft_state.leader, rd.soft_state.role == Role.LEADER)
         # 5. Reads: the index is known now; callers wait in wait_applied for it to apply.
         for rs in rd.read_states:
-            fut = self._read_waiting.get(rs.context)
-            if fut is not None and not fut.done():
-                fut.set_result(rs.index)
-        self._wake_index_waiters()
+            self._waiters.read_answered(rs.context, rs.index)
+        self._waiters.applied_to(self.applied)
         # 6.
         self.core.advance(rd)
         if self.applied - self.storage.snapshot_index >= self.snapshot_threshold:
@@ -421,18 +394,9 @@ class Driver:
         if e.index <= self.applied:
             return
         self.applied = e.index
-        waiting = self._waiting.pop(e.index, None)
-        fut = None
-        if waiting is not None:
-            term, fut = waiting
-            if term != e.term:
-                if not fut.done():
-                    fut.set_exception(ProposalLost(
-                        f"the entry at {e.index} is from term {e.term}, not {term}: "
-                        "a new leader replaced the proposal; it was not applied"))
-                fut = None
+        fut = self._waiters.proposer_of(e)
         if e.type == EntryType.CONF_CHANGE:
-            self._resolve_conf_changes(e)
+            self._waiters.conf_change_applied(e, self.core.conf)
             return
         if not e.data:
             return  # a leader's no-op
@@ -445,78 +409,34 @@ class Driver:
         if fut is not None and not fut.done():
             fut.set_result(result)
 
-    def _resolve_conf_changes(self, e: Entry) -> None:
-        still = []
-        for index, term, fut in self._conf_waiting:
-            if index == e.index:
-                if fut.done():
-                    continue
-                if term == e.term:
-                    fut.set_result(self.core.conf)
-                else:
-                    fut.set_exception(ProposalLost(f"membership change at {index} replaced"))
-            else:
-                still.append((index, term, fut))
-        self._conf_waiting = still
-
-    def _fail_overtaken(self, index: int) -> None:
-        """A snapshot jumped past waiting proposals: their fate is not known here."""
-        for i in [i for i in self._waiting if i <= index]:
-            _, fut = self._waiting.pop(i)
-            if not fut.done():
-                fut.set_exception(ProposalOutcomeUnknown(
-                    f"a snapshot at {index} replaced the log here; outcome unknown"))
-
-    def _wake_index_waiters(self) -> None:
-        if not self._index_waiters:
-            return
-        still = []
-        for index, fut in self._index_waiters:
-            if fut.done():
-                continue
-            if index <= self.applied:
-                fut.set_result(None)
-            else:
-                still.append((index, fut))
-        self._index_waiters = still
-
     def _on_soft_state(self, leader: int, is_leader: bool) -> None:
         was_leader = self.is_leader
         self.leader_id, self.is_leader = leader, is_leader
         if was_leader and not is_leader:
             log.info("node %d lost leadership (leader now %d); failing %d proposals",
-                     self.id, leader, len(self._waiting))
-            self._fail_waiting(ProposalOutcomeUnknown(
+                     self.id, leader, len(self._waiters) + len(self._proposals))
+            self._fail_proposals(ProposalOutcomeUnknown(
                 f"node {self.id} lost leadership before the proposal was applied; "
                 f"it may still be committed (leader now: {leader or 'unknown'})"))
 
-    def _fail_waiting(self, exc: Exception) -> None:
-        for _, fut in self._waiting.values():
-            if not fut.done():
-                fut.set_exception(exc)
-        self._waiting.clear()
+    def _fail_proposals(self, exc: Exception) -> None:
+        self._waiters.fail_proposals(exc)
         for _, fut in self._proposals:
             if not fut.done():
                 fut.set_exception(exc)
         self._proposals = []
-        for _, _, cfut in self._conf_waiting:
-            if not cfut.done():
-                cfut.set_exception(exc)
-        self._conf_waiting = []
 
     def _fail_all(self, exc: Exception) -> None:
-        self._fail_waiting(exc)
-        for fut in self._read_waiting.values():
-            if not fut.done():
-                fut.set_exception(exc)
+        self._fail_proposals(exc)
+        self._waiters.fail_all(exc)
         for _, cfut in self._conf_changes:
             if not cfut.done():
                 cfut.set_exception(exc)
         self._conf_changes = []
-        for _, ifut in self._index_waiters:
-            if not ifut.done():
-                ifut.set_exception(exc)
-        self._index_waiters = []
+        for _, rfut in self._reads:
+            if not rfut.done():
+                rfut.set_exception(exc)
+        self._reads = []
 
     async def _snapshot(self) -> None:
         """Snapshot the state machine at the applied index and compact the log (section 7).
