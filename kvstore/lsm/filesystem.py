@@ -227,7 +227,7 @@ class FaultInjectionFileSystem(RealFileSystem):
     Model (what a power loss may keep, conservatively): a file's bytes up to the size at its
     last `sync()`; a directory's entries (creations, renames, removals) as they were at the
     folder's last `sync_dir()`. Files that existed before this object first touched their
-    folder count as fully durable. `crash()` rewrites the touched folders to that durable
+    folder count as fully durable; so do folders themselves (mkdir is not undone). `crash()` rewrites the touched folders to that durable
     state, then every later operation on a file opened before the crash raises.
     `fail_syncs` makes sync() raise OSError (a dying disk) while set.
     """
@@ -288,6 +288,8 @@ class FaultInjectionFileSystem(RealFileSystem):
                 node = _Node(0)
             f = RealWritableFile(p, mode, on_sync=lambda size: self._synced_to(node, size))
             self._current[p] = node
+            if len(self._open) > 64:
+                self._open = [g for g in self._open if g._f is not None]
             self._open.append(f)
         return f
 

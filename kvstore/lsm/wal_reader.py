@@ -146,6 +146,8 @@ def _next_intact_fragment(data: bytes, pos: int) -> int | None:
     for p in candidates:
         if p + HEADER_SIZE > n or BLOCK_SIZE - p % BLOCK_SIZE < HEADER_SIZE:
             continue
+        if not FULL <= data[p + 6] <= LAST:  # cheap filter: the type byte
+            continue
         if header_ok(data, p):
             length = HEADER.unpack_from(data, p)[1]
             if p + HEADER_SIZE + length <= n and payload_ok(data, p):

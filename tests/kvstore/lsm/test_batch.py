@@ -118,3 +118,19 @@ def test_doc_example_is_what_encode_writes() -> None:
     assert doc_example("batch") == payload
     assert WriteBatch.decode(doc_example("batch")) == (
         7, [(KIND_VALUE, b"ab", b"xyz"), (KIND_DELETE, b"c", b"")])
+
+
+@given(st.binary(max_size=200))
+def test_hostile_payload_decodes_or_raises_corruption(payload: bytes) -> None:
+    try:
+        first_seq, ops = WriteBatch.decode(payload, path="/db/y.log", offset=7)
+    except CorruptionError as e:
+        assert e.path == "/db/y.log" and e.offset >= 7
+    else:  # whatever decodes must re-encode to the same bytes
+        batch = WriteBatch()
+        for kind, key, value in ops:
+            if kind == KIND_VALUE:
+                batch._ops.append((kind, key, value))
+            else:
+                batch._ops.append((kind, key, b""))
+        assert batch.encode(first_seq) == payload

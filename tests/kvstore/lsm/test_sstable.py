@@ -328,3 +328,38 @@ def test_doc_example_is_what_the_builder_writes(tmp_path) -> None:
     assert list(t.iterate()) == entries
     assert t.get(b"apple", 1) == (1, KIND_DELETE, b"")
     t.close()
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 4000), st.integers(1, 255)), min_size=1, max_size=6),
+       st.booleans(), st.sampled_from(["none", "zlib"]))
+def test_hostile_damage_never_crashes_the_reader(tmp_path_factory, flips, verify, comp) -> None:
+    """Several damaged bytes, checksums on or off: reads answer or raise CorruptionError;
+    with checksums on, never a wrong answer."""
+    entries = small_entries()
+    path = tmp_path_factory.mktemp("t") / "t.sst"
+    write_table(path, entries, block_size=256, compression=comp)
+    data = bytearray(path.read_bytes())
+    for pos, x in flips:
+        data[pos % len(data)] ^= x
+    path.write_bytes(bytes(data))
+    try:
+        t = open_table(path, BlockCache(1 << 16), verify_checksums=verify)
+    except CorruptionError:
+        return
+    try:
+        for k, _, _, _ in entries:
+            try:
+                got = t.get(k, MAX_SEQ)
+            except CorruptionError:
+                continue
+            if verify:
+                assert got == expected_get(entries, k, MAX_SEQ)
+        try:
+            listed = list(t.iterate())
+        except CorruptionError:
+            return
+        if verify:
+            assert listed == entries
+    finally:
+        t.close()

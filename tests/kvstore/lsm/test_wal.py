@@ -214,3 +214,18 @@ def test_doc_example_is_what_the_writer_writes(tmp_path) -> None:
     data, _ = write_log(tmp_path / "log", [batch, b"hi"])
     assert doc_example("log") == data
     assert read_all(doc_example("log"))[0] == [batch, b"hi"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=3000), st.integers(0, 2 * BLOCK_SIZE))
+def test_hostile_bytes_never_crash_the_reader(garbage, shift) -> None:
+    """Any bytes at all: records, a cut tail, or CorruptionError; nothing else."""
+    data = bytes(shift) + garbage + encode_fragment(FULL, b"after")
+    reader = LogReader(data, path="/db/x.log")
+    try:
+        records = list(reader)
+    except CorruptionError as e:
+        assert e.path == "/db/x.log" and 0 <= e.offset < len(data)
+    else:
+        assert reader.valid_size <= len(data)
+        assert all(isinstance(r, bytes) for r in records)
