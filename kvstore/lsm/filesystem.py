@@ -227,8 +227,9 @@ class FaultInjectionFileSystem(RealFileSystem):
     Model (what a power loss may keep, conservatively): a file's bytes up to the size at its
     last `sync()`; a directory's entries (creations, renames, removals) as they were at the
     folder's last `sync_dir()`. Files that existed before this object first touched their
-    folder count as fully durable; so do folders themselves (mkdir is not undone). `crash()` rewrites the touched folders to that durable
-    state, then every later operation on a file opened before the crash raises.
+    folder count as fully durable; so do folders themselves (mkdir is not undone).
+    `crash()` rewrites the touched folders to that durable state, then every later
+    operation on a file opened before the crash raises.
     `fail_syncs` makes sync() raise OSError (a dying disk) while set.
     """
 
