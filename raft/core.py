@@ -324,9 +324,12 @@ class RaftCore(LeaderMixin, FollowerMixin):
         self._outstanding = False
         if rd.snapshot is not None and self.pending_snapshot is rd.snapshot:
             self.pending_snapshot = None
-        if rd.entries:
-            last = rd.entries[-1]
-            self.log.stable_to(last.index, last.term)
+        # The longest prefix of rd.entries still in the log is durable now (input between
+        # ready() and advance() may have replaced a tail of it: that tail goes out again).
+        for e in reversed(rd.entries):
+            if self.log.term(e.index) == e.term:
+                self.log.stable_to(e.index, e.term)
+                break
         if rd.committed_entries:
             last_applied = rd.committed_entries[-1].index
             if last_applied > self.log.applied:

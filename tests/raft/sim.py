@@ -16,6 +16,7 @@ Run one seed by hand: `.venv/bin/python -m tests.raft.sim SEED` (prints the trac
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import random
 import sys
@@ -251,6 +252,7 @@ class Network:
         learners: Iterable[int] = (),
         faults: Faults | None = None,
         sync_probability: float = 1.0,
+        interleave: float = 0.0,
         snapshot_pad: int = 40,
         trace_len: int = 60,
         record: list[str] | None = None,
@@ -264,6 +266,7 @@ class Network:
         self.bootstrap = ConfState(frozenset(ids), frozenset(learners))
         self.faults = faults or Faults()
         self.sync_probability = sync_probability
+        self.interleave = interleave  # chance of input between a ready() and its advance()
         self.snapshot_pad = snapshot_pad
         self.nodes: dict[int, SimNode] = {}
         self.queue: list[tuple[int, int, Message]] = []
@@ -388,8 +391,28 @@ class Network:
                 checker.read_released(node, rs.context, rs.index)
             if rd.soft_state is not None and rd.soft_state.role == Role.LEADER:
                 checker.became_leader(node)
+            if self.interleave and self.rng.random() < self.interleave:
+                self._between_ready_and_advance(node)
             core.advance(rd)  # 6
         checker.after_step(node)
+
+    def _between_ready_and_advance(self, node: SimNode) -> None:
+        """The contract lets input reach the core while a Ready is outstanding (a driver
+        may step messages while it waits for the disk): deliver one due message, or propose."""
+        if node.core.role == Role.LEADER and self.rng.random() < 0.3:
+            self.seq += 1
+            with contextlib.suppress(NotLeader, ProposalDropped):
+                node.core.propose(f"i{self.seq}".encode())
+            return
+        for k, (at, _, m) in enumerate(self.queue):
+            if at <= self.now and m.to == node.id and (m.sender, m.to) not in self.cuts:
+                self.queue[k] = self.queue[-1]
+                self.queue.pop()
+                heapq.heapify(self.queue)
+                self.trace.append((self.now, m))
+                node.core.step(m)
+                self.checker.after_step(node)
+                return
 
     def deliver_due(self, limit: int = 100_000) -> int:
         """Deliver every message due by now (including replies they cause); returns count."""
@@ -551,6 +574,7 @@ def run_seed(
         config=config,
         faults=Faults(drop=rng.choice((0.0, 0.0, 0.05, 0.2)), duplicate=0.03, delay=0.15),
         sync_probability=0.7,
+        interleave=0.1,
         snapshot_pad=rng.choice((0, 40)),
         core_class=core_class,
     )

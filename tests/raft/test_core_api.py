@@ -167,3 +167,23 @@ def test_propose_batch_appends_in_order_with_one_append_per_follower() -> None:
     with pytest.raises(ValueError):
         core.propose_batch([b"x", b""])
     assert core.log.last_index == 4
+
+
+def test_entries_replaced_while_a_ready_is_outstanding_are_handed_out_again() -> None:
+    """Input may arrive between ready() and advance(): if it replaces entries that the
+    outstanding Ready carries, advance() must not mark the replacements durable."""
+    from raft import Message
+
+    core = RaftCore(2, ConfState(frozenset({1, 2, 3})), random.Random(1), Config())
+    first = (Entry(1, 1, EntryType.NORMAL, b"a"), Entry(1, 2, EntryType.NORMAL, b"b"))
+    core.step(Message(MT.APPEND, to=2, sender=1, term=1, index=0, log_term=0, entries=first))
+    rd1 = core.ready()
+    assert rd1 is not None and rd1.entries == first
+    newer = (Entry(2, 2, EntryType.NORMAL, b"B"),)
+    core.step(Message(MT.APPEND, to=2, sender=3, term=2, index=1, log_term=1, entries=newer))
+    core.advance(rd1)
+    rd2 = core.ready()
+    assert rd2 is not None
+    assert rd2.entries == newer and rd2.truncate_from == 2
+    # and the acknowledgement for the newer entry travels with the Ready that persists it
+    assert [(m.to, m.index) for m in rd2.messages if m.type == MT.APPEND_RESP] == [(3, 2)]
