@@ -7,6 +7,7 @@ benchmark records the load average and CPU times beside its figures.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import resource
@@ -45,22 +46,28 @@ def busy_note(load1: float) -> str:
 
 @dataclass(frozen=True)
 class CpuTimes:
-    """Process CPU seconds (all threads) and this thread's CPU seconds at one instant."""
+    """At one instant: process CPU seconds (all threads), this thread's CPU seconds, and
+    the CPU seconds of its child processes (reaped ones plus live descendants)."""
 
     user: float
     system: float
     thread: float
+    children: float
 
     @classmethod
     def now(cls) -> CpuTimes:
         usage = resource.getrusage(resource.RUSAGE_SELF)
-        return cls(usage.ru_utime, usage.ru_stime, time.thread_time())
+        reaped = resource.getrusage(resource.RUSAGE_CHILDREN)
+        live = tree_cpu_seconds(os.getpid()) - process_cpu_seconds(os.getpid())
+        children = reaped.ru_utime + reaped.ru_stime + live
+        return cls(usage.ru_utime, usage.ru_stime, time.thread_time(), children)
 
     def since(self, earlier: CpuTimes) -> dict[str, float]:
         return {
             "cpu_user_s": round(self.user - earlier.user, 4),
             "cpu_sys_s": round(self.system - earlier.system, 4),
             "cpu_main_thread_s": round(self.thread - earlier.thread, 4),
+            "cpu_children_s": round(max(0.0, self.children - earlier.children), 4),
         }
 
 
@@ -101,23 +108,52 @@ def process_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
-def wait_idle(pid: int, max_seconds: float, *, window: float = 0.5, busy: float = 0.05) -> float:
-    """Wait until `pid` uses under `busy` of a core over `window` seconds; return seconds waited.
+def descendants(pid: int) -> list[int]:
+    """The live descendants of `pid` (children, grandchildren, ...), from /proc."""
+    found: list[int] = []
+    todo = [pid]
+    while todo:
+        parent = todo.pop()
+        try:
+            tids = os.listdir(f"/proc/{parent}/task")
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                with open(f"/proc/{parent}/task/{tid}/children") as f:
+                    kids = [int(k) for k in f.read().split()]
+            except OSError:
+                continue
+            found += kids
+            todo += kids
+    return found
 
-    Used between engines so that one engine's background flushes and compactions do not
-    run while the next engine is being measured. Gives up after `max_seconds`.
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds of `pid` plus its live descendants (e.g. an engine's worker processes)."""
+    total = 0.0
+    for p in [pid, *descendants(pid)]:
+        with contextlib.suppress(OSError):  # it may have exited meanwhile
+            total += process_cpu_seconds(p)
+    return total
+
+
+def wait_idle(pid: int, max_seconds: float, *, window: float = 0.5, busy: float = 0.05) -> float:
+    """Wait until `pid` and its descendants use under `busy` of a core over `window`
+    seconds; return the seconds waited.
+
+    Used between engines so that one engine's background flushes and compactions (in
+    threads or worker processes) do not run while the next engine is being measured.
+    Gives up after `max_seconds`.
     """
     start = time.monotonic()
-    try:
-        before = process_cpu_seconds(pid)
-        while time.monotonic() - start < max_seconds:
-            time.sleep(window)
-            after = process_cpu_seconds(pid)
-            if after - before < busy * window:
-                break
-            before = after
-    except (FileNotFoundError, ProcessLookupError):
-        pass
+    before = tree_cpu_seconds(pid)
+    while time.monotonic() - start < max_seconds:
+        time.sleep(window)
+        after = tree_cpu_seconds(pid)
+        if after - before < busy * window:
+            break
+        before = after
     return time.monotonic() - start
 
 

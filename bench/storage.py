@@ -464,7 +464,8 @@ def render(runner: Runner, engines: list[str]) -> str:
         lines.append(
             f"  {r['workload']:<12} {r['engine']:<10} wall {r['wall_s']:7.2f}s  "
             f"timed {r['seconds']:7.2f}s  cpu {cpu:7.2f}s / {r['cpu_main_thread_s']:7.2f}s  "
-            f"settle {r['settle_s']:5.1f}s  load {r['loadavg_before'][0]:.2f}->"
+            + (f"+ workers {r['cpu_children_s']:.2f}s  " if r.get("cpu_children_s") else "")
+            + f"settle {r['settle_s']:5.1f}s  load {r['loadavg_before'][0]:.2f}->"
             f"{r['loadavg_after'][0]:.2f}"
         )
 
