@@ -10,8 +10,9 @@ per step, always at the end of a tick round), so `crash` loses exactly what a re
 would: everything the core knew but had not yet handed to the driver. `restart` rebuilds the
 core from the durable state alone.
 
-`Checker` asserts the Raft safety properties after every step (see its docstring).
-Run one seed by hand: `.venv/bin/python -m tests.raft.sim SEED` (prints the trace tail).
+`Checker` (tests/raft/checker.py) asserts the Raft safety properties after every step; the
+seeded fault schedule is tests/raft/scenario.py. Run seeds by hand (a failure prints the
+trace tail): `.venv/bin/python -m tests.raft.sim SEED [SEED ...]`.
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ from dataclasses import dataclass, field
 
 from raft import (
     ConfChange,
-    ConfChangeType,
     Config,
     ConfState,
     Entry,
@@ -42,6 +42,7 @@ from raft import (
     Role,
     Snapshot,
 )
+from tests.raft.checker import Checker
 
 
 # ----------------------------------------------------------------------------- state machine
@@ -101,104 +102,6 @@ class SimNode:
     durable: Durable
     sm: StateMachine
     alive: bool = True
-
-
-# ----------------------------------------------------------------------------- invariants
-class Checker:
-    """Raft's safety properties (Figure 3), checked incrementally so every step can afford it.
-
-    - Election safety: at most one leader per term.
-    - Log matching: an entry with a given (index, term) has the same data and the same
-      preceding term on every node that persists it; by induction logs that share an entry
-      share the whole prefix.
-    - Leader completeness: a node that becomes leader of term T holds every entry that was
-      committed in a term before T. An entry's commit term is seen exactly when a leader's
-      commit index passes it, and bounded above by the term of any node applying it.
-    - State machine safety: every node applies the same entry at each index, and its state
-      digest after index i is the same everywhere.
-    - ReadIndex: a read's index is >= every commit index known anywhere when it was asked.
-    - `RaftCore.check()` (the log's applied <= committed <= last, progress match < next).
-    """
-
-    def __init__(self) -> None:
-        self.leaders: dict[int, int] = {}
-        self.committed: dict[int, tuple[int, int]] = {}  # index -> (entry term, commit term)
-        self.leader_commit_seen: dict[int, int] = {}
-        self.entries: dict[tuple[int, int], tuple[bytes, int, int | None]] = {}
-        self.applied: dict[int, tuple[int, bytes]] = {}
-        self.digests: dict[int, int] = {}
-        self.reads: dict[bytes, int] = {}
-        self.released: dict[bytes, int] = {}
-
-    def after_step(self, node: SimNode) -> None:
-        core = node.core
-        core.check()
-        if core.role == Role.LEADER:
-            holder = self.leaders.setdefault(core.term, node.id)
-            if holder != node.id:
-                raise AssertionError(f"two leaders in term {core.term}: {holder} and {node.id}")
-            seen = self.leader_commit_seen.get(node.id, 0)
-            if core.committed > seen:
-                for i in range(max(seen + 1, core.log.first_index), core.committed + 1):
-                    self._committed_in(i, core.log.term(i) or 0, core.term)
-                self.leader_commit_seen[node.id] = core.committed
-
-    def _committed_in(self, index: int, entry_term: int, term: int) -> None:
-        old = self.committed.get(index)
-        if old is None:
-            self.committed[index] = (entry_term, term)
-            return
-        assert old[0] == entry_term, f"committed entry {index} has terms {old[0]}, {entry_term}"
-        if term < old[1]:
-            self.committed[index] = (entry_term, term)
-
-    def became_leader(self, node: SimNode) -> None:
-        log, term = node.core.log, node.core.term
-        for index, (entry_term, commit_term) in self.committed.items():
-            if index > log.snap_index and commit_term < term:
-                got = log.term(index)
-                assert got == entry_term, (
-                    f"leader {node.id} (term {term}) lacks entry {index}/{entry_term} "
-                    f"committed in term {commit_term}, has term {got}"
-                )
-
-    def persisted(self, node: SimNode, entries: Iterable[Entry]) -> None:
-        log = node.core.log
-        for e in entries:
-            prev = log.term(e.index - 1)
-            seen = self.entries.setdefault((e.index, e.term), (e.data, e.type, prev))
-            assert seen[0] == e.data and seen[1] == e.type, (
-                f"two different entries at {e.index}/{e.term}"
-            )
-            if prev is not None and seen[2] is not None:
-                assert seen[2] == prev, (
-                    f"log matching: entry {e.index}/{e.term} follows term {prev} on node "
-                    f"{node.id}, term {seen[2]} elsewhere"
-                )
-
-    def applied_entry(self, node: SimNode, e: Entry) -> None:
-        seen = self.applied.setdefault(e.index, (e.term, e.data))
-        assert seen == (e.term, e.data), (
-            f"node {node.id} applied {e.index}/{e.term} {e.data!r}, others {seen}"
-        )
-        self._committed_in(e.index, e.term, node.core.term)
-        self.state(node)
-
-    def state(self, node: SimNode) -> None:
-        d = self.digests.setdefault(node.sm.applied, node.sm.digest)
-        assert d == node.sm.digest, f"node {node.id} state differs at {node.sm.applied}"
-
-    def read_asked(self, context: bytes, committed: int) -> None:
-        self.reads[context] = committed
-
-    def read_released(self, node: SimNode, context: bytes, index: int) -> None:
-        asked = self.reads.get(context)
-        assert asked is not None, f"read state for unknown context {context!r}"
-        assert index >= asked, (
-            f"stale read {context!r} on node {node.id}: index {index} < {asked} committed "
-            "when it was asked"
-        )
-        self.released[context] = index
 
 
 # ----------------------------------------------------------------------------- the network
@@ -545,155 +448,9 @@ class Network:
             node.core.log.check_deep()
 
 
-# ----------------------------------------------------------------------------- one seed
-CHAOS_TICKS = 150
-HEAL_BOUND = 120  # ticks after healing within which a leader commits a fresh proposal
-
-
-def run_seed(
-    seed: int,
-    chaos_ticks: int = CHAOS_TICKS,
-    holder: list[Network] | None = None,
-    core_class: type[RaftCore] = RaftCore,
-) -> Network:
-    """A random fault schedule, then heal and require progress. Raises AssertionError."""
-    rng = random.Random(seed ^ 0x5EED)
-    size = rng.choice((3, 3, 5))
-    config = Config(
-        election_tick=10,
-        heartbeat_tick=rng.choice((2, 3)),
-        max_inflight=rng.choice((1, 4, 64)),
-        max_entries_per_append=rng.choice((1, 3, 64)),
-        snapshot_chunk_size=rng.choice((8, 32, 4096)),
-        pre_vote=rng.random() < 0.75,
-        check_quorum=rng.random() < 0.75,
-    )
-    net = Network(
-        seed,
-        range(1, size + 1),
-        config=config,
-        faults=Faults(drop=rng.choice((0.0, 0.0, 0.05, 0.2)), duplicate=0.03, delay=0.15),
-        sync_probability=0.7,
-        interleave=0.1,
-        snapshot_pad=rng.choice((0, 40)),
-        core_class=core_class,
-    )
-    if holder is not None:
-        holder.append(net)
-    universe = list(range(1, size + 3))
-    proposals = 0
-    reads = 0
-    for _ in range(chaos_ticks):
-        r = rng.random()
-        ids = list(net.nodes)
-        if r < 0.02:
-            a = rng.choice(ids)
-            net.event(f"isolate {a}")
-            net.isolate(a)
-        elif r < 0.04:
-            rng.shuffle(ids)
-            k = rng.randint(1, len(ids) - 1)
-            net.event(f"partition {ids[:k]} / {ids[k:]}")
-            net.partition(ids[:k], ids[k:])
-        elif r < 0.06:
-            net.recover()
-            net.faults = Faults(drop=rng.choice((0.0, 0.0, 0.05, 0.2)), duplicate=0.03, delay=0.15)
-        elif r < 0.08:
-            a, b = rng.sample(ids, 2)
-            net.drop(a, b, rng.choice((0.3, 1.0)))
-        elif r < 0.1:
-            live = net.live()
-            if len(live) > 1:
-                victim = rng.choice(live).id
-                net.crash(victim)
-                if rng.random() < 0.5:
-                    net.restart(victim)  # a reboot: messages in flight still arrive after it
-        elif r < 0.16:
-            down = [n.id for n in net.nodes.values() if not n.alive]
-            if down:
-                net.restart(rng.choice(down))
-        elif r < 0.18:
-            live = net.live()
-            if live:
-                net.compact(rng.choice(live).id)
-        elif r < 0.24:
-            # Reads go to any node that believes it leads (stale leaders too) or to anyone.
-            live = net.live()
-            leaders = [n for n in live if n.core.role == Role.LEADER]
-            pool = leaders if leaders and rng.random() < 0.7 else live
-            if pool:
-                reads += 1
-                net.read_index(rng.choice(pool).id, f"r{reads}".encode())
-        elif r < 0.245:
-            lead = net.leader()
-            if lead is not None:
-                target = rng.choice(sorted(lead.core.conf.voters))
-                net.event(f"transfer {lead.id} -> {target}")
-                lead.core.transfer_leadership(target)
-                net.process(lead)
-        elif r < 0.255:
-            lead = net.leader()
-            if lead is not None:
-                target = rng.choice(universe)
-                conf = lead.core.conf
-                if target in conf.learners:
-                    kind = ConfChangeType.ADD_VOTER
-                elif target in conf.voters:
-                    kind = ConfChangeType.REMOVE_NODE
-                else:
-                    kind = rng.choice((ConfChangeType.ADD_LEARNER, ConfChangeType.ADD_VOTER))
-                net.conf_change(lead.id, ConfChange(kind, target))
-        if rng.random() < 0.4:
-            lead = net.leader()
-            if lead is not None:
-                proposals += 1
-                if rng.random() < 0.2:
-                    batch = [f"c{proposals}.{k}".encode() for k in range(rng.randint(2, 4))]
-                    net.propose_batch(lead.id, batch)
-                else:
-                    net.propose(lead.id, f"c{proposals}".encode())
-        net.tick()
-
-    # Heal: everything back, no faults; a leader must appear and commit within HEAL_BOUND.
-    net.recover()
-    for n in list(net.nodes.values()):
-        if not n.alive:
-            net.restart(n.id)
-    pending: tuple[int, int] | None = None
-    for _ in range(HEAL_BOUND):
-        net.tick()
-        if pending is not None and net.committed_everywhere(*pending):
-            break
-        lead = net.leader()
-        if lead is not None and (pending is None or lead.core.term != pending[1]):
-            pending = net.propose(lead.id, b"after-heal")
-    else:
-        raise AssertionError(
-            f"no proposal committed within {HEAL_BOUND} ticks after healing "
-            f"(pending={pending}, leader={net.leader() and net.leader().id})"  # type: ignore[union-attr]
-        )
-    net.final_check()
-    return net
-
-
-def replay_command(seed: int) -> str:
-    return f".venv/bin/python -m tests.raft.sim {seed}"
-
-
-def check_seed(seed: int, core_class: type[RaftCore] = RaftCore) -> Network:
-    """run_seed, with a failure message that names the seed, shows the trace and how to replay."""
-    holder: list[Network] = []
-    try:
-        return run_seed(seed, holder=holder, core_class=core_class)
-    except AssertionError as exc:
-        trace = holder[0].trace_tail() if holder else "(no trace)"
-        raise AssertionError(
-            f"seed {seed} failed: {exc}\n--- last events and messages ---\n{trace}\n"
-            f"replay: {replay_command(seed)}"
-        ) from exc
-
-
 def main(argv: list[str]) -> int:
+    from tests.raft.scenario import check_seed  # the schedule lives there
+
     seeds = [int(a) for a in argv] or [0]
     for seed in seeds:
         try:

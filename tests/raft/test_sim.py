@@ -10,7 +10,8 @@ import pytest
 
 from raft import RaftCore
 from raft.messages import Message
-from tests.raft.sim import Network, check_seed, run_seed
+from tests.raft.scenario import check_seed, run_seed
+from tests.raft.sim import Network
 
 BATCH = 50
 DEFAULT_SEEDS = 2000
