@@ -85,5 +85,22 @@ def test_merge_visible_equals_visible_of_merge(groups, snap, end) -> None:
             entries.append((key, seq, KIND_VALUE if is_put else KIND_DELETE,
                             b"v%d" % seq if is_put else b""))
         sources.append(internal(entries))
+    sources.reverse()  # newest first, as merge_visible requires (the engine's order)
     assert list(merge_visible(sources, snap, end)) == list(
         visible(merge_entries(sources), snap, end))
+
+
+def test_merge_visible_handles_chunk_boundaries_and_many_versions(monkeypatch) -> None:
+    import kvstore.lsm.merge as merge
+
+    monkeypatch.setattr(merge, "_CHUNK", 3)
+    newest = [(b"k", 100 - i, KIND_VALUE, b"new%d" % i) for i in range(7)]  # one key
+    older = internal([(b"%c" % c, 10, KIND_VALUE, b"old") for c in b"abcklmz"])
+    oldest = internal([(b"%c" % c, 1, KIND_DELETE, b"") for c in b"bkqz"])
+    got = list(merge.merge_visible([newest, older, oldest], 1000))
+    assert got == [(b"a", b"old"), (b"b", b"old"), (b"c", b"old"), (b"k", b"new0"),
+                   (b"l", b"old"), (b"m", b"old"), (b"z", b"old")]
+    assert list(merge.merge_visible([newest, older, oldest], 50)) == [
+        (b"a", b"old"), (b"b", b"old"), (b"c", b"old"), (b"k", b"old"), (b"l", b"old"),
+        (b"m", b"old"), (b"z", b"old")]
+    assert list(merge.merge_visible([newest, older, oldest], 5, end=b"q")) == []
