@@ -195,8 +195,9 @@ class Etcd:
         terms = [0]
         for url in self.urls():
             with contextlib.suppress(aiohttp.ClientError, TimeoutError, OSError, KeyError):
-                async with s.post(url + "/v3/maintenance/status", json={},
-                                  timeout=aiohttp.ClientTimeout(total=1)) as r:
+                async with s.post(
+                    url + "/v3/maintenance/status", json={}, timeout=aiohttp.ClientTimeout(total=1)
+                ) as r:
                     terms.append(int((await r.json())["raftTerm"]))
         return max(terms)
 
@@ -306,8 +307,7 @@ async def run_load(target: Any, clients: int, duration: float) -> LoadResult:
         await asyncio.gather(sampler(), *(worker(w) for w in range(clients)))
         gen, srv = Cpu.take(pids).cores_since(cpu0[0])
         elections = await target.term(s) - term0
-    return LoadResult(target.name, clients, len(lat), errors, duration, lat, gen, srv,
-                      elections)
+    return LoadResult(target.name, clients, len(lat), errors, duration, lat, gen, srv, elections)
 
 
 @dataclass
@@ -449,8 +449,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def summarize(out: dict[str, Any], names: list[str]) -> None:
-    print("\n| clients | target | puts/s | p50 ms | p99 ms | gen CPU | server CPU "
-          "| elections |")
+    print("\n| clients | target | puts/s | p50 ms | p99 ms | gen CPU | server CPU | elections |")
     print("|---|---|---|---|---|---|---|---|")
     clients = sorted({r.clients for r in out["load"]})
     best: dict[tuple[str, int], dict[str, float]] = {}
