@@ -7,13 +7,14 @@ replication, §5.4 safety, §6 membership, §7 log compaction).
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.raft.procs import ProcCluster
+from tests.raft.procs import ProcCluster, request
 
 
 @pytest.fixture
@@ -56,6 +57,11 @@ def test_three_members_elect_one_leader_and_replicate(clusters, tmp_path: Path) 
     statuses = [c.status(i) for i in (1, 2, 3)]
     assert {s["leader_id"] for s in statuses} == {leader}
     assert len({s["term"] for s in statuses}) == 1
+    # ReadIndex (dissertation §6.4): a linearizable read on any member sees the last put.
+    c.propose("last", "value")
+    for node in (1, 2, 3):
+        code, body = request(c.ports[node], "GET", "/read?key=last")
+        assert code == 200 and json.loads(body)["value"] == "value"
 
 
 def test_sigkilled_leader_is_replaced_and_keeps_every_acknowledged_put(
@@ -177,6 +183,12 @@ def test_add_learner_promote_it_and_remove_a_member_under_load(clusters, tmp_pat
     for node in members:
         assert_has_all(c, node, acked)
         assert c.status(node)["voters"] == members
+    # The added member recovers its membership from its own disk after a SIGKILL.
+    c.kill(4)
+    c.start(4, join=True)
+    c.propose("after-restart", 1)
+    c.wait(lambda: converged(c, members), 20, "the restarted new member to catch up")
+    assert c.status(4)["voters"] == members
 
 
 def test_whole_cluster_sigkilled_restarts_from_disk(clusters, tmp_path: Path) -> None:
