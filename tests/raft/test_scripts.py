@@ -252,3 +252,23 @@ def test_parse_and_render_round_trip() -> None:
 def test_parse_rejects_a_block_without_separator() -> None:
     with pytest.raises(ValueError, match="expected ----"):
         parse("campaign 1\nok\n")
+
+
+def test_runner_reports_a_changed_behaviour_and_rewrite_text_is_the_actual(
+    tmp_path: Path,
+) -> None:
+    script = tmp_path / "t.txt"
+    script.write_text("cluster 1\n----\nok\n\ncampaign 1\n----\nok\n\nstatus\n----\n1: follower\n")
+    expected, actual = run_script(script)
+    assert expected != actual
+    assert "1: leader term=1" in actual
+    script.write_text(actual)  # what RAFT_REWRITE=1 does
+    again_expected, again_actual = run_script(script)
+    assert again_expected == again_actual
+
+
+def test_errors_are_part_of_the_transcript(tmp_path: Path) -> None:
+    script = tmp_path / "e.txt"
+    script.write_text("cluster 1 2 3\n----\nok\n\npropose 2 x\n----\n")
+    _, actual = run_script(script)
+    assert "error: NotLeader: node 2 is not the leader (no leader known)" in actual
