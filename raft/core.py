@@ -286,7 +286,7 @@ class RaftCore(LeaderMixin, FollowerMixin):
             or log.committed != hs.commit
             or self.lead != soft.leader
             or self.role != soft.role
-            or self.conf != self._prev_conf_state
+            or self.conf is not self._prev_conf_state  # replaced only when it changes
         )
 
     def ready(self) -> Ready | None:

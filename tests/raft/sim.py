@@ -85,9 +85,10 @@ class Durable:
         if rd.snapshot is not None:  # the leader's snapshot replaces the whole log
             self.snapshot = rd.snapshot
             self.entries = []
-        if rd.entries:
+        if rd.entries:  # entries are contiguous: truncate by position, then append
             first = rd.entries[0].index
-            self.entries = [e for e in self.entries if e.index < first]
+            if self.entries:
+                del self.entries[max(0, first - self.entries[0].index) :]
             self.entries.extend(rd.entries)
 
     def compacted(self, snap: Snapshot) -> None:
