@@ -8,6 +8,22 @@ the driver loop):
     core.tick(); core.step(message); index = core.propose(data)
     rd = core.ready()   # persist, fsync, send, apply, then:
     core.advance(rd)
+
+The core, one thing per file (none does I/O; tests/raft/test_core_imports.py checks it):
+    core.py              RaftCore: roles, elections, ticks, the Ready/advance cycle
+    leader.py            replication, commit, ReadIndex, snapshot sending (mixin)
+    follower.py          AppendEntries, heartbeats, snapshot chunks (mixin)
+    log.py               RaftLog: snapshot + entries, committed/applied/stable cursors
+    progress.py          per-follower flow control (probe, replicate, snapshot)
+    quorum.py            majority and joint-majority maths
+    readonly.py          the ReadIndex queue
+    snapshot_assembler.py  reassembly of InstallSnapshot chunks
+    confchange.py        single-server membership changes (no joint consensus)
+    message_check.py     refusal of self-contradictory messages
+    ready.py, config.py, errors.py, messages.py  the values crossing the boundary
+
+Membership: one server at a time (add voter, add learner, promote learner, remove), in
+force as soon as it is in a log (dissertation §4.1); see raft/confchange.py.
 """
 
 from raft.config import Config
