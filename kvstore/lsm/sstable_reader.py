@@ -101,9 +101,9 @@ class TableReader:
         raw = index.raw
         if index.tags_at - index.vbase != 12 * n:
             raise CorruptionError(self.path, offset, "index values are not block handles")
-        flat = struct.unpack_from("<" + "QI" * n, raw, index.vbase)
-        self._offsets = flat[0::2]
-        self._sizes = flat[1::2]
+        handles = list(struct.iter_unpack("<QI", memoryview(raw)[index.vbase:index.tags_at]))
+        self._offsets = [h[0] for h in handles]
+        self._sizes = [h[1] for h in handles]
         expected = 0
         for off, sz in zip(self._offsets, self._sizes, strict=True):
             if off != expected:
