@@ -429,6 +429,34 @@ def test_leader_only_commits_entries_of_its_term_by_counting() -> None:
     assert core.committed == 3
 
 
+def test_figure_8_an_old_term_entry_on_a_majority_is_not_committed() -> None:
+    """§5.4.2 (Figure 8): S1, leader of term 4, gets its term-2 entry at index 2 onto a
+    majority (S1, S2, S3). Were it committed now, S5 (last term 3) could still win term 5
+    with S3's and S4's votes and overwrite index 2. The checker (state machine safety over
+    everything applied anywhere) proves that index 2 was never reported committed."""
+    cfg = Config(pre_vote=False, check_quorum=False, max_entries_per_append=1)
+    net = cluster(5, config=cfg)
+    net.load(1, HardState(3, 0, 1), entries(1, 2))
+    net.load(2, HardState(3, 0, 1), entries(1, 2))
+    net.load(3, HardState(3, 0, 1), entries(1))
+    net.load(4, HardState(3, 0, 1), entries(1))
+    net.load(5, HardState(4, 0, 1), [*entries(1), Entry(3, 2, EntryType.NORMAL, b"s5")])
+    net.cut(1, 4)
+    net.cut(1, 5)
+    s1 = net.nodes[1].core
+    s1.campaign()
+    net.process(net.nodes[1])
+    while s1.role != Role.LEADER or s1.prs[3].match < 2:  # (c): index 2 on S1, S2, S3
+        assert net.deliver_due(limit=1) == 1
+    assert s1.committed < 2
+    net.crash(1)
+    net.isolate(1)
+    elect(net, 5)  # (d): S3 and S4 vote for S5
+    assert net.nodes[5].core.term == 5
+    assert [net.nodes[i].core.log.term(2) for i in (3, 4, 5)] == [3, 3, 3]
+    assert net.checker.applied[2] == (3, b"s5")
+
+
 def test_leader_appends_noop_on_election() -> None:
     """§8 / diss. §6.4: "each leader ... commit[s] a blank no-op entry into the log at the
     start of its term." """
