@@ -191,7 +191,7 @@ class TableReader:
         if not self._verify and block.last_key() != self._index_keys[i]:
             raise CorruptionError(self.path, off, "data block does not match its index entry")
         if fill_cache and self._cache is not None:
-            self._cache.offer(self._cache_keys[i], block, block.charge)
+            self._cache.insert(self._cache_keys[i], block, block.charge)
         return block
 
     def iterate(self, start: bytes | None = None, *, fill_cache: bool = False

@@ -95,6 +95,11 @@ def test_round_trip(tmp_path, compression, use_cache) -> None:
         assert list(t.iterate(start)) == [e for e in entries if e[0] >= start]
     if use_cache:
         assert cache.hits > 0 and cache.usage > 0
+        filled = BlockCache(1 << 20)
+        t2 = open_table(tmp_path / "t.sst", filled)
+        assert list(t2.iterate(fill_cache=True)) == entries
+        assert len(filled) == t2._nblocks  # an iteration asked to fill the cache does
+        t2.close()
     t.close()
 
 
