@@ -246,9 +246,5 @@ def _array_struct(code: str, n: int) -> struct.Struct:
     return s
 
 
-def _uint32s(n: int) -> struct.Struct:
-    return _STRUCTS.get(("I", n)) or _array_struct("I", n)
-
-
 def _uint64s(n: int) -> struct.Struct:
     return _STRUCTS.get(("Q", n)) or _array_struct("Q", n)

@@ -2,8 +2,11 @@
 
 Open reads the footer and, in one pread, the filter, index and props blocks, verifies
 their checksums and keeps them decoded in memory. A point read is then: bloom filter,
-bisect of the index keys, one data block (from the block cache, or one pread + checksum
-+ decode). Any damage raises CorruptionError at open or on the read that touches it.
+bisect of the index keys, one data block: from the block cache (decoded to a key list
+the first time it is reused), or one pread + checksum + a bisect over the block's bytes
+in place. A block enters the cache when a point read misses it twice within the cache's
+admission window (cache.py), or when an iteration asks to fill the cache. Any damage
+raises CorruptionError at open or on the read that touches it.
 """
 
 from __future__ import annotations
