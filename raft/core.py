@@ -13,6 +13,8 @@ Ongaro's dissertation).
   term; only a pre-vote majority makes it a candidate. One vote per term, persisted (the
   Ready carries the hard state, which the driver makes durable before sending our vote).
   A vote is granted only to a candidate whose log is at least as up-to-date (§5.4.1).
+  Only a leader's message or a granted vote restarts the election timer (Figure 2), so
+  doomed candidates cannot keep an up-to-date node from campaigning.
 - Leader lease (diss. §6.2, §4.2.3). With check_quorum, a node that heard from a leader
   less than election_tick ago ignores votes and pre-votes (except a leadership transfer's),
   and a leader that has not heard from a majority for election_tick ticks steps down.
@@ -24,14 +26,19 @@ Ongaro's dissertation).
   happens promptly. The leader counts itself only up to what the driver has persisted.
 - Durability. Our own entries count as ours only once the driver has called advance()
   on the Ready that carried them (log.stable); everything in a Ready is durable before its
-  messages leave, so an acknowledgement or a vote is never lost by a crash.
+  messages leave, so an acknowledgement or a vote is never lost by a crash. Input may
+  arrive between ready() and advance(); it lands in the next Ready.
+- Hostile input. step() refuses a self-contradictory message (raft/message_check.py)
+  before changing anything.
 - Membership (diss. §4.1-4.2.2): single-server changes. Each change adds or removes one
   voter, adds or removes a learner, or promotes a learner. A server uses the latest
   configuration in its log, committed or not (truncation reverts it). The leader proposes
   a change only when the previous one is committed and it has committed an entry in its
   own term (the fix for the single-server bug, diss. §4.1 errata). A leader that removes
   itself keeps leading until the change commits, then hands off with TIMEOUT_NOW to its
-  most up-to-date voter and steps down. Learners get the log but never vote or count.
+  most up-to-date voter and steps down. A node that the latest (uncommitted) change
+  removes may still campaign while the committed configuration has it as a voter: it may
+  be the only one holding that change. Learners get the log but never vote or count.
 - ReadIndex (diss. §6.4): see raft/readonly.py. A leader that has not yet committed an
   entry in its term holds reads until it has.
 - Leadership transfer (diss. §3.10): the leader stops taking proposals, catches the
