@@ -199,7 +199,10 @@ class RaftStorage:
     def _apply_entry(self, e: Entry) -> bool:
         """Put `e` into the in-memory log with the overwrite rule; False on a gap."""
         if e.index <= self.snapshot_index:
-            return True  # compacted into the snapshot
+            # Compacted into the snapshot since; but when it was written it truncated every
+            # entry after it, so none of those read so far is still in the log.
+            self.entries = []
+            return True
         if e.index > self.last_index + 1:
             return False
         del self.entries[e.index - self.snapshot_index - 1 :]
@@ -259,6 +262,9 @@ class RaftStorage:
         with self._lock:
             if snapshot is not None:
                 self._install_snapshot(snapshot)
+            # Entries a snapshot in this Ready already covers are not written (replay would
+            # read them as a truncation).
+            entries = [e for e in entries if e.index > self.snapshot_index]
             if entries:
                 first = entries[0].index
                 if first > self.last_index + 1:

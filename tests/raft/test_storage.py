@@ -295,7 +295,7 @@ def test_recovery_after_a_crash_matches_what_was_saved(tmp_path_factory, history
         base = snap_meta[0] if snap_meta else 0
         last = model[-1].index if model else base
         if op == "append":
-            first = max(base + 1, last + 1 - a)
+            first = max(base + 1, commit + 1, last + 1 - a)  # never below commit (§5.3)
             new = [Entry(term, i, data=b"%d" % i) for i in range(first, first + b)]
             model = [e for e in model if e.index < first] + new
             s.save(HardState(term, vote, commit), new)
@@ -307,7 +307,7 @@ def test_recovery_after_a_crash_matches_what_was_saved(tmp_path_factory, history
             vote = b
             s.save(HardState(term, vote, commit), [])
         elif op == "commit":
-            commit = min(last, commit + a)
+            commit = max(commit, min(last, commit + a))
             s.save(HardState(term, vote, commit), [])
         elif op == "compact" and model:
             e = model[min(a, len(model) - 1)]
