@@ -21,7 +21,8 @@ OPS_WORKLOADS = [w for w in storage.WORKLOADS if w != "space"]
 def test_smoke_run_reports_every_workload_and_engine(tmp_path: Path, capsys) -> None:
     out = tmp_path / "out.json"
     code = storage.main([
-        "--num", "2000", "--reads", "1000", "--sync-seconds", "0.2", "--threads", "4",
+        "--num", "2000", "--reads", "1000", "--sync-seconds", "0.1", "--sync-rounds", "2",
+        "--threads", "4",
         "--settle-max", "0", "--only", ",".join(ENGINES_UNDER_TEST),
         "--dir", str(tmp_path / "work"), "--json", str(out),
     ])  # fmt: skip
@@ -37,12 +38,16 @@ def test_smoke_run_reports_every_workload_and_engine(tmp_path: Path, capsys) -> 
             assert row["ops_per_s"] > 0, (workload, engine)
             assert row["check"] == "ok", (workload, engine, row["check"])
             assert row["peak_rss_bytes"] > 0
+            assert row["ops_per_cpu_s"] > 0
             assert len(row["loadavg_before"]) == 3
         space = rows[("space", engine)]
         assert space["disk_bytes"] > 0 and space["live_bytes"] == 2000 * 116
         assert rows[("scan", engine)]["found"] == 2000
         assert rows[("readmissing", engine)]["found"] == 0
         assert rows[("sync16", engine)]["threads"] == 4
+        rounds = [r["round"] for r in report["results"] if r["workload"] == "sync1"
+                  and r["engine"] == engine]  # fmt: skip
+        assert rounds == [0, 1]
     for child in report["children"]:
         assert child["exit_code"] == 0 and child["maxrss_bytes"] > 0
     assert report["meta"]["num"] == 2000 and report["meta"]["fsync_per_s"] > 0
