@@ -242,7 +242,13 @@ class RaftCore(LeaderMixin, FollowerMixin):
             raise NotLeader(self.id, 0)
 
     def transfer_leadership(self, to: int) -> None:
-        """Hand leadership to voter `to` (diss. §3.10). Proposals are refused meanwhile."""
+        """Hand leadership to voter `to` (diss. §3.10).
+
+        Proposals raise ProposalDropped until the transfer ends: `to` wins an election,
+        or election_tick ticks pass and the transfer is abandoned. Raises NotLeader off
+        the leader and ProposalDropped when `to` is not a voter. Transferring to self,
+        or again to the same target, does nothing.
+        """
         if self.role != Role.LEADER:
             raise NotLeader(self.id, self.lead)
         if to == self.id or to == self.lead_transferee:
