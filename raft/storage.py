@@ -11,16 +11,21 @@ Theory of operation:
   a single fsync; when it returns, everything given is durable. A hard state that differs
   only in `commit` is written without an fsync (as etcd's MustSync): a commit index lost in
   a crash is learned again from the leader, while term, vote and entries never may be lost.
-- Entries are written log-structured: an entry whose index is at or below the last index
-  replaces that index and everything after it (the truncation of a conflicting suffix,
-  Raft section 5.3). Recovery replays the records in order with the same rule.
+- Entries are written log-structured with Raft's rule (section 5.3): an entry whose index
+  is already in the log with another term replaces it and everything after it (the
+  truncation of a conflicting suffix); one with the same term is already there (Log
+  Matching) and changes nothing. Recovery replays the records in order with the same rule.
 - A new segment starts once the newest one passes `segment_bytes`; each segment begins with
-  the hard state current at its creation, so dropping older segments never loses it.
-- A snapshot file is written to a temporary name, fsynced, renamed, and its folder fsynced.
-  Segments whose entries all lie at or below the newest snapshot are then removed.
-- A snapshot received from the leader that does not match the local log discards the log:
-  a RESET record (the snapshot's metadata) is written first in a fresh segment, and older
-  segments are removed after that is durable; recovery honours RESET records met in order.
+  the hard state and the snapshot mark current at its creation, so dropping older segments
+  never loses them.
+- A snapshot file is written to a temporary name, fsynced, renamed, and its folder fsynced;
+  it takes effect only when a SNAPSHOT_MARK record naming it is durable in the log (the
+  commit point). The mark goes at the start of a fresh segment, followed by copies of the
+  entries the snapshot does not cover (none when its term at its index differs from the
+  log's: a conflicting snapshot from the leader discards the log). Once that segment is
+  durable every older segment is dead and is removed. A crash anywhere leaves either the
+  old log or the snapshot fully installed: recovery applies marks in log order exactly as
+  the running node did; a snapshot file with no durable mark is an orphan and is removed.
 - Recovery cuts a torn tail of the newest segment and raises `CorruptionError` for damage
   anywhere else (see raft/storage_format.py for how the two are told apart).
 """
@@ -39,8 +44,8 @@ from raft.messages import Entry, HardState, Snapshot, SnapshotMeta
 from raft.storage_format import (
     RECORD_ENTRY,
     RECORD_HARD_STATE,
-    RECORD_RESET,
     RECORD_SNAPSHOT,
+    RECORD_SNAPSHOT_MARK,
     CorruptionError,
     frame_records,
     record,
@@ -97,6 +102,7 @@ class RaftStorage:
         self._active: WritableFile | None = None
         self.hard_state = HardState()
         self.snapshot: Snapshot | None = None
+        self._snap_meta: SnapshotMeta | None = None  # the newest durable mark
         self.entries: list[Entry] = []
         self.fs.mkdir(folder)
         self._recover()
@@ -105,11 +111,11 @@ class RaftStorage:
 
     @property
     def snapshot_index(self) -> int:
-        return self.snapshot.meta.index if self.snapshot else 0
+        return self._snap_meta.index if self._snap_meta else 0
 
     @property
     def snapshot_term(self) -> int:
-        return self.snapshot.meta.term if self.snapshot else 0
+        return self._snap_meta.term if self._snap_meta else 0
 
     @property
     def last_index(self) -> int:
@@ -145,18 +151,24 @@ class RaftStorage:
             if name.endswith(".tmp"):
                 log.info("removing leftover temporary file %s", name)
                 self.fs.remove(self._path(name))
-        snaps = sorted(
-            (int(m.group(1)), int(m.group(2)), n)
-            for n in names if (m := SNAPSHOT_RE.match(n))
-        )
-        if snaps:
-            self.snapshot = self._read_snapshot(self._path(snaps[-1][2]))
         self.entries = []
         segs = sorted((int(m.group(1)), n) for n in names if (m := SEGMENT_RE.match(n)))
         for i, (seq, name) in enumerate(segs):
             seg = _Segment(seq, self._path(name))
             self._replay(seg, newest=(i == len(segs) - 1))
             self._segments.append(seg)
+        if self._snap_meta is not None:
+            path = self._path(snapshot_name(self._snap_meta))
+            if not self.fs.exists(path):
+                raise CorruptionError(path, 0, "the log installs this snapshot but it is missing")
+            self.snapshot = self._read_snapshot(path)
+            if self.snapshot.meta != self._snap_meta:
+                raise CorruptionError(path, 0, "snapshot metadata differs from its log mark")
+        for name in names:
+            m = SNAPSHOT_RE.match(name)
+            if m and int(m.group(1)) > self.snapshot_index:
+                log.info("removing orphan snapshot %s (written, never installed)", name)
+                self.fs.remove(self._path(name))
         if not self._segments:
             self._roll()
         else:
@@ -189,44 +201,59 @@ class RaftStorage:
                                               f"{self.last_index}")
                 elif rec.kind == RECORD_HARD_STATE:
                     self.hard_state = codec.decode_hard_state(rec.body)
-                elif rec.kind == RECORD_RESET:
-                    self._apply_reset(codec.decode_snapshot_meta(rec.body))
+                elif rec.kind == RECORD_SNAPSHOT_MARK:
+                    self._apply_mark(codec.decode_snapshot_meta(rec.body))
                 else:
                     raise CorruptionError(seg.path, rec.offset, "snapshot record in a segment")
             except codec.CodecError as exc:
                 raise CorruptionError(seg.path, rec.offset, f"undecodable record: {exc}") from None
 
     def _apply_entry(self, e: Entry) -> bool:
-        """Put `e` into the in-memory log with the overwrite rule; False on a gap."""
+        """Put `e` into the in-memory log with Raft's rule (section 5.3); False on a gap."""
         if e.index <= self.snapshot_index:
-            # Compacted into the snapshot since; but when it was written it truncated every
-            # entry after it, so none of those read so far is still in the log.
-            self.entries = []
-            return True
+            return True  # covered by the snapshot (save never writes such an entry)
         if e.index > self.last_index + 1:
             return False
-        del self.entries[e.index - self.snapshot_index - 1 :]
+        if e.index <= self.last_index:
+            if self.term(e.index) == e.term:
+                return True  # already there (Log Matching)
+            del self.entries[e.index - self.snapshot_index - 1 :]
         self.entries.append(e)
         return True
 
-    def _apply_reset(self, meta: SnapshotMeta) -> None:
-        # Written only when a snapshot from the leader discarded the whole log.
-        self.entries = []
-        if self.snapshot is None or self.snapshot.meta.index < meta.index:
-            # The snapshot file is made durable before its RESET record is written.
-            raise CorruptionError(self.folder, 0, f"log reset to snapshot {meta.index} "
-                                  "but that snapshot is missing")
+    def _apply_mark(self, meta: SnapshotMeta) -> bool:
+        """Install the snapshot `meta` in the in-memory log; the same at runtime and replay.
+
+        Returns whether the log was kept after it (False: it was discarded). A mark at or
+        below the current snapshot (one repeated at a segment's start) changes nothing.
+        """
+        base = self.snapshot_index
+        if meta.index <= base:
+            return True
+        keep = self.term(meta.index) == meta.term
+        if keep:
+            del self.entries[: meta.index - base]
+        else:
+            self.entries = []
+        self._snap_meta = meta
+        return keep
 
     # -- writing -----------------------------------------------------------------------
 
-    def _roll(self) -> None:
-        """Start a new segment that begins with the current hard state."""
+    def _roll(self, extra: list[bytes] | None = None) -> None:
+        """Start a new segment that begins with the current hard state and snapshot mark
+        (or with `extra`, which then starts with a new mark)."""
         seq = self._segments[-1].seq + 1 if self._segments else 1
         if self._active is not None:
             self._active.close()
         seg = _Segment(seq, self._path(segment_name(seq)))
         self._active = self.fs.open_writable(seg.path)
-        self._append([record(RECORD_HARD_STATE, codec.encode_hard_state(self.hard_state))])
+        head = [record(RECORD_HARD_STATE, codec.encode_hard_state(self.hard_state))]
+        if extra:
+            head += extra
+        elif self._snap_meta is not None:
+            head.append(record(RECORD_SNAPSHOT_MARK, codec.encode_snapshot_meta(self._snap_meta)))
+        self._append(head)
         self._sync(self._active)
         self._segments.append(seg)
         self._sync_dir()
@@ -301,17 +328,32 @@ class RaftStorage:
         self._sync_dir()
 
     def _install_snapshot(self, snapshot: Snapshot) -> None:
-        """A snapshot from the leader: it replaces the log unless the log already holds it."""
+        """Make `snapshot` the log's base (from the leader, or of the local state machine).
+
+        The file first; then a fresh segment holding its mark (the commit point) and the
+        entries after it that the log keeps; then the older segments go.
+        """
         meta = snapshot.meta
         if meta.index <= self.snapshot_index:
             return
         self._write_snapshot_file(snapshot)
-        old_base = self.snapshot_index
-        keep_suffix = self.term(meta.index) == meta.term
+        keep = self.term(meta.index) == meta.term
+        suffix = self.entries[meta.index - self.snapshot_index :] if keep else []
+        self._roll(extra=[record(RECORD_SNAPSHOT_MARK, codec.encode_snapshot_meta(meta))]
+                   + [record(RECORD_ENTRY, codec.encode_entry(e)) for e in suffix])
+        self._apply_mark(meta)
+        self._segments[-1].max_index = suffix[-1].index if suffix else meta.index
         self.snapshot = snapshot
-        if keep_suffix:
-            del self.entries[: meta.index - old_base]
-        self._compact_after_snapshot(reset=None if keep_suffix else meta)
+        dead = self._segments[:-1]
+        for seg in dead:
+            log.debug("removing segment %s (snapshot %d)", seg.path, meta.index)
+            self.fs.remove(seg.path)
+        self._segments = self._segments[-1:]
+        snaps = sorted(n for n in self.fs.listdir(self.folder) if SNAPSHOT_RE.match(n))
+        for name in snaps[:-SNAPSHOTS_KEPT]:
+            self.fs.remove(self._path(name))
+        if dead or len(snaps) > SNAPSHOTS_KEPT:
+            self._sync_dir()
 
     def save_snapshot(self, snapshot: Snapshot) -> None:
         """A snapshot of the local state machine at an applied index: compacts the log."""
@@ -322,28 +364,6 @@ class RaftStorage:
                 raise ValueError(f"snapshot at {snapshot.meta.index} is beyond the log "
                                  f"(last {self.last_index})")
             self._install_snapshot(snapshot)
-
-    def _compact_after_snapshot(self, reset: SnapshotMeta | None) -> None:
-        idx = self.snapshot_index
-        if reset is not None:
-            self.entries = []
-            self._roll()
-            self._append([record(RECORD_RESET, codec.encode_snapshot_meta(reset))])
-            assert self._active is not None
-            self._sync(self._active)
-            dead = self._segments[:-1]
-        else:
-            dead = [s for s in self._segments[:-1] if s.max_index <= idx]
-        for seg in dead:
-            log.debug("removing segment %s (entries up to %d, snapshot %d)",
-                      seg.path, seg.max_index, idx)
-            self.fs.remove(seg.path)
-            self._segments.remove(seg)
-        snaps = sorted(n for n in self.fs.listdir(self.folder) if SNAPSHOT_RE.match(n))
-        for name in snaps[:-SNAPSHOTS_KEPT]:
-            self.fs.remove(self._path(name))
-        if dead or len(snaps) > SNAPSHOTS_KEPT:
-            self._sync_dir()
 
     def close(self) -> None:
         with self._lock:

@@ -12,7 +12,7 @@ is a sequence of 32 KiB blocks holding fragments, each a 9-byte header and a pay
 
 A record that does not fit in the rest of a block is split FIRST, MIDDLE..., LAST; fewer
 than 9 bytes left in a block are zero-filled. On top of that framing, the first byte of
-every Raft record payload is the record kind (ENTRY, HARD_STATE, SNAPSHOT, RESET) and the
+every Raft record payload is the record kind (ENTRY, HARD_STATE, SNAPSHOT, SNAPSHOT_MARK) and the
 rest is the kind's msgpack body from raft/codec.py.
 
 Torn tail or corruption: at the first fragment that is not intact, if the file ends inside
@@ -45,8 +45,10 @@ FULL, FIRST, MIDDLE, LAST = 1, 2, 3, 4  # fragment types. on disk: do not change
 RECORD_ENTRY = 1  # codec.encode_entry(entry)
 RECORD_HARD_STATE = 2  # codec.encode_hard_state(hard_state)
 RECORD_SNAPSHOT = 3  # codec.encode_snapshot(snapshot); only in snapshot files
-RECORD_RESET = 4  # codec.encode_snapshot_meta(meta); the log restarts after this snapshot
-RECORD_KINDS = frozenset({RECORD_ENTRY, RECORD_HARD_STATE, RECORD_SNAPSHOT, RECORD_RESET})
+RECORD_SNAPSHOT_MARK = 4  # codec.encode_snapshot_meta(meta); that snapshot takes effect here
+RECORD_KINDS = frozenset(
+    {RECORD_ENTRY, RECORD_HARD_STATE, RECORD_SNAPSHOT, RECORD_SNAPSHOT_MARK}
+)
 
 _U32 = 0xFFFFFFFF
 _ZEROS = bytes(HEADER_SIZE)

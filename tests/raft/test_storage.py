@@ -43,6 +43,16 @@ def test_hard_state_and_entries_survive_reopen(tmp_path: Path) -> None:
     assert r.last_index == 5 and r.term(3) == 1
 
 
+def test_an_entry_already_in_the_log_changes_nothing(tmp_path: Path) -> None:
+    """§5.3: only a conflicting entry (same index, other term) truncates the log."""
+    s = RaftStorage(str(tmp_path))
+    s.save(HardState(1, 1, 0), ents(1, 6, term=1))
+    s.save(None, ents(3, 3, term=1))
+    assert s.entries == ents(1, 6)
+    s.close()
+    assert RaftStorage(str(tmp_path)).entries == ents(1, 6)
+
+
 def test_conflicting_suffix_is_truncated_and_stays_truncated(tmp_path: Path) -> None:
     """Section 5.3: a conflicting entry and all that follow it are deleted."""
     s = RaftStorage(str(tmp_path))
@@ -296,6 +306,8 @@ def test_recovery_after_a_crash_matches_what_was_saved(tmp_path_factory, history
         last = model[-1].index if model else base
         if op == "append":
             first = max(base + 1, commit + 1, last + 1 - a)  # never below commit (§5.3)
+            if first <= last:  # a new leader's entries conflict with the tail (§5.3)
+                term, vote = term + 1, 0
             new = [Entry(term, i, data=b"%d" % i) for i in range(first, first + b)]
             model = [e for e in model if e.index < first] + new
             s.save(HardState(term, vote, commit), new)
@@ -332,3 +344,82 @@ def test_recovery_after_a_crash_matches_what_was_saved(tmp_path_factory, history
     assert synced_commit <= r.hard_state.commit <= commit
     got = (r.snapshot.meta.index, r.snapshot.meta.term) if r.snapshot else None
     assert got == snap_meta
+
+
+class Crash(Exception):
+    pass
+
+
+class CrashAfter(FaultInjectionFileSystem):
+    """Raises `Crash` at the n-th file-system step (create, sync, rename, remove, ...)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.left = 1 << 30
+
+    def step(self) -> None:
+        self.left -= 1
+        if self.left < 0:
+            raise Crash
+
+    def _wrap(self, f):
+        sync = f.sync
+
+        def crashing_sync() -> None:
+            self.step()
+            sync()
+
+        f.sync = crashing_sync
+        return f
+
+    def open_writable(self, path):
+        self.step()
+        return self._wrap(super().open_writable(path))
+
+    def open_appendable(self, path):
+        self.step()
+        return self._wrap(super().open_appendable(path))
+
+    def rename(self, src, dst):
+        self.step()
+        super().rename(src, dst)
+
+    def remove(self, path):
+        self.step()
+        super().remove(path)
+
+    def sync_dir(self, path):
+        self.step()
+        super().sync_dir(path)
+
+
+@pytest.mark.parametrize("conflicting", [True, False], ids=["reset", "matching"])
+def test_crash_at_every_step_of_installing_a_snapshot(tmp_path: Path, conflicting: bool) -> None:
+    """Whichever step a crash interrupts, recovery finds the log either as it was or with
+    the snapshot fully installed; never a mix (old entries on top of the snapshot)."""
+    before = ents(1, 20, term=1)
+    snap_term = 2 if conflicting else 1
+    after_entries = [] if conflicting else ents(11, 20, term=1)
+    n, completed = 0, False
+    while not completed:
+        folder = tmp_path / f"crash{n}"
+        fs = CrashAfter()
+        s = RaftStorage(str(folder), fs=fs, segment_bytes=400)
+        s.save(HardState(2, 1, 5), before)
+        fs.left = n
+        try:
+            s.save(None, [], snap(10, snap_term))
+            completed = True
+        except Crash:
+            pass
+        s.close()
+        fs.crash()
+        r = RaftStorage(str(folder))
+        if r.snapshot is None:
+            assert r.entries == before, f"crash at step {n}"
+        else:
+            assert r.snapshot == snap(10, snap_term), f"crash at step {n}"
+            assert r.entries == after_entries, f"crash at step {n}"
+        assert r.hard_state == HardState(2, 1, 5)
+        n += 1
+    assert n > 3  # the install really went through several crash points
