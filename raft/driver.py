@@ -44,8 +44,8 @@ from raft.driver_errors import (
     ProposalRefused,
     ReadTimeout,
 )
+from raft.errors import InvalidMessage, ProposalDropped, RaftError
 from raft.errors import NotLeader as CoreNotLeader
-from raft.errors import ProposalDropped, RaftError
 from raft.messages import ConfChange, ConfChangeType, ConfState, Entry, EntryType, Message
 from raft.ready import Ready, Role
 from raft.statemachine import StateMachine
@@ -309,6 +309,9 @@ class Driver:
         for m in inbox:
             try:
                 self.core.step(m)
+            except InvalidMessage as exc:  # the endpoint checks first; this is a backstop
+                log.warning("node %d: dropping %s from %d: %s", self.id, m.type.name,
+                            m.sender, exc)
             except Exception:  # a peer's message must never take the node down
                 log.exception("node %d: dropping %s from %d that the core refused",
                               self.id, m.type.name, m.sender)

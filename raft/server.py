@@ -3,11 +3,12 @@ and the WebSocket stream `GET /raft/stream` that the transport keeps open.
 
 A body (or a stream frame) is checked completely before anything reaches the driver: the
 content type (binary frames only on the stream), the size (counted while reading, whatever
-Content-Length claims), the encoding (strict, see raft/codec.py) and the addressing (every
-message must be for this node, from another node). Any failure answers 4xx with a
-plain-text reason (on the stream: a text frame "4xx reason", then a close with code 1008,
-1003 or 1009) and steps nothing into the core, so malformed input changes no term, vote or
-log.
+Content-Length claims), the encoding (strict, see raft/codec.py), the addressing (every
+message must be for this node, from another node) and the core's consistency check
+(raft/message_check.py: entries that follow `index`, terms not from the future, ...).
+Any failure answers 4xx with a plain-text reason (on the stream: a text frame "4xx reason",
+then a close with code 1008, 1003 or 1009) and steps nothing into the core, so malformed
+input changes no term, vote or log.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from collections.abc import Callable
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from raft import codec
+from raft.errors import InvalidMessage
+from raft.message_check import check_message
 from raft.messages import Message
 from raft.transport import CONTENT_TYPE, RAFT_PATH, STREAM_PATH
 
@@ -56,6 +59,10 @@ def raft_routes(
                 raise codec.CodecError(f"messages[{i}] is for node {m.to}, this is node {node_id}")
             if m.sender == node_id:
                 raise codec.CodecError(f"messages[{i}] claims to be from this node")
+            try:
+                check_message(m)  # the core's own consistency check, before any is stepped
+            except InvalidMessage as exc:
+                raise codec.CodecError(f"messages[{i}]: {exc}") from None
         return messages
 
     async def stream(request: web.Request) -> web.StreamResponse:

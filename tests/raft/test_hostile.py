@@ -74,6 +74,12 @@ RAFT_CASES = [
     ("for another node", body(valid_obj(f1=3)), CONTENT_TYPE, 400, "is for node 3"),
     ("from itself", body(valid_obj(f2=1)), CONTENT_TYPE, 400, "from this node"),
     ("good then bad", body(valid_obj(), valid_obj(f3="x")), CONTENT_TYPE, 400, "messages[1]"),
+    ("entries not after index", body(valid_obj(f5=9)), CONTENT_TYPE, 400,
+     "entry 0 has index 6, expected 10"),
+    ("entry from the future", body(valid_obj(f6=[[100, 6, 0, b""]])), CONTENT_TYPE, 400,
+     "out of order"),
+    ("snapshot chunk without a snapshot", body(valid_obj(f0=9, f6=[])), CONTENT_TYPE, 400,
+     "SNAPSHOT without a valid snapshot"),
     ("json content type", body(valid_obj()), "application/json", 415, "content type"),
     ("oversized", b"\x00" * (codec.MAX_BODY_BYTES + 1), CONTENT_TYPE, 413, "over"),
     ("deep nesting", b"\x91" * 5000 + b"\x00", CONTENT_TYPE, 400, "body"),
@@ -193,8 +199,8 @@ def test_well_formed_nonsense_from_a_stranger_does_not_take_the_node_down(
     big = (1 << 64) - 1
     junk = [
         Message(MessageType.APPEND_RESP, to=1, sender=9, term=term, index=big),
-        Message(MessageType.APPEND, to=1, sender=9, term=term, index=big, log_term=big,
-                entries=(Entry(term, 7, data=b"x"),), commit=big),
+        Message(MessageType.APPEND, to=1, sender=9, term=term, index=big - 1, log_term=term,
+                entries=(Entry(term, big, data=b"x"),), commit=big),
         Message(MessageType.HEARTBEAT_RESP, to=1, sender=9, term=term, context=b"nope"),
         Message(MessageType.SNAPSHOT_RESP, to=1, sender=9, term=term, offset=big),
         Message(MessageType.READ_INDEX_RESP, to=1, sender=9, term=term, index=big,
