@@ -75,7 +75,8 @@ class LogReader:
                 self._torn(parts, start, pos, "file ends inside a fragment header")
                 return
             c, length, rtype, hcheck = unpack(data, pos)
-            if (crc(data[pos:pos + 7]) & 0xFFFF != hcheck or not FULL <= rtype <= LAST
+            lc = crc(data[pos + 4:pos + 7])  # (length, type): hcheck, and the CRC's seed
+            if (lc & 0xFFFF != hcheck or not FULL <= rtype <= LAST
                     or length > left - HEADER_SIZE):
                 self._damaged(pos, pos + 1, parts, start, "fragment header check failed")
                 return
@@ -84,7 +85,7 @@ class LogReader:
                 self._torn(parts, start, pos, "file ends inside a fragment")
                 return
             body = data[pos + HEADER_SIZE:end]
-            actual = crc(body, crc(data[pos + 4:pos + 7]))
+            actual = crc(body, lc)
             if ((((actual >> 15) | (actual << 17)) & _U32) + _MASK_DELTA) & _U32 != c:
                 self._damaged(pos, end, parts, start, "fragment checksum mismatch")
                 return

@@ -13,12 +13,13 @@ from .wal_format import (
     MIDDLE,
     encode_fragment,
 )
-from .wal_format import HEAD7 as _HEAD7
 from .wal_format import HEADER as _HEADER
 from .wal_format import LEN_TYPE as _LEN_TYPE
 
 _ZEROS = bytes(HEADER_SIZE)
 _MASK_DELTA = 0xA282EAD8
+# CRC32C of (length, FULL) per length: at most one entry per possible fragment length.
+_FULL_LT_CRC: dict[int, int] = {}
 
 
 class LogWriter:
@@ -43,10 +44,12 @@ class LogWriter:
         n = len(payload)
         offset = self._block_offset
         if n + HEADER_SIZE <= BLOCK_SIZE - offset:  # the common case: one FULL fragment
-            c = _crc(payload, _crc(_LEN_TYPE.pack(n, FULL)))  # encode_fragment, inlined
+            lc = _FULL_LT_CRC.get(n)  # encode_fragment, inlined
+            if lc is None:
+                lc = _FULL_LT_CRC[n] = _crc(_LEN_TYPE.pack(n, FULL))
+            c = _crc(payload, lc)
             c = ((((c >> 15) | (c << 17)) & 0xFFFFFFFF) + _MASK_DELTA) & 0xFFFFFFFF
-            self._file.append(
-                _HEADER.pack(c, n, FULL, _crc(_HEAD7.pack(c, n, FULL)) & 0xFFFF) + payload)
+            self._file.append(_HEADER.pack(c, n, FULL, lc & 0xFFFF) + payload)
             offset += n + HEADER_SIZE
             self._block_offset = 0 if offset == BLOCK_SIZE else offset
             return

@@ -22,6 +22,7 @@ from kvstore.lsm.wal_format import (
     MIDDLE,
     encode_fragment,
     header_ok,
+    payload_ok,
 )
 from kvstore.lsm.wal_reader import LogReader
 from kvstore.lsm.wal_writer import LogWriter
@@ -79,14 +80,19 @@ def test_appending_to_an_existing_log_keeps_block_alignment(tmp_path) -> None:
     assert read_all(fs.read_file(path))[0] == [payload(1, 20_000), payload(2, 20_000), b"tail"]
 
 
-def test_every_single_byte_header_error_is_detected() -> None:
+def test_every_single_byte_error_in_a_fragment_is_detected() -> None:
+    """hcheck catches every single-byte error in length or type (before the payload is
+    trusted); the CRC catches the rest (exhaustive over positions and error patterns)."""
     frag = encode_fragment(FULL, b"abc")
-    assert header_ok(frag, 0)
-    for pos in range(HEADER_SIZE):
+    assert header_ok(frag, 0) and payload_ok(frag, 0)
+    for pos in range(len(frag)):
         for e in range(1, 256):
             damaged = bytearray(frag)
             damaged[pos] ^= e
-            assert not header_ok(bytes(damaged), 0), (pos, e)
+            if 4 <= pos < HEADER_SIZE:
+                assert not header_ok(bytes(damaged), 0), (pos, e)
+            else:
+                assert not payload_ok(bytes(damaged), 0), (pos, e)
 
 
 def _tail_log(tmp_path):
