@@ -22,6 +22,13 @@ The core, one thing per file (none does I/O; tests/raft/test_core_imports.py che
     message_check.py     refusal of self-contradictory messages
     ready.py, config.py, errors.py, messages.py  the values crossing the boundary
 
+The I/O side (imported lazily, so that using the core never loads asyncio or aiohttp):
+    driver.py            Driver: persist, send, apply, reads, snapshots (asyncio)
+    storage.py           RaftStorage: hard state, log segments and snapshots on disk
+    transport.py         HttpTransport: pooled aiohttp connections, batched per peer
+    statemachine.py      the StateMachine protocol: apply, snapshot, restore
+    driver_errors.py     what propose/read_index raise (NotLeaderError, ...)
+
 Membership: one server at a time (add voter, add learner, promote learner, remove), in
 force as soon as it is in a log (dissertation §4.1); see raft/confchange.py.
 """
@@ -50,6 +57,30 @@ from raft.messages import (
 )
 from raft.ready import ReadState, Ready, Role, SoftState
 
+_LAZY = {
+    "Driver": "raft.driver",
+    "RaftStorage": "raft.storage",
+    "HttpTransport": "raft.transport",
+    "Transport": "raft.transport",
+    "StateMachine": "raft.statemachine",
+    "CorruptionError": "raft.storage_format",
+    "NotLeaderError": "raft.driver_errors",
+    "ProposalOutcomeUnknown": "raft.driver_errors",
+    "ProposalLost": "raft.driver_errors",
+    "ProposalRefused": "raft.driver_errors",
+    "ReadTimeout": "raft.driver_errors",
+    "DriverStopped": "raft.driver_errors",
+}
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'raft' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module), name)
+
 __all__ = [
     "CompactionError",
     "ConfChange",
@@ -73,4 +104,5 @@ __all__ = [
     "Snapshot",
     "SnapshotMeta",
     "SoftState",
+    *_LAZY,
 ]
