@@ -37,12 +37,11 @@ def check_key(key: object) -> bytes:
             raise TypeError(
                 f"key must be bytes, bytearray or memoryview, not {type(key).__name__}")
         key = bytes(key)
-    n = len(key)
-    if n == 0:
+    if 0 < len(key) <= MAX_KEY_SIZE:  # one test on the hot path
+        return key
+    if not key:
         raise InvalidArgumentError("key must not be empty")
-    if n > MAX_KEY_SIZE:
-        raise InvalidArgumentError(f"key is {n} bytes; the limit is {MAX_KEY_SIZE} bytes")
-    return key
+    raise InvalidArgumentError(f"key is {len(key)} bytes; the limit is {MAX_KEY_SIZE} bytes")
 
 
 def check_value(value: object) -> bytes:
