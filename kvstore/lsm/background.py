@@ -19,11 +19,13 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 import multiprocessing
+import os
+from concurrent.futures.process import BrokenProcessPool
 from typing import TYPE_CHECKING
 
 from . import filenames
 from .compaction import Compaction, pick_compaction, pick_seek_compaction
-from .compaction_job import MergeJob, run_merge
+from .compaction_job import MergeJob, exit_with_parent, run_merge
 from .filesystem import RealFileSystem
 from .tables import CompactionAborted
 from .version import VersionEdit
@@ -139,9 +141,17 @@ class BackgroundWork:
                        self._smallest_snapshot(), numbers)
         self._mutex.release()
         try:
+            outputs = None
             if in_process:
-                outputs = self._worker().submit(run_merge, job).result()
-            else:
+                try:
+                    outputs = self._worker().submit(run_merge, job).result()
+                except BrokenProcessPool as exc:
+                    # The worker could not start or died (e.g. a main module without the
+                    # `if __name__ == "__main__"` guard under spawn): merge here instead.
+                    log.warning("%s: compaction worker process failed (%s); compacting "
+                                "in a thread from now on", self.path, exc)
+                    self._process_failed = True
+            if outputs is None:
                 outputs = run_merge(job, self.tables, self._locked_new_output_number,
                                     should_stop=lambda: self._closing)
             self.fs.sync_dir(self.path)
@@ -159,13 +169,16 @@ class BackgroundWork:
 
     def _worker_process_ok(self: Engine) -> bool:
         # A worker process writes through the real file system only.
-        return self.options.compaction_process and type(self.fs) is RealFileSystem
+        return (self.options.compaction_process and not self._process_failed
+                and type(self.fs) is RealFileSystem)
 
     def _worker(self: Engine) -> concurrent.futures.ProcessPoolExecutor:
-        """The one worker process for merges and flushes (started on first use)."""
+        """The one worker process for merges (spawned on first use; it exits by itself
+        if this process dies)."""
         if self._executor is None:
             self._executor = concurrent.futures.ProcessPoolExecutor(
-                max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+                max_workers=1, mp_context=multiprocessing.get_context("spawn"),
+                initializer=exit_with_parent, initargs=(os.getpid(),))
         return self._executor
 
     def _sync_loop(self: Engine) -> None:

@@ -11,6 +11,9 @@ process, so the engine runs jobs in its own thread when given one).
 
 from __future__ import annotations
 
+import os
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -66,3 +69,15 @@ def run_merge(job: MergeJob, tables: TableSet | None = None,
     finally:
         if own:
             tables.close()
+
+
+def exit_with_parent(parent_pid: int) -> None:
+    """Worker initializer: end this worker soon after the engine's process dies (even by
+    SIGKILL, which gives the pool no chance to stop it), so no orphan outlives it."""
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(0.2)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="lsm-worker-watchdog", daemon=True).start()

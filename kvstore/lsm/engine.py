@@ -60,14 +60,14 @@ _PUT_BYTE = _BYTE[KIND_VALUE]
 
 
 class _Writer:
-    __slots__ = ("cond", "done", "error", "ops", "size")
+    __slots__ = ("done", "error", "ops", "size", "wake")
 
     def __init__(self, ops: list[Op] | tuple[Op, ...], size: int) -> None:
         self.ops = ops
         self.size = size
         self.done = False
         self.error: BaseException | None = None
-        self.cond: threading.Condition | None = None
+        self.wake: threading.Lock | None = None  # held until the leader releases it
 
 
 class Engine(BackgroundWork):
@@ -123,6 +123,7 @@ class Engine(BackgroundWork):
         self._seeks_left: dict[int, int] = {}  # table number -> wasted reads still allowed
         self._seek_target: tuple[int, int] | None = None  # (level, table) to compact
         self._executor: concurrent.futures.ProcessPoolExecutor | None = None
+        self._process_failed = False  # the worker process broke: merge in a thread
         self._manual_waiters = 0
         self._log_dirty = False
         self._stats = dict.fromkeys(
@@ -239,7 +240,9 @@ class Engine(BackgroundWork):
 
     def _write(self, ops: list[Op] | tuple[Op, ...], size: int) -> None:
         mutex = self._mutex
-        with mutex:
+        mutex.acquire()
+        held = True
+        try:
             queue = self._writers
             if (
                 ops
@@ -256,48 +259,62 @@ class Engine(BackgroundWork):
             w = _Writer(ops, size)
             queue.append(w)
             if queue[0] is not w:
-                w.cond = cond = threading.Condition(mutex)
-                while not w.done and queue[0] is not w:
-                    cond.wait()
+                # Wait off the mutex on a private lock that the leader releases when our
+                # write is done (we return without re-taking the mutex, so woken
+                # followers do not convoy on it) or when we reach the front (we lead).
+                w.wake = wake = threading.Lock()
+                wake.acquire()
+                mutex.release()
+                held = False
+                wake.acquire()
                 if w.done:
                     if w.error is not None:
                         raise w.error
                     return
-            group = [w]
-            try:
-                if not ops:  # flush(): switch the memtable as the leader, write nothing
-                    self._wait_for_imm()
-                    if len(self._mem):
-                        self._switch_memtable()
-                    return
-                self._make_room_for_write()
-                if len(queue) > 1:
-                    total = size
-                    limit = self.options.max_group_bytes
-                    for other in list(queue)[1:]:
-                        if not other.ops:  # a flush request leads its own turn
-                            break
-                        total += other.size
-                        if total > limit:
-                            break
-                        group.append(other)
-                self._write_group(group)
-            except BaseException as exc:
-                for member in group:
-                    member.error = exc
-                raise
-            finally:
-                for member in group:
-                    queue.popleft()
-                    member.done = True
-                    if member.cond is not None:
-                        member.cond.notify()
-                if queue:
-                    front = queue[0].cond
-                    if front is not None:
-                        front.notify()
-                elif self._closing:
-                    self._bg_cv.notify_all()
+                mutex.acquire()
+                held = True
+            self._lead(w)
+        finally:
+            if held:
+                mutex.release()
+
+    def _lead(self, w: _Writer) -> None:
+        """Mutex held; `w` is at the front of the queue. Write `w` and the writes queued
+        behind it as one group, then hand the front to the next writer."""
+        queue = self._writers
+        group = [w]
+        try:
+            if not w.ops:  # flush(): switch the memtable as the leader, write nothing
+                self._wait_for_imm()
+                if len(self._mem):
+                    self._switch_memtable()
+                return
+            self._make_room_for_write()
+            if len(queue) > 1:
+                total = w.size
+                limit = self.options.max_group_bytes
+                for other in list(queue)[1:]:
+                    if not other.ops:  # a flush request leads its own turn
+                        break
+                    total += other.size
+                    if total > limit:
+                        break
+                    group.append(other)
+            self._write_group(group)
+        except BaseException as exc:
+            for member in group:
+                member.error = exc
+            raise
+        finally:
+            for member in group:
+                queue.popleft()
+                member.done = True
+                if member is not w:
+                    member.wake.release()  # type: ignore[union-attr]
+            if queue:
+                queue[0].wake.release()  # type: ignore[union-attr]
+            elif self._closing:
+                self._bg_cv.notify_all()
 
     def _write_group(self, group: list[_Writer]) -> None:
         """Log and apply `group` (mutex held; released around an fsync)."""

@@ -24,6 +24,7 @@ OPTIONS = {
     "level1_bytes": 16 * 1024,
     "l0_compaction_trigger": 2,
     "block_size": 256,
+    "compaction_process": False,  # test_crash checks the worker process separately
 }
 THREADS = 3
 

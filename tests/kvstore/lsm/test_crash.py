@@ -206,3 +206,45 @@ def test_power_cut_during_flush_or_compaction_reopens_consistently(
             assert k in contents, f"acknowledged batch {n} lost (cut in {fs.crashed_in})"
     check_batches(contents)
     assert set(contents) <= {k for b in batches for k in b}
+
+
+WORKER_CHILD = """
+import sys, time
+from kvstore.lsm import Engine
+db = Engine.open(sys.argv[1], sync="none", memtable_bytes=4096, table_file_bytes=2048,
+                 compaction_process=True)
+for i in range(3000):
+    db.put(b"k%06d" % i, b"v" * 20)
+db.compact_range()
+print(" ".join(str(pid) for pid in db._executor._processes), flush=True)
+time.sleep(600)
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return not any(line.startswith("State:") and "Z" in line for line in f)
+    except FileNotFoundError:
+        return False
+
+
+def test_the_compaction_worker_does_not_outlive_a_killed_engine(tmp_path: Path) -> None:
+    child = subprocess.Popen([sys.executable, "-c", WORKER_CHILD, str(tmp_path)],
+                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert child.stdout is not None
+        line = child.stdout.readline()
+        pids = [int(p) for p in line.split()]
+        assert pids, child.stderr.read() if child.stderr else b""
+        assert all(_alive(pid) for pid in pids)
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.communicate()
+    for _ in range(300):  # the worker's watchdog polls every 0.2 s
+        if not any(_alive(pid) for pid in pids):
+            break
+        time.sleep(0.05)
+    assert not any(_alive(pid) for pid in pids), f"worker {pids} outlived its engine"
+    with Engine.open(str(tmp_path), sync="none") as db:  # and the folder reopens whole
+        assert len(list(db.scan())) == 3000

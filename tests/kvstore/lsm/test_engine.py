@@ -30,6 +30,7 @@ TINY = {
     "level1_bytes": 32 * 1024,
     "block_size": 512,
     "block_cache_bytes": 64 * 1024,
+    "compaction_process": False,  # in-thread merges: no worker spawn per engine
 }
 
 
@@ -405,6 +406,7 @@ def test_flush_and_compaction_during_concurrent_synced_writes(tmp_path: Path) ->
 
 def test_compaction_in_a_worker_process_gives_the_same_contents(tmp_path: Path) -> None:
     with open_tiny(tmp_path, compaction_process=True) as db:
+        assert db._worker_process_ok()
         model = fill(db, 4000, seed=21)
         snap = db.snapshot()
         for k in list(model)[:100]:
@@ -417,6 +419,7 @@ def test_compaction_in_a_worker_process_gives_the_same_contents(tmp_path: Path) 
         for k in list(model)[:100]:
             del model[k]
         assert list(db.scan()) == sorted(model.items())
+        assert db._executor is not None and not db._process_failed  # the worker merged
         db.check()
     with open_tiny(tmp_path) as db:
         assert list(db.scan()) == sorted(model.items())

@@ -32,6 +32,7 @@ OPTIONS = {
     "l0_stop_trigger": 6,
     "block_size": 64,
     "block_cache_bytes": 4096,
+    "compaction_process": False,  # in-thread merges: no worker spawn per engine
 }
 
 keys = st.sampled_from([b"k%02d" % i for i in range(24)]) | st.binary(min_size=1, max_size=3)
