@@ -248,3 +248,29 @@ def test_the_compaction_worker_does_not_outlive_a_killed_engine(tmp_path: Path) 
     assert not any(_alive(pid) for pid in pids), f"worker {pids} outlived its engine"
     with Engine.open(str(tmp_path), sync="none") as db:  # and the folder reopens whole
         assert len(list(db.scan())) == 3000
+
+
+UNGUARDED_SCRIPT = """
+import sys
+from kvstore.lsm import Engine
+# No `if __name__ == "__main__"` guard: a spawned worker re-runs this file and fails.
+db = Engine.open(sys.argv[1], sync="none", memtable_bytes=4096, table_file_bytes=2048,
+                 compaction_process=True)
+for i in range(2000):
+    db.put(b"k%06d" % i, b"v" * 20)
+db.compact_range()
+assert len(list(db.scan())) == 2000
+assert db._process_failed
+db.close()
+print("done")
+"""
+
+
+def test_a_script_without_main_guard_falls_back_to_thread_compaction(tmp_path) -> None:
+    script = tmp_path / "unguarded.py"
+    script.write_text(UNGUARDED_SCRIPT)
+    out = subprocess.run([sys.executable, str(script), str(tmp_path / "db")], cwd=ROOT,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().endswith("done")
+    assert "compacting in a thread from now on" in out.stderr
