@@ -1,0 +1,37 @@
+"""Limits the state machine enforces against abuse, each with its reason.
+
+Exceeding one is a deterministic refusal (`Refused` with the matching `Reason`), never a
+crash. Every member of a group must run with the same `Limits`: they decide what `apply`
+returns, so they are part of the replicated rules (they are not carried in snapshots).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    # Names are paths people type and logs print; long names only cost memory per watch match.
+    max_name_bytes: int = 256
+    # Chubby stores small files; big values belong in the KV store.
+    max_value_bytes: int = 16 * 1024
+    # A session is a few hundred bytes of state plus its event queue.
+    max_sessions: int = 100_000
+    # Bounds the FIFO a single lock can accumulate (one waiter per session per lock).
+    max_waiters_per_lock: int = 1_024
+    # Locks held plus locks waited on, per session: bounds the work of expiring one session.
+    max_locks_per_session: int = 1_024
+    # Each watch is matched against every event's name.
+    max_watches_per_session: int = 64
+    # Oldest events are dropped beyond this, counted in `PendingEvents.dropped`.
+    max_events_per_session: int = 256
+    # Entries across the whole table.
+    max_entries: int = 100_000
+    # Leases: at least 1 ms, at most one hour.
+    min_ttl_ms: int = 1
+    max_ttl_ms: int = 3_600_000
+    # Lock-delay when an Acquire does not give one (Chubby §2.4 suggests about a minute;
+    # we default lower), and the most a client may ask for.
+    default_lock_delay_ms: int = 10_000
+    max_lock_delay_ms: int = 60_000
