@@ -1,0 +1,65 @@
+"""Errors the Dynamo store raises on purpose (the start of its tree).
+
+    RinglockError                     root of everything the store raises on purpose
+    ├── InvalidRing                   a ring value or its serialised bytes break an invariant
+    │                                 (also a ValueError); `.reason` says which
+    ├── InvalidContext                a client's causal context is not one we issued (bad
+    │                                 base64, bad version byte, bad shape); also a ValueError
+    ├── InvalidSiblingSet             stored sibling-set bytes are damaged or inconsistent
+    │                                 (also a ValueError); never served as data
+    └── SiblingLimitExceeded          a write would leave more siblings than the hard cap;
+                                      `.key_siblings` and `.limit` say how many
+
+Wrong argument *types* raise the built-in `TypeError`, as Python callers expect. Every error
+is raised before anything changes: the inputs are immutable values, so a caller that catches
+one still holds the ring or sibling set it had.
+"""
+
+from __future__ import annotations
+
+
+class RinglockError(Exception):
+    """Root of the store's errors."""
+
+
+class InvalidRing(RinglockError, ValueError):
+    """A ring (or the bytes it was read from) is malformed or breaks an invariant."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"invalid ring: {reason}")
+
+
+class InvalidContext(RinglockError, ValueError):
+    """A causal context sent by a client cannot be decoded; nothing was written."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"invalid context: {reason}")
+
+
+class InvalidSiblingSet(RinglockError, ValueError):
+    """Encoded sibling-set bytes are damaged or describe an impossible set."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"invalid sibling set: {reason}")
+
+
+class SiblingLimitExceeded(RinglockError):
+    """A write was refused: the key would hold more siblings than the hard limit.
+
+    The client should read the key, resolve its siblings and write back with the context
+    it read; that write replaces every sibling the context covers.
+    """
+
+    def __init__(self, key_siblings: int, limit: int) -> None:
+        self.key_siblings = key_siblings
+        self.limit = limit
+        super().__init__(
+            f"write refused: the key would hold {key_siblings} siblings, over the hard limit"
+            f" of {limit}; read it, resolve the siblings and write back with that context"
+        )
+
+    def __reduce__(self):  # keep the fields across pickling (worker processes)
+        return (type(self), (self.key_siblings, self.limit))
