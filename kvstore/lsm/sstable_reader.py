@@ -40,6 +40,8 @@ class TableReader:
     def __init__(self, file: RandomAccessFile, path: str, file_number: int,
                  cache: BlockCache | None, verify_checksums: bool = True) -> None:
         self._file = file
+        # Point lookups read through read_random where the file has it (a memory map).
+        self._read_random = getattr(file, "read_random", file.read)
         self.path = path
         self.file_number = file_number
         self._cache = cache
@@ -156,19 +158,19 @@ class TableReader:
                     block.decode()  # type: ignore[attr-defined]  # reused: decode once
                 return block.get(user_key, max_seq)  # type: ignore[attr-defined]
             if admit:
-                block = self._load(i, False)
+                block = self._load(i, False, self._read_random)
                 cache.insert(self._cache_keys[i], block, block.charge)
                 return block.get(user_key, max_seq)
         # Read once: search the bytes in place, no Block object.
         off = self._offsets[i]
         size = self._sizes[i]
-        stored = self._file.read(off, size + TRAILER_SIZE)
+        stored = self._read_random(off, size + TRAILER_SIZE)
         if len(stored) != size + TRAILER_SIZE:
             raise CorruptionError(self.path, off, "data block runs past the end of the file")
         if self._verify or stored[size] != NO_COMPRESSION:
             stored, size = open_block(stored, self.path, off, self._verify)
-        else:
-            return self._load(i, False).get(user_key, max_seq)  # with its index check
+        else:  # with its index check
+            return self._load(i, False, self._read_random).get(user_key, max_seq)
         return search_block(stored, size, user_key, max_seq, self.path, off)
 
     def _block(self, i: int, fill_cache: bool) -> Block:
@@ -179,11 +181,11 @@ class TableReader:
                 return block  # type: ignore[return-value]
         return self._load(i, fill_cache)
 
-    def _load(self, i: int, fill_cache: bool) -> Block:
+    def _load(self, i: int, fill_cache: bool, read=None) -> Block:
         """Read, check and decode data block i; add it to the cache if asked."""
         off = self._offsets[i]
         size = self._sizes[i]
-        stored = self._file.read(off, size + TRAILER_SIZE)
+        stored = (read or self._file.read)(off, size + TRAILER_SIZE)
         if len(stored) != size + TRAILER_SIZE:
             raise CorruptionError(self.path, off, "data block runs past the end of the file")
         if self._verify or stored[size] != NO_COMPRESSION:

@@ -171,3 +171,20 @@ def test_injected_sync_failure(tmp_path) -> None:
     fs.sync_dir(str(tmp_path))
     fs.crash()
     assert fs.read_file(str(tmp_path / "x")) == b""
+
+
+@pytest.mark.parametrize("mmap_reads", [True, False])
+def test_read_random_matches_read(tmp_path, mmap_reads) -> None:
+    data = bytes(range(256)) * 40
+    (tmp_path / "t").write_bytes(data)
+    (tmp_path / "empty").write_bytes(b"")
+    fs = RealFileSystem(mmap_reads=mmap_reads)
+    r = fs.open_random_access(str(tmp_path / "t"))
+    for off, n in [(0, 10), (5000, 4096), (len(data) - 3, 100), (len(data) + 5, 10)]:
+        assert r.read_random(off, n) == r.read(off, n) == data[off:off + n]
+    r.close()
+    with pytest.raises(EngineClosedError):
+        r.read_random(0, 1)
+    e = fs.open_random_access(str(tmp_path / "empty"))  # nothing to map: pread
+    assert e.read_random(0, 10) == b""
+    e.close()

@@ -368,3 +368,16 @@ def test_hostile_damage_never_crashes_the_reader(tmp_path_factory, flips, verify
             assert listed == entries
     finally:
         t.close()
+
+
+def test_point_reads_agree_with_and_without_memory_maps(tmp_path) -> None:
+    entries = sample_entries(1500, seed=8)
+    write_table(tmp_path / "t.sst", entries)
+    mapped = TableReader.open(RealFileSystem(mmap_reads=True), str(tmp_path / "t.sst"), 1,
+                              BlockCache(1 << 16))
+    plain = TableReader.open(RealFileSystem(mmap_reads=False), str(tmp_path / "t.sst"), 2,
+                             None)
+    for k, s, _, _ in entries:
+        assert mapped.get(k, s) == plain.get(k, s) == expected_get(entries, k, s)
+    mapped.close()
+    plain.close()
