@@ -35,3 +35,9 @@ class Limits:
     # we default lower), and the most a client may ask for.
     default_lock_delay_ms: int = 10_000
     max_lock_delay_ms: int = 60_000
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.default_lock_delay_ms <= self.max_lock_delay_ms:
+            raise ValueError("default_lock_delay_ms must be in 0..max_lock_delay_ms")
+        if not 1 <= self.min_ttl_ms <= self.max_ttl_ms:
+            raise ValueError("min_ttl_ms must be in 1..max_ttl_ms")
