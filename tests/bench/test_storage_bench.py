@@ -7,6 +7,7 @@ speed: figures belong to the benchmark's own output, not to tests.
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
@@ -86,3 +87,18 @@ def test_profile_prints_top_entries_of_ringlocks_workload(tmp_path: Path, capsys
     assert "== own time as a share of the profiled time ==" in printed
     assert "engine.py" in printed  # the engine's own code, not only the harness, is profiled
     assert "sqlite3" not in printed  # --profile runs ringlock alone
+
+
+def test_synced_ratios_pair_the_rounds_before_taking_the_median(tmp_path: Path) -> None:
+    args = argparse.Namespace(reads=0, ringlock_option=None)
+    runner = storage.Runner(args, 10, str(tmp_path))
+    rates = {"ringlock": [2840, 340, 713], "sqlite3": [2770, 2500, 468]}
+    runner.results = [
+        {"workload": "sync1", "engine": engine, "round": n, "ops_per_s": rate}
+        for engine, per_round in rates.items()
+        for n, rate in enumerate(per_round)
+    ]
+    # Per round 1.03, 0.14, 1.52: the median is round 0's; the ratio of the two medians
+    # (713 / 2500 = 0.29) would compare a slow-disk round with a fast one.
+    assert runner.paired("sync1", "ringlock", "sync1", "sqlite3") == pytest.approx(2840 / 2770)
+    assert runner.value("sync1", "ringlock") == 713
