@@ -22,28 +22,35 @@ class RinglockError(Exception):
     """Root of the store's errors."""
 
 
-class InvalidRing(RinglockError, ValueError):
+class _Reasoned(RinglockError, ValueError):
+    """An error carrying one `reason`, kept across pickling (worker processes)."""
+
+    prefix = "invalid"
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"{self.prefix}: {reason}")
+
+    def __reduce__(self):
+        return (type(self), (self.reason,))
+
+
+class InvalidRing(_Reasoned):
     """A ring (or the bytes it was read from) is malformed or breaks an invariant."""
 
-    def __init__(self, reason: str) -> None:
-        self.reason = reason
-        super().__init__(f"invalid ring: {reason}")
+    prefix = "invalid ring"
 
 
-class InvalidContext(RinglockError, ValueError):
+class InvalidContext(_Reasoned):
     """A causal context sent by a client cannot be decoded; nothing was written."""
 
-    def __init__(self, reason: str) -> None:
-        self.reason = reason
-        super().__init__(f"invalid context: {reason}")
+    prefix = "invalid context"
 
 
-class InvalidSiblingSet(RinglockError, ValueError):
+class InvalidSiblingSet(_Reasoned):
     """Encoded sibling-set bytes are damaged or describe an impossible set."""
 
-    def __init__(self, reason: str) -> None:
-        self.reason = reason
-        super().__init__(f"invalid sibling set: {reason}")
+    prefix = "invalid sibling set"
 
 
 class SiblingLimitExceeded(RinglockError):

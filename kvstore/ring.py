@@ -50,9 +50,9 @@ import msgpack
 from kvstore.errors import InvalidRing
 
 DEFAULT_RING_SIZE = 256  # Riak's default; 64 nodes each still get 4 partitions
-MAX_RING_SIZE = 1 << 16  # bounds decoding work and keeps member indices small
+MAX_RING_SIZE = 1 << 12  # claim is O(Q^2/n): a 4096-partition join takes seconds
 MAX_NODE_NAME_BYTES = 255
-MAX_SERIALISED_BYTES = 4 << 20  # a 65536-partition ring of 65536 long names stays under this
+MAX_SERIALISED_BYTES = 2 << 20  # a 4096-partition ring of 4096 255-byte names fits
 DEFAULT_TARGET_N = 3  # claim tries to give every 3 consecutive partitions distinct owners
 HASH_SEED = 0  # on disk: do not change
 _MASK64 = (1 << 64) - 1
@@ -274,6 +274,8 @@ class Ring:
     def join(self, node: str) -> Ring:
         """A new ring with `node` added: it claims floor(Q/(n+1)) partitions; nothing else moves.
 
+        O(Q * Q/(n+1)) (about a second for the second node of a 1024-partition ring).
+
         Requires: node is not a member; members + 1 <= ring_size.
         """
         _check_node_name(node)
@@ -288,17 +290,21 @@ class Ring:
         take = q // (n + 1)
         final_low = (q - take) // n  # old members end at final_low or final_low + 1 ...
         high_slots = (q - take) - n * final_low  # ... and this many of them at final_low + 1
+        # score[p]: (same-owner pairs p would make for the newcomer, minus the pairs taking
+        # p would undo for its owner, p). A pick changes only the scores within the window.
+        def score(p: int) -> tuple[int, int, int]:
+            return (self._conflicts(owners, p, node), -self._conflicts(owners, p, owners[p]), p)
+
+        scores = [score(p) for p in range(q)]
         for _ in range(take):
             above = sum(1 for c in counts.values() if c > final_low)
             donors = {m for m, c in counts.items()
                       if c > final_low + 1 or (c == final_low + 1 and above > high_slots)}
-            best = min(
-                (p for p in range(q) if owners[p] in donors),
-                key=lambda p: (self._conflicts(owners, p, node),
-                               -self._conflicts(owners, p, owners[p]), p),
-            )
+            best = min(scores[p] for p in range(q) if owners[p] in donors)[2]
             counts[owners[best]] -= 1
             owners[best] = node
+            for d in range(1 - self._target_n, self._target_n):
+                scores[(best + d) % q] = score((best + d) % q)
         return self._next((*self._members, node), owners)
 
     def leave(self, node: str) -> Ring:
@@ -317,14 +323,21 @@ class Ring:
         final_low = q // len(members)
         high_slots = q - len(members) * final_low
         orphans = [p for p in range(q) if owners[p] == node]
+        # cost[p][m]: same-owner pairs giving orphan p to m would make; a move changes only
+        # the costs within the window around it.
+        cost = {p: {m: self._conflicts(owners, p, m) for m in members} for p in orphans}
         while orphans:
             above = sum(1 for c in counts.values() if c > final_low)
             receivers = [m for m in members if counts[m] < final_low
                          or (counts[m] == final_low and above < high_slots)]
-            _, p, m = min((self._conflicts(owners, p, m), p, m) for p in orphans for m in receivers)
+            _, p, m = min((cost[p][m], p, m) for p in orphans for m in receivers)
             owners[p] = m
             counts[m] += 1
             orphans.remove(p)
+            for d in range(1 - self._target_n, self._target_n):
+                near = (p + d) % q
+                if near in cost:
+                    cost[near] = {m: self._conflicts(owners, near, m) for m in members}
         return self._next(members, owners)
 
     def remove(self, node: str) -> Ring:

@@ -7,13 +7,24 @@ sequences and calls `Ring.check()` after every step.
 
 from __future__ import annotations
 
+import ast
+import pickle
+from pathlib import Path
+
 import mmh3
 import msgpack
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kvstore.errors import InvalidRing
+import kvstore
+from kvstore.errors import (
+    InvalidContext,
+    InvalidRing,
+    InvalidSiblingSet,
+    RinglockError,
+    SiblingLimitExceeded,
+)
 from kvstore.ring import (
     DEFAULT_RING_SIZE,
     FORMAT_TAG,
@@ -284,3 +295,27 @@ def test_every_truncation_and_bit_flip_of_a_ring_is_rejected_or_a_valid_ring() -
 def test_from_bytes_requires_bytes() -> None:
     with pytest.raises(TypeError):
         Ring.from_bytes("text")  # type: ignore[arg-type]
+
+
+# -- the module stays pure logic (STYLE §1) and its errors keep their fields ---------------
+
+
+def test_ring_and_vclock_import_no_io_or_clocks() -> None:
+    root = Path(kvstore.__file__).parent
+    banned = {"asyncio", "aiohttp", "time", "os", "socket", "random", "threading", "datetime"}
+    for name in ("ring.py", "vclock.py", "errors.py"):
+        tree = ast.parse((root / name).read_text())
+        imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import)
+                    for a in n.names}
+        imported |= {n.module.split(".")[0] for n in ast.walk(tree)
+                     if isinstance(n, ast.ImportFrom) and n.module}
+        assert not imported & banned, (name, imported & banned)
+
+
+def test_errors_form_one_tree_and_survive_pickling() -> None:
+    for err in (InvalidRing("r"), InvalidContext("c"), InvalidSiblingSet("s"),
+                SiblingLimitExceeded(101, 100)):
+        assert isinstance(err, RinglockError)
+        back = pickle.loads(pickle.dumps(err))
+        assert type(back) is type(err) and str(back) == str(err)
+    assert isinstance(InvalidRing("r"), ValueError) and InvalidRing("r").reason == "r"
