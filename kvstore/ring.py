@@ -19,8 +19,13 @@ Theory of operation (Dynamo §4.2 and §6.2 "strategy 3"; Riak's ring)
   owns neighbouring partitions shortens the distinct prefix. Both transitions pick, among
   the moves that keep the fair share, the partition (and receiver) that leaves the fewest
   same-owner pairs within `target_n` consecutive partitions, breaking ties by the lowest
-  partition index and then the node name. No randomness: the ring after a sequence of
-  joins and leaves is a function of that sequence.
+  partition index and then the node name (a leave first places the orphan with the fewest
+  equally good receivers). No randomness: the ring after a sequence of joins and leaves is
+  a function of that sequence. Minimal movement comes first, so spread is best effort:
+  over random sequences of up to 20 nodes on 256 partitions about 1.6 partitions on
+  average (4 right after a leave, 51 at worst, on 3 nodes) share an owner with one of the
+  next two; joins repair some of it. Preference lists stay distinct regardless (they walk
+  on until they have N nodes); only their spans grow.
 - `preference_list(key, n)` (Dynamo §4.3): the first `n` distinct owners met walking
   clockwise from the key's partition. With fewer than `n` nodes it returns every node, in
   that walk order (a cluster cannot hold more replicas than it has nodes).
@@ -330,7 +335,9 @@ class Ring:
             above = sum(1 for c in counts.values() if c > final_low)
             receivers = [m for m in members if counts[m] < final_low
                          or (counts[m] == final_low and above < high_slots)]
-            _, p, m = min((cost[p][m], p, m) for p in orphans for m in receivers)
+            options = {p: sorted((cost[p][m], m) for m in receivers) for p in orphans}
+            _, _, p, m = min((o[0][0], sum(c == o[0][0] for c, _ in o), p, o[0][1])
+                             for p, o in options.items())
             owners[p] = m
             counts[m] += 1
             orphans.remove(p)
