@@ -16,6 +16,7 @@ import msgpack
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 import kvstore
 from kvstore.errors import (
@@ -319,3 +320,71 @@ def test_errors_form_one_tree_and_survive_pickling() -> None:
         back = pickle.loads(pickle.dumps(err))
         assert type(back) is type(err) and str(back) == str(err)
     assert isinstance(InvalidRing("r"), ValueError) and InvalidRing("r").reason == "r"
+
+
+# -- hypothesis stateful: the invariants after any sequence of transitions (STYLE §7) -----
+
+
+class RingMachine(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.ring = Ring.new(32)
+        self.next_id = 0
+
+    @precondition(lambda self: len(self.ring.members) < 12)
+    @rule()
+    def join(self) -> None:
+        before = self.ring
+        self.ring = before.join(f"n{self.next_id}")
+        self.next_id += 1
+        if before.members:  # Dynamo §4.2: only the newcomer's share moves
+            assert moved(before, self.ring) == 32 // len(self.ring.members)
+
+    @precondition(lambda self: self.ring.members)
+    @rule(pick=st.integers(0, 11), dead=st.booleans())
+    def leave_or_remove(self, pick: int, dead: bool) -> None:
+        before = self.ring
+        node = before.members[pick % len(before.members)]
+        self.ring = before.remove(node) if dead else before.leave(node)
+        if self.ring.members:
+            assert moved(before, self.ring) == len(before.owned_by(node))
+
+    @rule()
+    def round_trip(self) -> None:
+        assert Ring.from_bytes(self.ring.to_bytes()) == self.ring
+
+    @invariant()
+    def holds(self) -> None:
+        self.ring.check()
+        self.ring.check(n_val=5)
+
+
+TestRingMachine = RingMachine.TestCase
+TestRingMachine.settings = settings(max_examples=40, stateful_step_count=20, deadline=None)
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    n_nodes=st.integers(1, 8),
+    n_val=st.integers(1, 5),
+    down_mask=st.integers(0, 255),
+    partition=st.integers(0, 63),
+)
+def test_dynamo_4_6_sloppy_list_stands_in_distinct_healthy_nodes_for_each_down_primary(
+    n_nodes: int, n_val: int, down_mask: int, partition: int
+) -> None:
+    ring = ring_of(*(f"n{i}" for i in range(n_nodes)), ring_size=64)
+    down = {f"n{i}" for i in range(n_nodes) if down_mask >> i & 1}
+    strict = ring.preference_list_for(partition, n_val)
+    sloppy = ring.preference_list_for(partition, n_val, down=down)
+    assert sloppy.primaries == tuple(p for p in strict if p not in down)
+    fallback_nodes = [f.node for f in sloppy.fallbacks]
+    assert not set(fallback_nodes) & (down | set(strict))
+    assert len(set(sloppy.nodes)) == len(sloppy.nodes)
+    assert [f.for_node for f in sloppy.fallbacks] == [p for p in strict if p in down][
+        : len(sloppy.fallbacks)
+    ]
+    healthy = n_nodes - len(down)
+    assert len(sloppy.nodes) == min(n_val, healthy)
+    walk = ring.walk(partition)  # fallbacks are the next healthy nodes clockwise, in order
+    assert fallback_nodes == [m for m in walk[n_val:] if m not in down][: len(fallback_nodes)]
