@@ -31,6 +31,9 @@ Dynamo §4.4 for the problem)
   coordinator ships its whole resulting state (not just the new version) to the other
   replicas, which `sync` it in. Then any state holding dot (i, n) also holds or has
   overwritten (i, 1..n-1), and a VV describes its history without loss (the DVVSet rule).
+- Contexts are trusted, not authenticated: a forged context that claims dots nobody
+  issued makes the write (and any state it reaches) drop versions with those dots. Sign
+  contexts at the HTTP edge if clients are not trusted.
 - Deletes are tombstones: siblings with `deleted=True` written by `update` like any value.
   Reaping a tombstone (dropping the whole key) is for anti-entropy once every replica has
   it; until then it takes part in causality like a value.
@@ -230,6 +233,8 @@ def update(
     if type(timestamp) is not int or not 0 <= timestamp <= MAX_COUNTER:
         raise ValueError(f"timestamp must be an int in 0..2**63-1: {timestamp!r}")
     dot = Dot(node, max(current.clock.get(node), context.get(node)) + 1)
+    if dot.counter > MAX_COUNTER:  # only a forged context gets here; the key stays readable
+        raise InvalidContext(f"the context's counter for {node!r} leaves no room for a write")
     new = Sibling(dot, bytes(value), deleted, timestamp)
     kept = [s for s in current.siblings if not context.covers(s.dot)]
     siblings = tuple(sorted([*kept, new], key=lambda s: s.dot))

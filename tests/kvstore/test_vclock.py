@@ -300,6 +300,14 @@ def test_hostile_context_raises_invalid_context(data: bytes | str, reason: str) 
         decode_context(data)
 
 
+def test_forged_context_at_the_counter_limit_is_refused_and_changes_nothing() -> None:
+    state = update(SiblingSet(), EMPTY, "a", b"x", timestamp=1)
+    forged = decode_context(ctx_of([["a", 2**63 - 1]]))
+    with pytest.raises(InvalidContext, match="no room"):
+        update(state, forged, "a", b"y", timestamp=2)
+    assert decode(encode(state)) == state
+
+
 def test_context_type_errors() -> None:
     with pytest.raises(TypeError):
         decode_context(42)  # type: ignore[arg-type]
