@@ -25,6 +25,8 @@ Dynamo §4.4 for the problem)
 - `sync(a, b)` (replica merge; paper: "sync"): a sibling of one side survives unless the
   other side has seen its dot (the dot is in its clock) and dropped it; the clocks join.
   It is commutative, associative and idempotent, so replicas converge in any order.
+- `context(state)` is the paper's "join": the VV of everything the client has read,
+  handed out as opaque bytes and given back with the client's next write.
 - `compare(a, b)` orders causal histories (the clocks): BEFORE, AFTER, EQUAL, CONCURRENT.
 - Requires, for the VV clock to be exact: (1) each dot's node is a replica that keeps
   this key's state durably and coordinates a write only on its own current state; (2) the

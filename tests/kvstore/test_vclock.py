@@ -231,6 +231,23 @@ def test_prune_trade_off_can_only_add_a_false_sibling() -> None:
     assert sorted(sync(forgetful, stale).values) == [b"new", b"old"]  # resurrected, not lost
 
 
+@settings(max_examples=60, deadline=None)
+@given(history_ops=ops, max_entries=st.integers(0, 3))
+def test_prune_never_loses_a_write_it_can_only_add_siblings_to_a_merge(
+    history_ops, max_entries: int
+) -> None:
+    h = run(history_ops)
+    for r in REPLICAS:
+        pruned = prune(h.state[r], max_entries, keep=r)
+        pruned.check()
+        assert pruned.siblings == h.state[r].siblings and pruned.clock.get(r) == (
+            h.state[r].clock.get(r))
+        for other in REPLICAS:
+            exact = {s.dot for s in sync(h.state[r], h.state[other]).siblings}
+            assert exact <= {s.dot for s in sync(pruned, h.state[other]).siblings}
+            assert sync(pruned, h.state[other]) == sync(h.state[other], pruned)
+
+
 # -- last-write-wins (opt-in, lossy) -------------------------------------------------------------
 
 
