@@ -19,6 +19,7 @@ from raft.core import RaftCore
 from raft.driver import Driver, NotLeaderError, ProposalOutcomeUnknown
 from raft.messages import ConfState, Message, MessageType
 from raft.storage import RaftStorage
+from tests.waiting import async_wait_until
 
 TICK_S = 0.01
 CONFIG = Config(election_tick=10, heartbeat_tick=1)
@@ -146,10 +147,8 @@ def test_follower_refuses_with_the_leaders_id_and_address(tmp_path: Path) -> Non
         try:
             leader = await leader_of(drivers)
             follower = next(d for d in drivers.values() if d is not leader)
-            for _ in range(100):  # the follower hears the leader's first heartbeat
-                if follower.leader_id:
-                    break
-                await asyncio.sleep(0.01)
+            # the follower hears the leader's first heartbeat
+            await async_wait_until(lambda: follower.leader_id)
             with pytest.raises(NotLeaderError) as info:
                 await follower.propose(dsm.put("k", 1))
             assert info.value.leader == leader.id
