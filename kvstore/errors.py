@@ -1,6 +1,7 @@
 """Errors the Dynamo store raises on purpose (the start of its tree).
 
     RinglockError                     root of everything the store raises on purpose
+    ├── StorageError                  the storage engine's tree (kvstore/lsm/errors.py)
     ├── InvalidRing                   a ring value or its serialised bytes break an invariant
     │                                 (also a ValueError); `.reason` says which
     ├── InvalidContext                a client's causal context is not one we issued (bad

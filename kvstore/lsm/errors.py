@@ -1,18 +1,21 @@
 """Errors raised by the storage engine.
 
-    StorageError                      root of everything the engine raises on purpose
-    ├── CorruptionError               bytes on disk fail a check (.path, .offset, .reason)
-    ├── InvalidArgumentError          a bad argument (also a ValueError)
-    ├── EngineClosedError             the engine was used after close()
-    └── LockHeldError                 another engine holds the folder's LOCK file
+    RinglockError                     (kvstore/errors.py) root of all the store raises
+    └── StorageError                  root of everything the engine raises on purpose
+        ├── CorruptionError           bytes on disk fail a check (.path, .offset, .reason)
+        ├── InvalidArgumentError      a bad argument (also a ValueError)
+        ├── EngineClosedError         the engine was used after close()
+        └── LockHeldError             another engine holds the folder's LOCK file
 
 Wrong argument *types* raise the built-in `TypeError`, as Python callers expect.
 """
 
 from __future__ import annotations
 
+from kvstore.errors import RinglockError
 
-class StorageError(Exception):
+
+class StorageError(RinglockError):
     """Root of the storage engine's errors."""
 
 
