@@ -148,12 +148,11 @@ class LockStateMachine:
                 s = self.sessions.get(cmd.session)
                 if s is None:
                     return _unknown(cmd.session)
-                self._drop_session(s, expired=False)
+                self._drop_sessions([s], expired=False)
                 return SessionClosed(s.id)
             case c.ExpireSessions():
                 ended = sorted(s.id for s in self.sessions.values() if s.expires_at <= self.clock)
-                for sid in ended:
-                    self._drop_session(self.sessions[sid], expired=True)
+                self._drop_sessions([self.sessions[sid] for sid in ended], expired=True)
                 return SessionsExpired(tuple(ended))
             case c.ExpireSession():
                 s = self.sessions.get(cmd.session)
@@ -163,7 +162,7 @@ class LockStateMachine:
                     return Refused(
                         Reason.LEASE_NOT_ENDED, f"session {s.id}'s lease ends at {s.expires_at}"
                     )
-                self._drop_session(s, expired=True)
+                self._drop_sessions([s], expired=True)
                 return SessionsExpired((s.id,))
             case c.GrantFreshLeases():
                 for s in self.sessions.values():
@@ -229,32 +228,39 @@ class LockStateMachine:
         s.expires_at = max(s.expires_at, self.clock + s.ttl_ms)
         return LeaseExtended(s.expires_at)
 
-    def _drop_session(self, s: SessionRecord, *, expired: bool) -> None:
-        """Close or expire `s`: free its locks (lock-delay if expired), waits and ephemerals."""
-        del self.sessions[s.id]
-        touched = sorted(s.held | s.waiting)
-        for name in sorted(s.waiting):
-            lock = self.locks[name]
-            lock.waiters = [w for w in lock.waiters if w.session != s.id]
-        for name in sorted(s.held):
-            lock = self.locks[name]
-            holder = lock.holders.pop(s.id)
-            gen = holder.sequencer.generation
-            if expired:
-                lock.delay_until = max(lock.delay_until, self.clock + holder.lock_delay_ms)
-                if lock.delay_until > self.clock:
-                    self.delayed.add(name)
-                self._emit(EventKind.SESSION_EXPIRED, name, session=s.id, generation=gen)
-            else:
-                self._emit(EventKind.LOCK_RELEASED, name, session=s.id, generation=gen)
-        for name in sorted(s.ephemerals):
-            del self.entries[name]
-            self._emit(EventKind.ENTRY_DELETED, name, session=s.id)
-        for name in touched:
+    def _drop_sessions(self, ended: list[SessionRecord], *, expired: bool) -> None:
+        """Close or expire `ended`: free their locks (lock-delay if expired), waits, ephemerals.
+
+        All of them leave before any waiter is promoted, so a lock freed here is never granted
+        to a session that this same command expires.
+        """
+        touched: set[str] = set()
+        for s in ended:
+            del self.sessions[s.id]
+            for name in sorted(s.waiting):
+                lock = self.locks[name]
+                lock.waiters = [w for w in lock.waiters if w.session != s.id]
+            touched |= s.waiting | s.held
+        for s in ended:
+            for name in sorted(s.held):
+                lock = self.locks[name]
+                holder = lock.holders.pop(s.id)
+                gen = holder.sequencer.generation
+                if expired:
+                    lock.delay_until = max(lock.delay_until, self.clock + holder.lock_delay_ms)
+                    if lock.delay_until > self.clock:
+                        self.delayed.add(name)
+                    self._emit(EventKind.SESSION_EXPIRED, name, session=s.id, generation=gen)
+                else:
+                    self._emit(EventKind.LOCK_RELEASED, name, session=s.id, generation=gen)
+            for name in sorted(s.ephemerals):
+                del self.entries[name]
+                self._emit(EventKind.ENTRY_DELETED, name, session=s.id)
+            log.info("session %d %s", s.id, "expired" if expired else "closed")
+        for name in sorted(touched):
             lock = self.locks[name]
             self._promote(lock)
             self._forget_if_idle(lock)
-        log.info("session %d %s", s.id, "expired" if expired else "closed")
 
     def _acquire(self, cmd: c.Acquire) -> Result:
         lim = self.limits

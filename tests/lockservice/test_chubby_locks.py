@@ -153,3 +153,13 @@ def test_release_by_a_non_holder_is_refused_and_changes_nothing() -> None:
     assert log(c.Release(b, "L")).reason is Reason.NOT_HOLDER  # type: ignore[union-attr]
     assert log(c.Release(b, "nope")).reason is Reason.NOT_HOLDER  # type: ignore[union-attr]
     assert log.fsm.snapshot() == before
+
+
+def test_a_lock_freed_by_expiry_is_not_granted_to_a_waiter_expiring_with_it() -> None:
+    log = Log()
+    a, b = log.session(ttl_ms=1000), log.session(ttl_ms=1000)
+    log(c.Acquire(a, "L", X, False, now=0, lock_delay_ms=0))
+    log(c.Acquire(b, "L", X, True, now=0))
+    assert log(c.ExpireSessions(now=1000)) == SessionsExpired((a, b))
+    assert log.fsm.generation == 1  # no grant to b on its way out
+    assert "L" not in log.fsm.locks
