@@ -31,7 +31,8 @@ if TYPE_CHECKING:
 
 MAGIC = "ringlock-lockfsm"
 VERSION = 1
-_U64 = 2**63 - 1
+# Times are a leader's now (< 2**63) plus a TTL or lock-delay, so they may pass 2**63.
+_U64 = 2**64 - 1
 
 
 def dump(t: LockStateMachine) -> bytes:
@@ -79,7 +80,7 @@ def _arr(v: Any, n: int | None, what: str) -> list[Any]:
 
 def _u(v: Any, what: str) -> int:
     if type(v) is not int or not 0 <= v <= _U64:
-        raise SnapshotError(f"{what}: expected an integer in 0..2**63-1")
+        raise SnapshotError(f"{what}: expected an integer in 0..2**64-1")
     return v
 
 

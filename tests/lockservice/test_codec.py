@@ -10,31 +10,10 @@ from hypothesis import strategies as st
 from lockservice import commands as c
 from lockservice.errors import CommandDecodeError
 from lockservice.results import Reason, Refused
-from lockservice.sequencer import LockMode, Sequencer
+from lockservice.sequencer import LockMode
 
 from .harness import Log
-
-u64 = st.integers(0, 2**63 - 1)
-names = st.text(max_size=20)
-modes = st.sampled_from(LockMode)
-sequencers = st.builds(Sequencer, names, modes, u64, u64)
-commands = st.one_of(
-    st.builds(c.OpenSession, u64, u64),
-    st.builds(c.KeepAlive, u64, u64, u64),
-    st.builds(c.CloseSession, u64),
-    st.builds(c.ExpireSessions, u64),
-    st.builds(c.ExpireSession, u64, u64),
-    st.builds(c.GrantFreshLeases, u64),
-    st.builds(c.Acquire, u64, names, modes, st.booleans(), u64, st.none() | u64),
-    st.builds(c.Release, u64, names),
-    st.builds(c.CancelWait, u64, names),
-    st.builds(c.CheckSequencer, sequencers),
-    st.builds(c.Put, names, st.binary(max_size=20), st.none() | u64, st.none() | u64),
-    st.builds(c.Delete, names, st.none() | u64),
-    st.builds(c.Get, names),
-    st.builds(c.Watch, u64, names),
-    st.builds(c.Unwatch, u64, names),
-)
+from .strategies import commands
 
 
 @settings(max_examples=300, deadline=None)
