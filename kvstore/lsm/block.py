@@ -152,10 +152,50 @@ def _bisect_in_place(raw: bytes, ends, n: int, user_key: bytes) -> int:
 
 def search_block(raw: bytes, size: int, user_key: bytes, max_seq: int, path: str,
                  offset: int) -> tuple[int, int, bytes] | None:
-    """Block.get without building a Block: for a block read once and not cached."""
-    n, tags_at, ends, vbase = _layout(raw, size, path, offset)
-    return _find(raw, ends, n, tags_at, vbase, _bisect_in_place(raw, ends, n, user_key),
-                 user_key, max_seq)
+    """Block.get without building a Block: for a block read once and not cached.
+    _layout, _bisect_in_place and _find inlined (the hot path of a point read that
+    misses the cache; each call saved is about 0.1 us)."""
+    if size < 4:
+        raise CorruptionError(path, offset, "block shorter than its entry count")
+    n = _U32.unpack_from(raw, size - 4)[0]
+    tags_at = size - 4 - 16 * n
+    if tags_at < 0:
+        raise CorruptionError(path, offset, f"block of {size} bytes cannot hold {n} entries")
+    if not n:
+        return None
+    if _LITTLE_ENDIAN:
+        ends = memoryview(raw)[tags_at + 8 * n:size - 4].cast("I")
+    else:
+        ends = _array_struct("I", 2 * n).unpack_from(raw, tags_at + 8 * n)
+    vbase = ends[n - 1]
+    if vbase > tags_at or ends[-1] != tags_at or ends[n] < vbase:
+        raise CorruptionError(path, offset, "block entry offsets are inconsistent")
+    i = _find_key(raw, ends, n, vbase, user_key)
+    if i < 0:
+        return None
+    while True:
+        tag = _U64.unpack_from(raw, tags_at + 8 * i)[0]
+        if tag >> 8 <= max_seq:
+            return tag >> 8, tag & 0xFF, raw[ends[n + i - 1] if i else vbase:ends[n + i]]
+        i += 1  # an older version of the same key, if there is one
+        if i == n or raw[ends[i - 1]:ends[i]] != user_key:
+            return None
+
+
+def _find_key(raw: bytes, ends, n: int, vbase: int, user_key: bytes) -> int:
+    """Index of the first entry whose key is `user_key`, or -1: a C-level substring
+    search of the concatenated keys raw[:vbase], each match accepted only where a key
+    starts and ends exactly there (a bisect of key_ends). Equal keys are adjacent, so the
+    first whole-key match is the newest version. Much cheaper in CPython than a bisect
+    that slices and compares a key per step."""
+    size = len(user_key)
+    p = raw.find(user_key, 0, vbase)
+    while p >= 0:
+        i = bisect_left(ends, p + size, 0, n)
+        if i < n and ends[i] == p + size and (ends[i - 1] if i else 0) == p:
+            return i
+        p = raw.find(user_key, p + 1, vbase)
+    return -1
 
 
 class Block:

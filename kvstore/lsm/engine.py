@@ -37,6 +37,7 @@ from typing import Any
 from . import filenames
 from .background import BackgroundWork
 from .batch import BATCH_HEADER, WriteBatch, check_key, check_value, encode_ops
+from .bloom import key_hashes
 from .coding import KIND_DELETE, KIND_VALUE
 from .compaction import allowed_seeks, pick_range_compaction
 from .errors import EngineClosedError, StorageError
@@ -480,15 +481,19 @@ class Engine(BackgroundWork):
         if found is not None:
             self._stats["get_memtable_hits"] += 1
             return found[3] if found[2] == KIND_VALUE else None
-        with self._mutex:
-            version = self._state.version
-            self._ref(version)
+        # Pin the current version without the mutex (see _pin): its tables stay on disk
+        # and their readers open until the pin is dropped.
+        version = self._pin()
         try:
-            reader = self.tables.reader
+            readers = self.tables.readers
             first: tuple[int, FileMeta] | None = None  # the first table tried in vain
             charged = False
+            hashes = None
             for level, meta in version.tables_for_key(key):
-                hit = reader(meta.number).get(key, seq)
+                reader = readers.get(meta.number) or self.tables.reader(meta.number)
+                if hashes is None and reader._bloom is not None:
+                    hashes = key_hashes(key)
+                hit = reader.get(key, seq, hashes)
                 if hit is not None:
                     if first is not None and not charged:
                         self._charge_seek(*first)
@@ -500,8 +505,49 @@ class Engine(BackgroundWork):
                     charged = True
             return None
         finally:
-            with self._mutex:
-                self._unref(version)
+            self._unpin(version)
+
+    def _pin(self) -> Version:
+        """The current version, pinned for a point read by an entry in its `readers`
+        list, taken without the mutex (two lock round trips less per read).
+
+        Why this is safe (CPython: list append/pop and attribute reads are atomic under
+        the GIL, so all threads see one order of these steps): a reader appends its pin,
+        then reads `refs`; _unref sets `refs` to 0, then reads `readers`. Whichever comes
+        second sees the other's write. If the reader sees refs > 0, _unref has not yet
+        looked at `readers`, will see the pin, and keeps the version live (its files are
+        not deleted, their readers not closed); the last reader to unpin a version with
+        refs == 0 retires it (_retire_unpinned). If the reader sees refs == 0 the version
+        may already be retired: it unpins and tries the new current version. A version
+        with refs == 0 is never referenced again (only the current one is ref'd)."""
+        while True:
+            version = self._state.version
+            pins = version.readers
+            pins.append(None)
+            if version.refs:
+                return version
+            pins.pop()
+            if not pins:
+                self._retire_unpinned(version)
+
+    def _unpin(self, version: Version) -> None:
+        """Drop a pin taken by _pin; the last pin of a version without refs retires it."""
+        pins = version.readers
+        pins.pop()
+        if not version.refs and not pins:
+            self._retire_unpinned(version)
+
+    def _retire_unpinned(self, version: Version) -> None:
+        """Drop a version that lost its last ref while point reads had it pinned, and
+        delete the tables only it listed. Idempotent (two unpinning readers may race)."""
+        with self._mutex:
+            if (
+                not version.refs
+                and not version.readers
+                and self._live_versions.pop(id(version), None) is not None
+                and self._obsolete_tables
+            ):
+                self._delete_obsolete_files()
 
     def _charge_seek(self, level: int, meta: FileMeta) -> None:
         """Count a read `meta` cost in vain; at its allowance, ask for a seek compaction.
@@ -604,6 +650,8 @@ class Engine(BackgroundWork):
     def _unref(self, version: Version) -> None:
         version.refs -= 1
         if version.refs == 0:
+            if version.readers:  # pinned by point reads: the last of them retires it
+                return
             del self._live_versions[id(version)]
             if self._obsolete_tables:
                 self._delete_obsolete_files()

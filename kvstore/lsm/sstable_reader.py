@@ -17,6 +17,8 @@ from collections.abc import Iterator
 from itertools import chain
 
 from .block import (
+    _MASK_DELTA,
+    _U32,
     NO_COMPRESSION,
     TRAILER_SIZE,
     Block,
@@ -24,9 +26,9 @@ from .block import (
     search_block,
     unseal_block,
 )
-from .bloom import BloomFilter
+from .bloom import BloomFilter, key_hashes
 from .cache import BlockCache
-from .coding import decode_varint, masked_crc32c
+from .coding import crc32c, decode_varint, masked_crc32c
 from .errors import CorruptionError
 from .filesystem import FileSystem, RandomAccessFile
 from .sstable_builder import FOOTER_BODY, FOOTER_SIZE, FORMAT_VERSION, MAGIC, PROPS
@@ -143,10 +145,18 @@ class TableReader:
     def get(self, user_key: bytes, max_seq: int, hashes: tuple[int, int] | None = None
             ) -> tuple[int, int, bytes] | None:
         """(seq, kind, value) of the newest version with seq <= max_seq, or None.
-        `hashes`: bloom.key_hashes(user_key) if the caller has it (saves one hash)."""
+        `hashes`: bloom.key_hashes(user_key) if the caller has it (saves one hash).
+        The bloom probe and the block trailer check are inlined (the hottest path)."""
         bloom = self._bloom
-        if bloom is not None and not bloom.may_contain(user_key, hashes):
-            return None
+        if bloom is not None:
+            h1, h2 = hashes if hashes is not None else key_hashes(user_key)
+            nbits = bloom._nbits
+            bits = bloom._bits
+            for _ in bloom._k:
+                pos = h1 % nbits
+                if not bits[pos >> 3] & (1 << (pos & 7)):
+                    return None
+                h1 += h2
         i = bisect_left(self._index_keys, user_key)
         if i == self._nblocks:
             return None
@@ -167,8 +177,13 @@ class TableReader:
         stored = self._read_random(off, size + TRAILER_SIZE)
         if len(stored) != size + TRAILER_SIZE:
             raise CorruptionError(self.path, off, "data block runs past the end of the file")
-        if self._verify or stored[size] != NO_COMPRESSION:
+        if stored[size] != NO_COMPRESSION:
             stored, size = open_block(stored, self.path, off, self._verify)
+        elif self._verify:  # open_block's check, inlined
+            c = crc32c(memoryview(stored)[:size + 1])  # the stored bytes and the type byte
+            if ((((c >> 15) | (c << 17)) & 0xFFFFFFFF) + _MASK_DELTA) & 0xFFFFFFFF != \
+                    _U32.unpack_from(stored, size + 1)[0]:
+                raise CorruptionError(self.path, off, "block checksum mismatch")
         else:  # with its index check
             return self._load(i, False, self._read_random).get(user_key, max_seq)
         return search_block(stored, size, user_key, max_seq, self.path, off)

@@ -44,7 +44,7 @@ class TableSet:
             bloom_bits_per_key=options.bloom_bits_per_key,
             compression=options.compression,
         )
-        self._readers: dict[int, TableReader] = {}
+        self.readers: dict[int, TableReader] = {}
         self._lock = threading.Lock()
 
     def path(self, number: int) -> str:
@@ -52,16 +52,16 @@ class TableSet:
 
     def reader(self, number: int) -> TableReader:
         """The open reader of table `number`. O(1) once open."""
-        reader = self._readers.get(number)
+        reader = self.readers.get(number)  # readers: read-only outside this class
         if reader is None:
             with self._lock:
-                reader = self._readers.get(number)
+                reader = self.readers.get(number)
                 if reader is None:
                     reader = TableReader.open(
                         self.fs, self.path(number), number, self.cache,
                         verify_checksums=self.options.verify_checksums,
                     )
-                    self._readers[number] = reader
+                    self.readers[number] = reader
         return reader
 
     def iterate(self, meta: FileMeta, start: bytes | None = None) -> Iterator[Entry]:
@@ -77,14 +77,14 @@ class TableSet:
     def evict(self, number: int) -> None:
         """Close the reader of a table whose file is being deleted."""
         with self._lock:
-            reader = self._readers.pop(number, None)
+            reader = self.readers.pop(number, None)
         if reader is not None:
             reader.close()
 
     def close(self) -> None:
         with self._lock:
-            readers = list(self._readers.values())
-            self._readers.clear()
+            readers = list(self.readers.values())
+            self.readers.clear()
         for reader in readers:
             reader.close()
 

@@ -54,12 +54,13 @@ class VersionEdit:
 class Version:
     """An immutable table layout. `levels[0]` newest first; deeper levels by key."""
 
-    __slots__ = ("_largest", "levels", "refs")
+    __slots__ = ("_largest", "levels", "readers", "refs")
 
     def __init__(self, levels: list[list[FileMeta]]) -> None:
         self.levels: tuple[tuple[FileMeta, ...], ...] = tuple(tuple(files) for files in levels)
         self._largest = [[f.largest for f in files] for files in self.levels]
         self.refs = 0
+        self.readers: list[None] = []  # point reads in flight (engine._pin), lock-free
 
     @classmethod
     def empty(cls, num_levels: int) -> Version:
