@@ -22,8 +22,10 @@ Rules it keeps:
   repeat, so compare-and-set has no ABA. Version 0 means "must not exist".
 - `apply()` never raises; see lockservice/results.py for the refusal rule.
 
-Complexity: each command is O(size of what it touches), plus O(sessions x watches) to route
-each event. `check()` is O(size of the table).
+Complexity: each command is O(size of what it touches); routing an event costs
+O(min(distinct watched prefixes, len(name))) dictionary look-ups plus one append per
+receiving session, so idle sessions that watch nothing cost nothing.
+`check()` is O(size of the table).
 """
 
 from __future__ import annotations
@@ -73,6 +75,8 @@ class LockStateMachine:
         self.locks: dict[str, LockRecord] = {}  # Invariant: idle records only while delayed
         self.entries: dict[str, EntryRecord] = {}
         self.delayed: set[str] = set()  # Invariant: locks with delay_until > clock
+        # Invariant: watchers[p] is the set of sessions whose watches include p (derived).
+        self.watchers: dict[str, set[int]] = {}
 
     # -- the StateMachine protocol ------------------------------------------------------
 
@@ -96,7 +100,16 @@ class LockStateMachine:
             fresh.check()
         except InvariantViolation as exc:
             raise SnapshotError(f"snapshot breaks a rule of the lock table: {exc}") from None
-        for attr in ("clock", "generation", "revision", "sessions", "locks", "entries", "delayed"):
+        for attr in (
+            "clock",
+            "generation",
+            "revision",
+            "sessions",
+            "locks",
+            "entries",
+            "delayed",
+            "watchers",
+        ):
             setattr(self, attr, getattr(fresh, attr))
 
     def check(self) -> None:
@@ -237,6 +250,8 @@ class LockStateMachine:
         touched: set[str] = set()
         for s in ended:
             del self.sessions[s.id]
+            for prefix in s.watches:
+                self._unindex_watch(prefix, s.id)
             for name in sorted(s.waiting):
                 lock = self.locks[name]
                 lock.waiters = [w for w in lock.waiters if w.session != s.id]
@@ -417,6 +432,7 @@ class LockStateMachine:
                 Reason.TOO_MANY_WATCHES, f"at most {self.limits.max_watches_per_session} watches"
             )
         s.watches.append(cmd.prefix)
+        self.watchers.setdefault(cmd.prefix, set()).add(s.id)
         return Watching(cmd.prefix)
 
     def _unwatch(self, cmd: c.Unwatch) -> Result:
@@ -426,6 +442,7 @@ class LockStateMachine:
         if cmd.prefix not in s.watches:
             return Refused(Reason.NOT_WATCHING, f"session {s.id} does not watch {cmd.prefix!r}")
         s.watches.remove(cmd.prefix)
+        self._unindex_watch(cmd.prefix, s.id)
         return Unwatched(cmd.prefix)
 
     # -- events -------------------------------------------------------------------------
@@ -434,9 +451,23 @@ class LockStateMachine:
         self, kind: EventKind, name: str, *, session: int = 0, generation: int = 0, version: int = 0
     ) -> None:
         """Queue an event for every session watching a prefix of `name`."""
-        for s in self.sessions.values():
-            if any(name.startswith(p) for p in s.watches):
-                self._queue_event(s, kind, name, session, generation, version)
+        if not self.watchers:
+            return
+        if len(self.watchers) <= len(name) + 1:
+            prefixes = [p for p in self.watchers if name.startswith(p)]
+        else:
+            prefixes = [name[:i] for i in range(len(name) + 1) if name[:i] in self.watchers]
+        receivers: set[int] = set()
+        for p in prefixes:
+            receivers |= self.watchers[p]
+        for sid in sorted(receivers):
+            self._queue_event(self.sessions[sid], kind, name, session, generation, version)
+
+    def _unindex_watch(self, prefix: str, session: int) -> None:
+        sids = self.watchers[prefix]
+        sids.discard(session)
+        if not sids:
+            del self.watchers[prefix]
 
     def _queue_event(
         self,

@@ -75,6 +75,11 @@ def check_table(t: LockStateMachine) -> None:
             seqs == sorted(set(seqs)) and all(0 < q <= s.last_event_seq for q in seqs),
             f"session {sid}: event numbers",
         )
+    index: dict[str, set[int]] = {}
+    for sid, s in t.sessions.items():
+        for p in s.watches:
+            index.setdefault(p, set()).add(sid)
+    _require(index == t.watchers, "watch index out of date")
     for name, e in t.entries.items():
         _require(0 < e.version <= t.revision, f"entry {name!r}: version {e.version}")
         if e.ephemeral_session is not None:

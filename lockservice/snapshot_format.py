@@ -121,6 +121,8 @@ def load_into(t: LockStateMachine, data: bytes) -> None:
         if s.id in t.sessions:
             raise SnapshotError(f"session {s.id} twice")
         s.watches = [_s(p, "watch") for p in _arr(watches, None, "watches")]
+        for p in s.watches:
+            t.watchers.setdefault(p, set()).add(s.id)
         s.last_event_seq, s.dropped = _u(last_seq, "last_event_seq"), _u(dropped, "dropped")
         evs: deque[Event] = deque()
         for raw_e in _arr(events, None, "events"):

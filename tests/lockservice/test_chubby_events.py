@@ -97,3 +97,17 @@ def test_watch_limits_and_unknown_sessions() -> None:
     assert log(c.Unwatch(w, "c")).reason is Reason.NOT_WATCHING  # type: ignore[union-attr]
     assert log(c.Watch(42, "a")).reason is Reason.UNKNOWN_SESSION  # type: ignore[union-attr]
     assert log.fsm.pending_events(42) is None
+
+
+def test_a_session_watching_overlapping_prefixes_gets_each_event_once() -> None:
+    log = Log()
+    w, other = log.session(), log.session()
+    for prefix in ("", "a", "a/b"):
+        log(c.Watch(w, prefix))
+    log(c.Watch(other, "a/b/c/d"))
+    log(c.Put("a/b/c", b"1"))
+    assert kinds(log, w) == [(EventKind.ENTRY_CHANGED, "a/b/c")]
+    assert kinds(log, other) == []
+    log(c.Unwatch(w, ""))
+    log(c.CloseSession(other))
+    assert log.fsm.watchers == {"a": {w}, "a/b": {w}}
