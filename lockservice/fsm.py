@@ -148,7 +148,11 @@ class LockStateMachine:
     # -- commands -----------------------------------------------------------------------
 
     def execute(self, index: int, cmd: c.Command) -> Result:
-        """Execute a decoded command committed at `index`. Never raises for any command."""
+        """Execute a decoded command committed at `index`; returns a result, never raises.
+
+        Requires: `cmd` came from `commands.decode`, or its fields have the kinds documented
+        in lockservice/commands.py (the codec is where types are checked).
+        """
         now = getattr(cmd, "now", None)
         if now is not None:
             self._advance(now)
