@@ -44,7 +44,7 @@ from .errors import EngineClosedError, StorageError
 from .filesystem import FileSystem, RealFileSystem
 from .manifest import ManifestState, ManifestWriter
 from .memtable import MemTable
-from .merge import merge_visible
+from .merge import merge_visible_runs
 from .options import Options
 from .recovery import load_state, replay_logs
 from .snapshot import Scan, Snapshot
@@ -586,20 +586,21 @@ class Engine(BackgroundWork):
         self._stats["scans"] += 1
         if start is not None and end is not None and start >= end:
             return Scan(self, iter(()), version, seq)
-        sources: list[Iterator[tuple[bytes, int, int, bytes]]] = [
-            mem.entries(start, end, lock=self._mutex)]
+        # Each source yields runs (lists or iterators of entries: memtable chunks, table
+        # blocks), newest source first, as merge_visible_runs requires.
+        sources: list[Iterator[Any]] = [mem.runs(start, end, lock=self._mutex)]
         if imm is not None:
-            sources.append(imm.entries(start, end))
+            sources.append(imm.runs(start, end))
         tables = self.tables
         last = None if end is None else end
         for meta in version.levels[0]:
             if meta.overlaps(start, last):
-                sources.append(tables.iterate(meta, start))
+                sources.append(tables.reader(meta.number).runs(start))
         for files in version.levels[1:]:
             chosen = [f for f in files if f.overlaps(start, last)]
             if chosen:
-                sources.append(tables.iterate_level(chosen, start))
-        return Scan(self, merge_visible(sources, seq, end), version, seq)
+                sources.append(tables.level_runs(chosen, start))
+        return Scan(self, merge_visible_runs(sources, seq, end), version, seq)
 
     def _release(self, version: Version | None, seq: int) -> None:
         """Drop a scan's version pin and snapshot, or a snapshot. Never blocks: called

@@ -25,7 +25,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, nullcontext
-from itertools import islice
+from itertools import chain, islice
 
 from sortedcontainers import SortedList
 
@@ -105,6 +105,16 @@ class MemTable:
         seq descending). With `lock`, the sorted key list is read under it in chunks,
         so writers may go on between chunks; keys added meanwhile may or may not appear,
         and the caller filters by sequence number."""
+        return chain.from_iterable(self.runs(start, end, lock))
+
+    def runs(
+        self,
+        start: bytes | None = None,
+        end: bytes | None = None,
+        lock: threading.Lock | None = None,
+    ) -> Iterator[list[Entry]]:
+        """What `entries` yields, as lists of up to _CHUNK keys' versions (the scan's
+        merge takes whole runs)."""
         guard: AbstractContextManager[object] = lock if lock is not None else nullcontext()
         settle = self._settle
         latest = self._latest
@@ -125,13 +135,14 @@ class MemTable:
                     chunk = list(map(latest.__getitem__, keys))
                 else:
                     versions = [(latest[k], _copy(older_map.get(k))) for k in keys]
-            if plain:
-                yield from chunk
-            else:
+            if not plain:
+                chunk = []
                 for entry, older in versions:
-                    yield entry
+                    chunk.append(entry)
                     if older:
-                        yield from reversed(older)
+                        chunk += reversed(older)
+            if chunk:
+                yield chunk
             if len(keys) < _CHUNK:
                 return
             low = keys[-1]

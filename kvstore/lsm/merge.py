@@ -71,16 +71,35 @@ def visible(
             yield key, value
 
 
-_CHUNK = 1024  # entries pulled from each source per round of merge_visible
+_CHUNK = 1024  # entries buffered per source per round of merge_visible_runs
 
 
 def merge_visible(
     sources: Iterable[Iterable[Entry]], snapshot_seq: int, end: bytes | None = None
 ) -> Iterator[tuple[bytes, bytes]]:
-    """What `visible(merge_entries(sources), snapshot_seq, end)` yields, computed in chunks:
-    each round pulls up to _CHUNK entries per source, takes from every source the
-    entries below the smallest last key pulled by a source that may have more, and sorts
-    them by user key with one C-level stable sort (timsort merges the sorted runs).
+    """What `visible(merge_entries(sources), snapshot_seq, end)` yields (see
+    merge_visible_runs, which this feeds with chunks of each source)."""
+    runs = [_chunks(iter(s)) for s in sources]
+    for out in merge_visible_runs(runs, snapshot_seq, end):
+        yield from out
+
+
+def _chunks(it: Iterator[Entry]) -> Iterator[list[Entry]]:
+    while chunk := list(islice(it, _CHUNK)):
+        yield chunk
+
+
+def merge_visible_runs(
+    sources: Iterable[Iterable[list[Entry]]], snapshot_seq: int, end: bytes | None = None
+) -> Iterator[list[tuple[bytes, bytes]]]:
+    """Lists of the (key, value) pairs `visible(merge_entries(...), snapshot_seq, end)`
+    yields, in order, from sources that each yield runs (non-empty lists of entries,
+    internal order across runs; e.g. one table block per run). Each round buffers at
+    least _CHUNK entries per source, takes from every source the entries below the
+    smallest last key buffered by a source that may have more, sorts them by user key with
+    one C-level stable sort (timsort merges the sorted runs; skipped with one source) and
+    filters them in bulk: a list comprehension when no entry is newer than the snapshot
+    (the common case), the per-entry rules otherwise.
 
     Requires (the LSM invariant the engine's scan provides): sources ordered newest
     first, i.e. for any user key every version in an earlier source is newer than every
@@ -89,10 +108,13 @@ def merge_visible(
     bufs: list[list[Entry]] = []
     done: list[bool] = []
     for it in iterators:
-        buf = list(islice(it, _CHUNK))
+        buf: list[Entry] = []
+        finished = _fill(buf, it)
         bufs.append(buf)
-        done.append(len(buf) < _CHUNK)
+        done.append(finished)
     first_key = itemgetter(0)
+    second = itemgetter(1)
+    single = len(bufs) == 1
     previous: bytes | None = None
     while True:
         bound: bytes | None = None  # entries below it are final in every source
@@ -107,27 +129,55 @@ def merge_visible(
                 continue
             cut = len(buf) if bound is None else bisect_left(buf, bound, key=first_key)
             if cut == len(buf):
-                batch += buf
+                if batch:
+                    batch += buf
+                else:
+                    batch = buf
                 bufs[index] = []
             elif cut:
                 batch += buf[:cut]
                 del buf[:cut]
-        if len(batch) > 1:
-            batch.sort(key=first_key)
-        for key, seq, kind, value in batch:
-            if key == previous:
-                continue
-            if end is not None and key >= end:
+        if batch:
+            if not single:
+                batch.sort(key=first_key)
+            stop = False
+            if end is not None and batch[-1][0] >= end:
+                batch = batch[:bisect_left(batch, end, key=first_key)]
+                stop = True
+            if batch:
+                if max(map(second, batch)) <= snapshot_seq:
+                    # Every entry is visible to the snapshot: an entry is the newest
+                    # version of its key iff the entry before it has another key.
+                    keys = [previous]
+                    keys += map(first_key, batch)
+                    out = [(k, v) for (k, _, t, v), p in zip(batch, keys, strict=False)
+                           if t == KIND_VALUE and k != p]
+                    previous = keys[-1]
+                else:
+                    out = []
+                    for key, seq, kind, value in batch:
+                        if key == previous or seq > snapshot_seq:
+                            continue
+                        previous = key
+                        if kind == KIND_VALUE:
+                            out.append((key, value))
+                if out:
+                    yield out
+            if stop:
                 return
-            if seq > snapshot_seq:
-                continue
-            previous = key
-            if kind == KIND_VALUE:
-                yield key, value
         if bound is None:
             return
         for index, buf in enumerate(bufs):  # refill what cannot move past `bound`
             if not done[index] and (not buf or buf[-1][0] == bound):
-                more = list(islice(iterators[index], _CHUNK))
-                buf += more
-                done[index] = len(more) < _CHUNK
+                done[index] = _fill(buf, iterators[index])
+
+
+def _fill(buf: list[Entry], runs: Iterator[list[Entry]]) -> bool:
+    """Append runs to `buf` until it holds at least _CHUNK more entries; True if `runs`
+    is exhausted."""
+    want = len(buf) + _CHUNK
+    for run in runs:
+        buf += run
+        if len(buf) >= want:
+            return False
+    return True

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from itertools import chain
 from typing import TYPE_CHECKING
 
 from .errors import InvalidArgumentError
@@ -62,27 +63,32 @@ class Scan:
     """Iterator of (key, value) over [start, end) at one snapshot. Holds the version it
     reads (its files stay on disk) until exhausted or closed; use `with` or close()."""
 
-    def __init__(self, engine: Engine, it: Iterator[tuple[bytes, bytes]],
+    def __init__(self, engine: Engine, runs: Iterator[list[tuple[bytes, bytes]]],
                  version: Version, seq: int) -> None:
+        """`runs`: lists of (key, value) in key order (merge.merge_visible_runs)."""
         self._engine: Engine | None = engine
         self._version = version
         self._seq = seq
-        self._gen = self._run(it)
+        self._runs = self._run(runs)
+        # A `for` loop over the scan then runs at C level between runs: no Python frame
+        # per pair.
+        self._it = chain.from_iterable(self._runs)
 
-    def _run(self, it: Iterator[tuple[bytes, bytes]]) -> Iterator[tuple[bytes, bytes]]:
+    def _run(self, runs: Iterator[list[tuple[bytes, bytes]]]
+             ) -> Iterator[list[tuple[bytes, bytes]]]:
         try:
-            yield from it
+            yield from runs
         finally:
             self._release()
 
     def __iter__(self) -> Iterator[tuple[bytes, bytes]]:
-        return self._gen  # a `for` loop then runs the generator without a Python __next__
+        return self._it
 
     def __next__(self) -> tuple[bytes, bytes]:
-        return next(self._gen)
+        return next(self._it)
 
     def close(self) -> None:
-        self._gen.close()
+        self._runs.close()
         self._release()
 
     def _release(self) -> None:

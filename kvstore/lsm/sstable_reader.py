@@ -221,6 +221,12 @@ class TableReader:
         to the cache (a scan or compaction would evict the hot blocks of point reads)."""
         return chain.from_iterable(self._block_entries(start, fill_cache))
 
+    def runs(self, start: bytes | None = None, *, fill_cache: bool = False
+             ) -> Iterator[Iterator[Entry]]:
+        """What `iterate` yields, one iterator per data block (the scan's merge takes
+        whole blocks at a time)."""
+        return self._block_entries(start, fill_cache)
+
     def _block_entries(self, start: bytes | None, fill_cache: bool):
         first = 0 if start is None else bisect_left(self._index_keys, start)
         for i in range(first, self._nblocks):

@@ -74,6 +74,13 @@ class TableSet:
         for meta in files:
             yield from self.reader(meta.number).iterate(start)
 
+    def level_runs(
+        self, files: Iterable[FileMeta], start: bytes | None = None
+    ) -> Iterator[Iterator[Entry]]:
+        """iterate_level's entries one data block at a time (TableReader.runs)."""
+        for meta in files:
+            yield from self.reader(meta.number).runs(start)
+
     def evict(self, number: int) -> None:
         """Close the reader of a table whose file is being deleted."""
         with self._lock:

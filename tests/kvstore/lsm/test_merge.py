@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -104,3 +106,35 @@ def test_merge_visible_handles_chunk_boundaries_and_many_versions(monkeypatch) -
         (b"a", b"old"), (b"b", b"old"), (b"c", b"old"), (b"k", b"old"), (b"l", b"old"),
         (b"m", b"old"), (b"z", b"old")]
     assert list(merge.merge_visible([newest, older, oldest], 5, end=b"q")) == []
+
+
+@settings(max_examples=100, deadline=None)
+@given(entry_lists, st.integers(0, 70), st.none() | st.sampled_from([b"a", b"c", b"e", b"z"]),
+       st.integers(1, 4), st.randoms(use_true_random=False))
+def test_merge_visible_runs_takes_runs_of_any_size(groups, snap, end, chunk, rng) -> None:
+    """The scan's form: sources yield runs (table blocks, memtable chunks) of any size;
+    the concatenated output lists equal visible(merge_entries(...))."""
+    import kvstore.lsm.merge as merge
+
+    seq = 0
+    sources = []
+    for group in groups:
+        entries = []
+        for key, is_put in group:
+            seq += 1
+            entries.append((key, seq, KIND_VALUE if is_put else KIND_DELETE,
+                            b"v%d" % seq if is_put else b""))
+        sources.append(internal(entries))
+    sources.reverse()
+    runs = []
+    for entries in sources:
+        cuts = sorted(rng.sample(range(1, len(entries)), min(3, max(0, len(entries) - 1))))
+        bounds = [0, *cuts, len(entries)]
+        runs.append([entries[a:b] for a, b in itertools.pairwise(bounds) if b > a])
+    old = merge._CHUNK
+    merge._CHUNK = chunk
+    try:
+        out = [pair for run in merge.merge_visible_runs(runs, snap, end) for pair in run]
+    finally:
+        merge._CHUNK = old
+    assert out == list(visible(merge_entries(sources), snap, end))
