@@ -24,7 +24,9 @@ import struct
 import sys
 import zlib
 from bisect import bisect_left
-from itertools import accumulate
+from collections.abc import Callable
+from itertools import accumulate, repeat
+from operator import and_, rshift
 
 from .coding import crc32c, masked_crc32c
 from .errors import CorruptionError
@@ -231,8 +233,7 @@ class Block:
         """The keys as a list (built once; safe to race: both builders agree)."""
         keys = self._keys
         if keys is None:
-            ends = self.ends[:self.n]
-            keys = self._keys = list(map(self.raw.__getitem__, map(slice, (0, *ends), ends)))
+            keys = self._keys = _slices(self.raw, 0, self.ends[:self.n])
         return keys
 
     @property
@@ -262,19 +263,42 @@ class Block:
 
     def values(self, start: int = 0) -> list[bytes]:
         n = self.n
-        ends = self.ends[n + start:]
         first = self.ends[n + start - 1] if start else self.vbase
-        return list(map(self.raw.__getitem__, map(slice, (first, *ends), ends)))
+        return _slices(self.raw, first, self.ends[n + start:])
 
     def entries(self, start: int = 0):
         """Iterator of (key, seq, kind, value) from entry `start` on, built with C-level
         calls (zip of lists) rather than a Python generator."""
         tags = _uint64s(self.n - start).unpack_from(self.raw, self.tags_at + 8 * start)
-        return zip(self.keys[start:], [t >> 8 for t in tags], [t & 0xFF for t in tags],
-                   self.values(start), strict=True)
+        keys = self.keys
+        return zip(keys[start:] if start else keys, map(rshift, tags, repeat(8)),
+                   map(and_, tags, repeat(0xFF)), self.values(start), strict=True)
 
 
 _STRUCTS: dict[tuple[str, int], struct.Struct] = {}
+
+
+_PIECES: dict[tuple[int, int], Callable[..., tuple[bytes, ...]]] = {}
+
+
+def _slices(raw: bytes, first: int, ends) -> list[bytes]:
+    """[raw[first:ends[0]], raw[ends[0]:ends[1]], ...]. Where every piece has the same
+    length (fixed-size keys or values, common in key-value workloads) one cached
+    struct.unpack_from makes them all in C, about 3x faster than a slice per piece."""
+    n = len(ends)
+    if not n:
+        return []
+    ends = ends.tolist() if isinstance(ends, memoryview) else list(ends)
+    width = ends[0] - first
+    if 0 < width <= 4096 and ends[-1] - first == n * width and \
+            ends == list(range(first + width, first + (n + 1) * width, width)):
+        unpack = _PIECES.get((width, n))
+        if unpack is None:
+            if len(_PIECES) > 4096:
+                _PIECES.clear()
+            unpack = _PIECES[(width, n)] = struct.Struct("<" + f"{width}s" * n).unpack_from
+        return list(unpack(raw, first))
+    return list(map(raw.__getitem__, map(slice, [first, *ends], ends)))
 
 
 def _array_struct(code: str, n: int) -> struct.Struct:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -95,3 +97,20 @@ def test_every_flipped_byte_is_caught(compression) -> None:
 def test_structurally_damaged_contents_are_rejected(raw, reason) -> None:
     with pytest.raises(CorruptionError, match=reason):
         Block(raw, "/db/x.sst", 0)
+
+
+@pytest.mark.parametrize("widths", [[16] * 31, [100] * 7, [3, 3, 4], [0, 0], [5], [], [2, 2, 2, 1]])
+def test_fixed_and_mixed_width_pieces_decode_alike(widths) -> None:
+    """Block decoding takes one struct.unpack_from when every key (or value) has the same
+    length and a slice per piece otherwise: both give the same bytes."""
+    from kvstore.lsm.block import _slices
+
+    data = bytes(range(256)) * 4
+    ends = list(itertools.accumulate(widths, initial=7))[1:]
+    expected = [data[a:b] for a, b in zip([7, *ends], ends, strict=False)]
+    assert _slices(data, 7, ends) == expected
+    keys = [b"k%03d" % i + b"x" * (i % 2) * (widths[0] if widths else 0) for i in range(5)]
+    values = [data[:w] for w in (widths * 5)[:5]] if widths else [b""] * 5
+    block = Block(encode_block(keys, [i << 8 | 1 for i in range(5)], values))
+    pairs = enumerate(zip(keys, values, strict=True))
+    assert list(block.entries()) == [(k, i, 1, v) for i, (k, v) in pairs]
