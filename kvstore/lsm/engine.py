@@ -486,14 +486,21 @@ class Engine(BackgroundWork):
         version = self._pin()
         try:
             readers = self.tables.readers
-            first: tuple[int, FileMeta] | None = None  # the first table tried in vain
+            first: tuple[int, FileMeta] | None = None  # first table whose block was in vain
             charged = False
             hashes = None
             for level, meta in version.tables_for_key(key):
                 reader = readers.get(meta.number) or self.tables.reader(meta.number)
-                if hashes is None and reader._bloom is not None:
-                    hashes = key_hashes(key)
-                hit = reader.get(key, seq, hashes)
+                bloom = reader._bloom
+                if bloom is not None:
+                    if hashes is None:
+                        hashes = key_hashes(key)
+                    if not bloom.may_contain(key, hashes):
+                        # No block read: a lookup the filter answers costs no seek (it
+                        # is ~1 us; charging it made random reads over two levels start
+                        # seek compactions that cost far more CPU than they saved).
+                        continue
+                hit = reader.get(key, seq, hashes, filtered=True)
                 if hit is not None:
                     if first is not None and not charged:
                         self._charge_seek(*first)

@@ -142,13 +142,14 @@ class TableReader:
         bloom = self._bloom
         return bloom is None or bloom.may_contain(user_key, hashes)
 
-    def get(self, user_key: bytes, max_seq: int, hashes: tuple[int, int] | None = None
-            ) -> tuple[int, int, bytes] | None:
+    def get(self, user_key: bytes, max_seq: int, hashes: tuple[int, int] | None = None,
+            *, filtered: bool = False) -> tuple[int, int, bytes] | None:
         """(seq, kind, value) of the newest version with seq <= max_seq, or None.
-        `hashes`: bloom.key_hashes(user_key) if the caller has it (saves one hash).
+        `hashes`: bloom.key_hashes(user_key) if the caller has it (saves one hash);
+        `filtered`: the caller already asked the bloom filter (may_contain said yes).
         The bloom probe and the block trailer check are inlined (the hottest path)."""
         bloom = self._bloom
-        if bloom is not None:
+        if bloom is not None and not filtered:
             h1, h2 = hashes if hashes is not None else key_hashes(user_key)
             nbits = bloom._nbits
             bits = bloom._bits
