@@ -172,8 +172,18 @@ def search_block(raw: bytes, size: int, user_key: bytes, max_seq: int, path: str
     vbase = ends[n - 1]
     if vbase > tags_at or ends[-1] != tags_at or ends[n] < vbase:
         raise CorruptionError(path, offset, "block entry offsets are inconsistent")
-    i = _find_key(raw, ends, n, vbase, user_key)
-    if i < 0:
+    # The key's first entry: a C-level substring search of the concatenated keys
+    # raw[:vbase], a match accepted only where a key starts and ends exactly there (a
+    # bisect of key_ends). Equal keys are adjacent, so the first whole-key match is the
+    # newest version. Much cheaper in CPython than a bisect slicing a key per step.
+    width = len(user_key)
+    p = raw.find(user_key, 0, vbase)
+    while p >= 0:
+        i = bisect_left(ends, p + width, 0, n)
+        if i < n and ends[i] == p + width and (ends[i - 1] if i else 0) == p:
+            break
+        p = raw.find(user_key, p + 1, vbase)
+    else:
         return None
     while True:
         tag = _U64.unpack_from(raw, tags_at + 8 * i)[0]
@@ -182,22 +192,6 @@ def search_block(raw: bytes, size: int, user_key: bytes, max_seq: int, path: str
         i += 1  # an older version of the same key, if there is one
         if i == n or raw[ends[i - 1]:ends[i]] != user_key:
             return None
-
-
-def _find_key(raw: bytes, ends, n: int, vbase: int, user_key: bytes) -> int:
-    """Index of the first entry whose key is `user_key`, or -1: a C-level substring
-    search of the concatenated keys raw[:vbase], each match accepted only where a key
-    starts and ends exactly there (a bisect of key_ends). Equal keys are adjacent, so the
-    first whole-key match is the newest version. Much cheaper in CPython than a bisect
-    that slices and compares a key per step."""
-    size = len(user_key)
-    p = raw.find(user_key, 0, vbase)
-    while p >= 0:
-        i = bisect_left(ends, p + size, 0, n)
-        if i < n and ends[i] == p + size and (ends[i - 1] if i else 0) == p:
-            return i
-        p = raw.find(user_key, p + 1, vbase)
-    return -1
 
 
 class Block:

@@ -489,7 +489,7 @@ class Engine(BackgroundWork):
             first: tuple[int, FileMeta] | None = None  # first table whose block was in vain
             charged = False
             hashes = None
-            for level, meta in version.tables_for_key(key):
+            for level, meta in version.candidates(key):
                 reader = readers.get(meta.number) or self.tables.reader(meta.number)
                 bloom = reader._bloom
                 if bloom is not None:

@@ -54,11 +54,14 @@ class VersionEdit:
 class Version:
     """An immutable table layout. `levels[0]` newest first; deeper levels by key."""
 
-    __slots__ = ("_largest", "levels", "readers", "refs")
+    __slots__ = ("_deep", "_largest", "levels", "readers", "refs")
 
     def __init__(self, levels: list[list[FileMeta]]) -> None:
         self.levels: tuple[tuple[FileMeta, ...], ...] = tuple(tuple(files) for files in levels)
         self._largest = [[f.largest for f in files] for files in self.levels]
+        # (level, largest keys, tables) of each non-empty level >= 1, for candidates()
+        self._deep = [(level, self._largest[level], files)
+                      for level, files in enumerate(self.levels) if level and files]
         self.refs = 0
         self.readers: list[None] = []  # point reads in flight (engine._pin), lock-free
 
@@ -92,6 +95,17 @@ class Version:
                 f = self.levels[level][i]
                 if f.smallest <= key:
                     yield level, f
+
+    def candidates(self, key: bytes) -> list[tuple[int, FileMeta]]:
+        """tables_for_key as a list: what a point read calls (no generator to resume)."""
+        out = [(0, f) for f in self.levels[0] if f.smallest <= key <= f.largest]
+        for level, largest, files in self._deep:
+            i = bisect.bisect_left(largest, key)
+            if i < len(largest):
+                f = files[i]
+                if f.smallest <= key:
+                    out.append((level, f))
+        return out
 
     def overlapping(self, level: int, start: bytes | None, end: bytes | None) -> list[FileMeta]:
         """Tables of `level` whose range meets [start, end] (inclusive; None is open).

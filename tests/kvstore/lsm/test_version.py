@@ -43,6 +43,8 @@ def test_tables_for_key_tries_l0_newest_first_then_one_table_per_level() -> None
         (0, 9), (0, 7), (1, 4), (2, 1)]
     assert [f.number for _, f in v.tables_for_key(b"dd")] == [7, 1]  # gap in L1
     assert [f.number for _, f in v.tables_for_key(b"zz")] == []
+    for k in (b"0", b"a", b"d", b"dd", b"e", b"g", b"h", b"k", b"x", b"z", b"zz"):
+        assert v.candidates(k) == list(v.tables_for_key(k))  # the read path's list form
 
 
 def test_overlapping_at_level0_grows_to_cover_chained_ranges() -> None:
