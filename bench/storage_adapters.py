@@ -64,26 +64,11 @@ def availability(name: str) -> str | None:
     return None
 
 
-class RinglockAdapter:
-    name = "ringlock"
+class _PerKeyCalls:
+    """The per-key loops of the engines whose handle has put/get/delete: one call per key,
+    the same loop for each, so the loop's cost is equal on both sides of a ratio."""
 
-    def __init__(self, path: str, *, synced: bool, options: dict[str, Any]) -> None:
-        engine_class = ringlock_engine_class()
-        self.options = dict(options)
-        self.db = engine_class.open(path, sync="always" if synced else "none", **self.options)
-
-    def memtable_budget(self) -> int:
-        if "memtable_bytes" in self.options:
-            return int(self.options["memtable_bytes"])
-        try:
-            from kvstore.lsm.options import Options
-
-            return int(Options().memtable_bytes)
-        except (ImportError, AttributeError):
-            return DEFAULT_WRITE_BUFFER
-
-    def describe(self) -> dict[str, Any]:
-        return {"options": self.options, "memtable_bytes": self.memtable_budget()}
+    db: Any
 
     def put_chunk(self, keys: list[bytes], values: list[bytes]) -> None:
         put = self.db.put
@@ -105,6 +90,28 @@ class RinglockAdapter:
         delete = self.db.delete
         for key in keys:
             delete(key)
+
+
+class RinglockAdapter(_PerKeyCalls):
+    name = "ringlock"
+
+    def __init__(self, path: str, *, synced: bool, options: dict[str, Any]) -> None:
+        engine_class = ringlock_engine_class()
+        self.options = dict(options)
+        self.db = engine_class.open(path, sync="always" if synced else "none", **self.options)
+
+    def memtable_budget(self) -> int:
+        if "memtable_bytes" in self.options:
+            return int(self.options["memtable_bytes"])
+        try:
+            from kvstore.lsm.options import Options
+
+            return int(Options().memtable_bytes)
+        except (ImportError, AttributeError):
+            return DEFAULT_WRITE_BUFFER
+
+    def describe(self) -> dict[str, Any]:
+        return {"options": self.options, "memtable_bytes": self.memtable_budget()}
 
     def scan(self, start: bytes, end: bytes) -> int:
         seen = 0
@@ -306,7 +313,7 @@ class LmdbAdapter:
         self.env.close()
 
 
-class RocksdictAdapter:
+class RocksdictAdapter(_PerKeyCalls):
     name = "rocksdict"
 
     def __init__(self, path: str, *, synced: bool, options: dict[str, Any]) -> None:
@@ -325,27 +332,6 @@ class RocksdictAdapter:
 
     def describe(self) -> dict[str, Any]:
         return {"defaults": True, "write_buffer_size": self.write_buffer, "sync": self.synced}
-
-    def put_chunk(self, keys: list[bytes], values: list[bytes]) -> None:
-        put = self.db.put
-        for key, value in zip(keys, values, strict=True):
-            put(key, value)
-
-    def get_chunk(self, keys: list[bytes]) -> int:
-        get = self.db.get
-        found = 0
-        for key in keys:
-            if get(key) is not None:
-                found += 1
-        return found
-
-    def get_one(self, key: bytes) -> bytes | None:
-        return self.db.get(key)
-
-    def delete_chunk(self, keys: list[bytes]) -> None:
-        delete = self.db.delete
-        for key in keys:
-            delete(key)
 
     def scan(self, start: bytes, end: bytes) -> int:
         read_opt = self._read_options()
