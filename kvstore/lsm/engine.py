@@ -211,15 +211,7 @@ class Engine(BackgroundWork):
                                         _BYTE[lv], value))
                 else:
                     payload = encode_ops(seq, ((KIND_VALUE, key, value),))
-                logw = self._log
-                try:
-                    logw.add_record(payload)
-                    if self._flush_each:
-                        logw.flush()
-                except BaseException as exc:
-                    self._set_bg_error(exc)
-                    raise
-                self._log_dirty = True
+                self._append_log(payload)
                 self._mem.add(seq, KIND_VALUE, key, value, self._newest_snapshot)
                 self._last_seq = seq
                 self._stats["puts"] += 1
@@ -362,18 +354,24 @@ class Engine(BackgroundWork):
         self._last_seq = seq - 1
         self._stats["write_groups"] += 1
 
-    def _write_unsynced(self, ops: list[Op] | tuple[Op, ...]) -> None:
-        """Log and apply one write with the mutex held throughout (no fsync)."""
-        seq = self._last_seq + 1
+    def _append_log(self, payload: bytes) -> None:
+        """Requires: the mutex. Append one record to the log (to the OS when flushing each
+        write); a failure latches the engine's background error, as a failed log write
+        leaves the log's tail unknown."""
         logw = self._log
         try:
-            logw.add_record(encode_ops(seq, ops))
+            logw.add_record(payload)
             if self._flush_each:
                 logw.flush()
         except BaseException as exc:
             self._set_bg_error(exc)
             raise
         self._log_dirty = True
+
+    def _write_unsynced(self, ops: list[Op] | tuple[Op, ...]) -> None:
+        """Log and apply one write with the mutex held throughout (no fsync)."""
+        seq = self._last_seq + 1
+        self._append_log(encode_ops(seq, ops))
         add = self._mem.add
         keep = self._newest_snapshot
         deletes = 0
