@@ -621,12 +621,12 @@ def test_compact_rejects_unapplied_or_compacted_index() -> None:
         core.compact(core.applied, b"")
 
 
-def test_install_snapshot_in_chunks_then_resume_appends() -> None:
-    """§7: "the leader must occasionally send snapshots to followers that lag behind ...
-    The leader uses a new RPC called InstallSnapshot", which "divide[s the snapshot] into
-    chunks for transmission ... each chunk [carries its] byte offset." """
-    cfg = Config(pre_vote=False, check_quorum=False, snapshot_chunk_size=10)
-    net = cluster(3, config=cfg, snapshot_pad=35)
+def follower_behind_a_snapshot(chunk_size: int, pad: int):
+    """Node 1 leads; node 3 was down while five entries committed and node 1 compacted
+    them into a snapshot (`pad` bytes of padding, sent in `chunk_size` chunks); node 3 is
+    back. Returns the network and the snapshot."""
+    cfg = Config(pre_vote=False, check_quorum=False, snapshot_chunk_size=chunk_size)
+    net = cluster(3, config=cfg, snapshot_pad=pad)
     elect(net, 1)
     net.crash(3)
     for k in range(5):
@@ -635,6 +635,14 @@ def test_install_snapshot_in_chunks_then_resume_appends() -> None:
     snap = net.compact(1)
     assert snap is not None
     net.restart(3)
+    return net, snap
+
+
+def test_install_snapshot_in_chunks_then_resume_appends() -> None:
+    """§7: "the leader must occasionally send snapshots to followers that lag behind ...
+    The leader uses a new RPC called InstallSnapshot", which "divide[s the snapshot] into
+    chunks for transmission ... each chunk [carries its] byte offset." """
+    net, snap = follower_behind_a_snapshot(chunk_size=10, pad=35)
     net.record = []
     for _ in range(6):
         net.tick()
@@ -656,16 +664,7 @@ def test_snapshot_chunks_survive_duplication_and_reordering() -> None:
     chunks are acknowledged by offset, so the follower assembles exactly the leader's bytes."""
     from tests.raft.sim import Faults
 
-    cfg = Config(pre_vote=False, check_quorum=False, snapshot_chunk_size=4)
-    net = cluster(3, config=cfg, snapshot_pad=60)
-    elect(net, 1)
-    net.crash(3)
-    for k in range(5):
-        net.propose(1, f"p{k}".encode())
-    net.stabilize()
-    snap = net.compact(1)
-    assert snap is not None
-    net.restart(3)
+    net, snap = follower_behind_a_snapshot(chunk_size=4, pad=60)
     net.faults = Faults(duplicate=0.3, delay=0.5, max_delay=3)
     for _ in range(200):
         net.tick()

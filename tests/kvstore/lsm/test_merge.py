@@ -54,21 +54,30 @@ entry_lists = st.lists(
 )
 
 
-@settings(max_examples=100, deadline=None)
-@given(entry_lists, st.integers(0, 70))
-def test_merge_then_visible_matches_a_model(groups, snap) -> None:
+def sources_from(groups) -> list[list]:
+    """One internal-order source per group, oldest group first; sequence numbers rise
+    across the groups in their order (a put's value names its seq)."""
     seq = 0
     sources = []
-    model: dict[bytes, tuple[int, bytes | None]] = {}
     for group in groups:
         entries = []
         for key, is_put in group:
             seq += 1
             entries.append((key, seq, KIND_VALUE if is_put else KIND_DELETE,
                             b"v%d" % seq if is_put else b""))
-            if seq <= snap:
-                model[key] = (seq, b"v%d" % seq if is_put else None)
         sources.append(internal(entries))
+    return sources
+
+
+@settings(max_examples=100, deadline=None)
+@given(entry_lists, st.integers(0, 70))
+def test_merge_then_visible_matches_a_model(groups, snap) -> None:
+    sources = sources_from(groups)
+    model: dict[bytes, tuple[int, bytes | None]] = {}
+    for key, seq, kind, value in sorted((e for src in sources for e in src),
+                                        key=lambda e: e[1]):
+        if seq <= snap:
+            model[key] = (seq, value if kind == KIND_VALUE else None)
     merged = list(merge_entries(sources))
     assert merged == internal([e for s in sources for e in s])
     expected = [(k, v) for k, (_, v) in sorted(model.items()) if v is not None]
@@ -78,15 +87,7 @@ def test_merge_then_visible_matches_a_model(groups, snap) -> None:
 @settings(max_examples=100, deadline=None)
 @given(entry_lists, st.integers(0, 70), st.none() | st.sampled_from([b"a", b"c", b"e", b"z"]))
 def test_merge_visible_equals_visible_of_merge(groups, snap, end) -> None:
-    seq = 0
-    sources = []
-    for group in groups:
-        entries = []
-        for key, is_put in group:
-            seq += 1
-            entries.append((key, seq, KIND_VALUE if is_put else KIND_DELETE,
-                            b"v%d" % seq if is_put else b""))
-        sources.append(internal(entries))
+    sources = sources_from(groups)
     sources.reverse()  # newest first, as merge_visible requires (the engine's order)
     assert list(merge_visible(sources, snap, end)) == list(
         visible(merge_entries(sources), snap, end))
@@ -116,15 +117,7 @@ def test_merge_visible_runs_takes_runs_of_any_size(groups, snap, end, chunk, rng
     the concatenated output lists equal visible(merge_entries(...))."""
     import kvstore.lsm.merge as merge
 
-    seq = 0
-    sources = []
-    for group in groups:
-        entries = []
-        for key, is_put in group:
-            seq += 1
-            entries.append((key, seq, KIND_VALUE if is_put else KIND_DELETE,
-                            b"v%d" % seq if is_put else b""))
-        sources.append(internal(entries))
+    sources = sources_from(groups)
     sources.reverse()
     runs = []
     for entries in sources:
