@@ -1,0 +1,371 @@
+"""A node's replicas: each key's sibling set, durable in the node's LSM engine.
+
+Theory of operation (Dynamo §4.4 "data versioning", §4.5 "execution of get and put")
+
+- Layout: the storage key of a user key is `partition (2 bytes, big-endian) + key`, with
+  `partition = ring.partition_of(key, ring_size)`, so one partition is one contiguous key
+  range: transfer and anti-entropy scan it, `drop_partition` deletes it. The value is
+  `vclock.encode(SiblingSet)` (the whole state: clock, siblings, timestamps). Both are on
+  disk: do not change. ring_size is therefore at most 2**16.
+- `coordinate` is the coordinator's write (vclock.update, or lww_update for keys under a
+  last-write-wins prefix) on this node's own durable state; `merge` is the replica-side
+  write (vclock.sync / lww_sync) of a state another replica shipped. Both read, compute
+  and write under a per-key asyncio lock, so two writes of one key never interleave and a
+  dot (node, counter) is never issued twice. A write is durable under the engine's sync
+  policy before the call returns ("always": fsynced; "interval": in the OS, fsynced
+  within 100 ms; "none": buffered in the process, lost by a crash).
+- Cancellation never splits a read-modify-write: the locked section runs as its own task
+  and the caller awaits it shielded. A cancelled caller stops waiting; the section still
+  writes (or not) and releases the lock, so no later write reads a state older than one
+  being written (which would reuse a dot). close() waits for such sections.
+- Per-key locks are created on demand and dropped once nobody holds or waits on them, so
+  memory follows the number of keys in flight, not the number of keys.
+- `coordinate` prunes the clock past `max_clock_entries` (vclock.prune, never our own
+  entry); `merge` never prunes (pruning on the replica side would only add false siblings).
+- Reads take no lock: the engine's get sees whole writes. Damaged stored bytes raise
+  InvalidSiblingSet (naming the key); they are never served and never merged over (a
+  write to a damaged key raises too, leaving the bytes for an operator or anti-entropy).
+- `partitions()` is kept in memory: found at open with one skipping scan (one short scan
+  per non-empty partition), grown by every write, shrunk by `drop_partition`.
+
+Trade-offs: a lock per key serialises writes of one hot key (their fsyncs still group
+across keys); merge_many locks its keys in sorted order (no deadlock with other batches)
+and writes them in one atomic engine batch, so a handoff or transfer batch costs one log
+write. A node that loses acknowledged writes (sync "none" or "interval" and a power cut)
+can reissue a dot it already used for a different write; see docs/store.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Coroutine, Iterable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from kvstore import vclock
+from kvstore.errors import InvalidRequest, InvalidSiblingSet
+from kvstore.lsm import MAX_KEY_SIZE, AsyncEngine, WriteBatch
+from kvstore.ring import partition_of
+from kvstore.vclock import DEFAULT_LIMITS, SiblingLimits, SiblingSet, VersionVector
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+PREFIX_BYTES = 2  # partition prefix of every storage key; on disk: do not change
+MAX_USER_KEY = MAX_KEY_SIZE - PREFIX_BYTES
+MAX_RING_SIZE = 1 << (8 * PREFIX_BYTES)
+
+
+class KeyLocks:
+    """One asyncio.Lock per key in use; an entry lives while someone holds or waits on it."""
+
+    def __init__(self) -> None:
+        self._locks: dict[Any, list[Any]] = {}  # key -> [lock, users]
+
+    def __len__(self) -> int:
+        return len(self._locks)
+
+    @contextlib.asynccontextmanager
+    async def hold(self, key: Any) -> AsyncIterator[None]:
+        entry = self._locks.get(key)
+        if entry is None:
+            entry = self._locks[key] = [asyncio.Lock(), 0]
+        entry[1] += 1
+        try:
+            async with entry[0]:
+                yield
+        finally:
+            entry[1] -= 1
+            if entry[1] == 0:
+                del self._locks[key]
+
+    @contextlib.asynccontextmanager
+    async def hold_all(self, keys: Iterable[Any]) -> AsyncIterator[None]:
+        """Hold every key's lock, taken in sorted order (no deadlock between batches)."""
+        async with contextlib.AsyncExitStack() as stack:
+            for key in sorted(set(keys)):
+                await stack.enter_async_context(self.hold(key))
+            yield
+
+
+class Sections:
+    """Runs critical sections as tasks the caller's cancellation cannot interrupt."""
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    async def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+        return await asyncio.shield(task)
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled():
+            task.exception()  # mark it retrieved: a cancelled caller never looks at it
+
+    async def drain(self) -> None:
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def check_user_key(key: object) -> bytes:
+    """The key as bytes; TypeError unless bytes-like, InvalidRequest if empty or too long."""
+    if not isinstance(key, bytes | bytearray | memoryview):
+        raise TypeError(f"key must be bytes, not {type(key).__name__}")
+    key = bytes(key)
+    if not 1 <= len(key) <= MAX_USER_KEY:
+        raise InvalidRequest(f"key must be 1..{MAX_USER_KEY} bytes, not {len(key)}")
+    return key
+
+
+def decode_stored(key: bytes, raw: bytes | None) -> SiblingSet:
+    """The stored state of `key`; InvalidSiblingSet (naming the key) when damaged."""
+    if raw is None:
+        return SiblingSet()
+    try:
+        return vclock.decode(raw)
+    except InvalidSiblingSet as exc:
+        raise InvalidSiblingSet(f"stored state of key {key!r:.100}: {exc.reason}") from None
+
+
+class ReplicaStore:
+    """This node's replicas of every key it holds. See the module docstring."""
+
+    def __init__(self, engine: AsyncEngine, *, node: str, ring_size: int,
+                 limits: SiblingLimits, lww_prefixes: tuple[bytes, ...],
+                 max_clock_entries: int, partitions: set[int]) -> None:
+        self._engine = engine
+        self.node = node
+        self.ring_size = ring_size
+        self.limits = limits
+        self.lww_prefixes = lww_prefixes
+        self.max_clock_entries = max_clock_entries
+        self._partitions = partitions
+        self._locks = KeyLocks()
+        self._sections = Sections()
+        self._closed = False
+        self._counts = dict.fromkeys(
+            ("gets", "coordinates", "refused", "merges", "merge_writes", "batches",
+             "dropped_keys"), 0)
+
+    @classmethod
+    async def open(cls, path: str | Path, *, node: str, ring_size: int,
+                   sync: str = "interval", limits: SiblingLimits = DEFAULT_LIMITS,
+                   lww_prefixes: tuple[bytes, ...] = (),
+                   max_clock_entries: int = vclock.DEFAULT_MAX_CLOCK_ENTRIES,
+                   **engine_options: Any) -> ReplicaStore:
+        """Open (creating if needed) the store in folder `path`. Extra keywords go to the
+        engine (kvstore/lsm/options.py)."""
+        if not isinstance(node, str) or not 1 <= len(node.encode()) <= 255:
+            raise ValueError(f"node must be a name of 1..255 UTF-8 bytes: {node!r:.80}")
+        if type(ring_size) is not int or not 1 <= ring_size <= MAX_RING_SIZE \
+                or ring_size & (ring_size - 1):
+            raise ValueError(f"ring_size must be a power of two in 1..{MAX_RING_SIZE}")
+        prefixes = tuple(bytes(p) for p in lww_prefixes)
+        if not all(prefixes):
+            raise ValueError("an lww prefix must not be empty (it would cover every key)")
+        engine = await AsyncEngine.open(str(path), sync=sync, **engine_options)
+        try:
+            found = await asyncio.to_thread(_find_partitions, engine)
+        except BaseException:
+            await engine.close()
+            raise
+        return cls(engine, node=node, ring_size=ring_size, limits=limits,
+                   lww_prefixes=prefixes, max_clock_entries=max_clock_entries,
+                   partitions=found)
+
+    async def close(self) -> None:
+        """Wait for critical sections in flight, then close the engine. Idempotent."""
+        self._closed = True
+        await self._sections.drain()
+        await self._engine.close()
+
+    # -- keys ---------------------------------------------------------------------------
+    def partition_of(self, key: bytes) -> int:
+        return partition_of(key, self.ring_size)
+
+    def _storage_key(self, key: bytes) -> bytes:
+        return self.partition_of(key).to_bytes(PREFIX_BYTES, "big") + key
+
+    def is_lww(self, key: bytes) -> bool:
+        return key.startswith(self.lww_prefixes) if self.lww_prefixes else False
+
+    async def _read(self, key: bytes) -> SiblingSet:
+        return decode_stored(key, await self._engine.get(self._storage_key(key)))
+
+    async def _write(self, key: bytes, state: SiblingSet) -> None:
+        await self._engine.put(self._storage_key(key), vclock.encode(state))
+        self._partitions.add(self.partition_of(key))
+
+    # -- reads and writes ---------------------------------------------------------------
+    async def get(self, key: bytes) -> SiblingSet:
+        """The stored state of `key` (SiblingSet() when absent). No lock."""
+        key = check_user_key(key)
+        self._counts["gets"] += 1
+        return await self._read(key)
+
+    async def coordinate(self, key: bytes, context: VersionVector, value: bytes, *,
+                         deleted: bool, timestamp: int) -> SiblingSet:
+        """This node coordinates a write; returns the whole new state to ship to the
+        other replicas. Raises SiblingLimitExceeded (nothing written) past the hard cap."""
+        key = check_user_key(key)
+        if not isinstance(context, VersionVector):
+            raise TypeError(f"context must be a VersionVector, not {type(context).__name__}")
+        return await self._sections.run(
+            self._coordinate(key, context, bytes(value), deleted, timestamp))
+
+    async def _coordinate(self, key: bytes, context: VersionVector, value: bytes,
+                          deleted: bool, timestamp: int) -> SiblingSet:
+        async with self._locks.hold(key):
+            current = await self._read(key)
+            try:
+                if self.is_lww(key):
+                    new = vclock.lww_update(current, self.node, value, timestamp=timestamp,
+                                            deleted=deleted)
+                else:
+                    new = vclock.update(current, context, self.node, value,
+                                        timestamp=timestamp, deleted=deleted,
+                                        limits=self.limits)
+            except vclock.SiblingLimitExceeded:
+                self._counts["refused"] += 1
+                raise
+            new = vclock.prune(new, self.max_clock_entries, keep=self.node)
+            await self._write(key, new)
+            self._counts["coordinates"] += 1
+            return new
+
+    def _sync(self, key: bytes, a: SiblingSet, b: SiblingSet) -> SiblingSet:
+        return vclock.lww_sync(a, b) if self.is_lww(key) else vclock.sync(a, b)
+
+    async def merge(self, key: bytes, state: SiblingSet) -> SiblingSet:
+        """Sync a state another replica sent into ours; writes only when it changes
+        anything; returns the merged state."""
+        key = check_user_key(key)
+        _check_state(state)
+        return await self._sections.run(self._merge(key, state))
+
+    async def _merge(self, key: bytes, state: SiblingSet) -> SiblingSet:
+        async with self._locks.hold(key):
+            current = await self._read(key)
+            merged = self._sync(key, current, state)
+            self._counts["merges"] += 1
+            if merged != current:
+                await self._write(key, merged)
+                self._counts["merge_writes"] += 1
+            return merged
+
+    async def merge_many(self, items: list[tuple[bytes, SiblingSet]]) -> None:
+        """`merge` for a batch, written as one atomic engine batch (duplicates fold)."""
+        incoming: dict[bytes, SiblingSet] = {}
+        for key, state in items:
+            key = check_user_key(key)
+            _check_state(state)
+            prior = incoming.get(key)
+            incoming[key] = state if prior is None else self._sync(key, prior, state)
+        if incoming:
+            await self._sections.run(self._merge_many(incoming))
+
+    async def _merge_many(self, incoming: dict[bytes, SiblingSet]) -> None:
+        async with self._locks.hold_all(incoming):
+            keys = list(incoming)
+            skeys = [self._storage_key(k) for k in keys]
+            engine = self._engine.engine
+            raws = await asyncio.to_thread(lambda: [engine.get(s) for s in skeys])
+            batch = WriteBatch()
+            changed = 0
+            for key, skey, raw in zip(keys, skeys, raws, strict=True):
+                current = decode_stored(key, raw)
+                merged = self._sync(key, current, incoming[key])
+                if merged != current:
+                    batch.put(skey, vclock.encode(merged))
+                    changed += 1
+            if changed:
+                await self._engine.write(batch)
+                self._partitions.update(self.partition_of(k) for k in keys)
+            self._counts["merges"] += len(keys)
+            self._counts["merge_writes"] += changed
+            self._counts["batches"] += 1
+
+    # -- partitions ---------------------------------------------------------------------
+    def _bounds(self, partition: int) -> tuple[bytes, bytes | None]:
+        if type(partition) is not int or not 0 <= partition < self.ring_size:
+            raise ValueError(f"partition must be in 0..{self.ring_size - 1}: {partition!r}")
+        end = partition + 1
+        return (partition.to_bytes(PREFIX_BYTES, "big"),
+                end.to_bytes(PREFIX_BYTES, "big") if end < MAX_RING_SIZE else None)
+
+    async def scan_partition(self, partition: int) -> AsyncIterator[tuple[bytes, SiblingSet]]:
+        """Every (key, state) of one partition at one snapshot, in key order. Raises
+        InvalidSiblingSet at a damaged state (the pairs before it were good)."""
+        start, end = self._bounds(partition)
+        async for skey, raw in self._engine.scan(start, end):
+            key = skey[PREFIX_BYTES:]
+            yield key, decode_stored(key, raw)
+
+    async def drop_partition(self, partition: int) -> int:
+        """Delete every key of `partition` (after it was handed off); returns how many.
+        Requires: writes for the partition no longer come here (a key written after the
+        scan reaches it survives; one written between scan and delete is deleted)."""
+        start, end = self._bounds(partition)
+        keys = [skey async for skey, _ in self._engine.scan(start, end)]
+        for i in range(0, len(keys), 1024):
+            chunk = keys[i:i + 1024]
+            batch = WriteBatch()
+            for skey in chunk:
+                batch.delete(skey)
+            await self._sections.run(self._delete_locked(chunk, batch))
+        if not await asyncio.to_thread(_any_in, self._engine, start, end):
+            self._partitions.discard(partition)
+        self._counts["dropped_keys"] += len(keys)
+        logger.info("dropped partition %d: %d keys", partition, len(keys))
+        return len(keys)
+
+    async def _delete_locked(self, skeys: list[bytes], batch: WriteBatch) -> None:
+        async with self._locks.hold_all(s[PREFIX_BYTES:] for s in skeys):
+            await self._engine.write(batch)
+
+    def partitions(self) -> set[int]:
+        """The partitions holding at least one key (in memory; O(1))."""
+        return set(self._partitions)
+
+    def stats(self) -> dict[str, Any]:
+        out: dict[str, Any] = dict(self._counts)
+        out.update(node=self.node, ring_size=self.ring_size, partitions=len(self._partitions),
+                   keys_locked=len(self._locks), lww_prefixes=[p.hex() for p in
+                                                                self.lww_prefixes])
+        out["engine"] = self._engine.engine.stats()
+        return out
+
+
+def _check_state(state: object) -> None:
+    if not isinstance(state, SiblingSet):
+        raise TypeError(f"state must be a SiblingSet, not {type(state).__name__}")
+    state.check()
+
+
+def _any_in(engine: AsyncEngine, start: bytes, end: bytes | None) -> bool:
+    with engine.engine.scan(start, end) as scan:
+        return next(iter(scan), None) is not None
+
+
+def _find_partitions(engine: AsyncEngine) -> set[int]:
+    """The partitions holding keys: one short scan per non-empty partition (worker thread)."""
+    found: set[int] = set()
+    start: bytes | None = None
+    while True:
+        with engine.engine.scan(start, None) as scan:
+            first = next(iter(scan), None)
+        if first is None:
+            return found
+        partition = int.from_bytes(first[0][:PREFIX_BYTES], "big")
+        found.add(partition)
+        if partition + 1 >= MAX_RING_SIZE:
+            return found
+        start = (partition + 1).to_bytes(PREFIX_BYTES, "big")
+
+
+__all__ = ["KeyLocks", "ReplicaStore", "Sections", "check_user_key", "decode_stored"]
