@@ -179,24 +179,37 @@ class HintStore:
     async def remove(self, owner: str, key: bytes, delivered: SiblingSet) -> bool:
         """Delete the hint for (owner, key) if it still equals `delivered`; True if it
         did. A hint that changed since it was read stays for the next delivery."""
-        raw_owner, key = _owner_bytes(owner), _key(key)
-        return await self._sections.run(self._remove(owner, raw_owner, key, delivered))
+        return await self.remove_many(owner, [(key, delivered)]) == 1
 
-    async def _remove(self, owner: str, raw_owner: bytes, key: bytes,
-                      delivered: SiblingSet) -> bool:
-        record = _hint_prefix(key) + raw_owner
-        async with self._locks.hold((owner, key)):
-            raw = await self._engine.get(record)
-            if raw is None or decode_stored(key, raw) != delivered:
-                return False
-            await self._engine.write(
-                WriteBatch().delete(record).delete(_index_prefix(raw_owner) + key))
-            left = self._counts[owner] - 1
-            if left:
-                self._counts[owner] = left
-            else:
-                del self._counts[owner]
-            return True
+    async def remove_many(self, owner: str,
+                          delivered: list[tuple[bytes, SiblingSet]]) -> int:
+        """`remove` for a delivered batch, in one engine write; returns how many went."""
+        raw_owner = _owner_bytes(owner)
+        wanted = {_key(key): state for key, state in delivered}
+        if not wanted:
+            return 0
+        return await self._sections.run(self._remove_many(owner, raw_owner, wanted))
+
+    async def _remove_many(self, owner: str, raw_owner: bytes,
+                           wanted: dict[bytes, SiblingSet]) -> int:
+        keys = list(wanted)
+        records = [_hint_prefix(key) + raw_owner for key in keys]
+        engine = self._engine.engine
+        async with self._locks.hold_all((owner, key) for key in keys):
+            raws = await asyncio.to_thread(lambda: [engine.get(r) for r in records])
+            batch = WriteBatch()
+            for key, record, raw in zip(keys, records, raws, strict=True):
+                if raw is not None and decode_stored(key, raw) == wanted[key]:
+                    batch.delete(record).delete(_index_prefix(raw_owner) + key)
+            gone = len(batch) // 2
+            if gone:
+                await self._engine.write(batch)
+                left = self._counts[owner] - gone
+                if left:
+                    self._counts[owner] = left
+                else:
+                    del self._counts[owner]
+            return gone
 
     def stats(self) -> dict[str, Any]:
         return {"hints": self.count(), "owners": dict(sorted(self._counts.items())),
