@@ -31,6 +31,7 @@ receiving session, so idle sessions that watch nothing cost nothing.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from lockservice import commands as c
 from lockservice import snapshot_format
@@ -77,6 +78,9 @@ class LockStateMachine:
         self.delayed: set[str] = set()  # Invariant: locks with delay_until > clock
         # Invariant: watchers[p] is the set of sessions whose watches include p (derived).
         self.watchers: dict[str, set[int]] = {}
+        # Not state: the lock server's hook, told of every event queued for a session while
+        # it is being applied (it wakes long-polls and waiting acquires). It must not raise.
+        self.event_listener: Callable[[int, Event], None] | None = None
 
     # -- the StateMachine protocol ------------------------------------------------------
 
@@ -483,7 +487,10 @@ class LockStateMachine:
         version: int,
     ) -> None:
         s.last_event_seq += 1
-        s.events.append(Event(s.last_event_seq, kind, name, session, generation, version))
+        event = Event(s.last_event_seq, kind, name, session, generation, version)
+        s.events.append(event)
+        if self.event_listener is not None:
+            self.event_listener(s.id, event)
         if len(s.events) > self.limits.max_events_per_session:
             s.events.popleft()
             s.dropped += 1

@@ -1,0 +1,260 @@
+"""The lock service's HTTP API under /lock/v1/ (docs/openapi-lock.yaml, docs/locks.md).
+
+Every request is checked completely before anything is proposed: the body is a JSON object
+of at most MAX_BODY bytes with exactly the documented fields and types (booleans are not
+integers, unknown fields are refused), names and ids are in range. A bad request answers
+400 `{"error": "bad_request", "message": ...}` and changes nothing. Errors are JSON
+`{"error": code, "message": sentence, ...}`; the codes and statuses are in `_STATUS`.
+
+A member that is not the leader forwards writes (and KeepAlive, which is one) to the leader
+and relays its answer; a forwarded request carries FORWARDED so it is never forwarded
+twice. Linearizable reads are served here after a ReadIndex; `?stale=1` reads the local
+table. With no leader known: 503 `{"error": "no_leader", "leader": null}`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+from aiohttp import web
+
+from lockservice.errors import BadSequencerToken, NoLeader, RequestRefused, Unavailable
+from lockservice.http_checks import (
+    BadRequest,
+    check_name,
+    fields,
+    lock_name,
+    path_id,
+    stale_flag,
+)
+from lockservice.results import Reason
+from lockservice.sequencer import LockMode
+from raft.server import BodyTooLarge, read_body
+
+if TYPE_CHECKING:
+    from lockservice.server import LockServer
+
+log = logging.getLogger(__name__)
+
+PREFIX = "/lock/v1"
+MAX_BODY = 64 * 1024  # a 16 KiB value in base64 plus the other fields
+FORWARDED = "X-Ringlock-Forwarded"
+MAX_WAIT_MS = 3_600_000
+
+# Reason -> (HTTP status, error code)
+_STATUS: dict[Reason, tuple[int, str]] = {
+    Reason.UNKNOWN_SESSION: (404, "unknown_session"),
+    Reason.LEASE_ENDED: (410, "session_expired"),
+    Reason.LOCK_BUSY: (409, "busy"),
+    Reason.LOCK_DELAY: (409, "lock_delay"),
+    Reason.ALREADY_HOLDER: (409, "already_holder"),
+    Reason.ALREADY_WAITING: (409, "already_waiting"),
+    Reason.NOT_HOLDER: (409, "not_holder"),
+    Reason.NOT_WAITING: (409, "not_waiting"),
+    Reason.NOT_WATCHING: (409, "not_watching"),
+    Reason.NOT_FOUND: (404, "not_found"),
+    Reason.VERSION_MISMATCH: (409, "version_mismatch"),
+    Reason.SESSION_EXISTS: (409, "session_exists"),
+    Reason.BAD_COMMAND: (400, "bad_request"),
+    Reason.BAD_NAME: (400, "bad_name"),
+    Reason.BAD_VALUE: (400, "bad_value"),
+    Reason.BAD_TTL: (400, "bad_ttl"),
+    Reason.BAD_LOCK_DELAY: (400, "bad_lock_delay"),
+    Reason.TOO_MANY_SESSIONS: (429, "too_many_sessions"),
+    Reason.TOO_MANY_WAITERS: (429, "too_many_waiters"),
+    Reason.TOO_MANY_LOCKS: (429, "too_many_locks"),
+    Reason.TOO_MANY_WATCHES: (429, "too_many_watches"),
+    Reason.TOO_MANY_ENTRIES: (429, "too_many_entries"),
+}
+
+
+def error(status: int, code: str, message: str, **extra: Any) -> web.Response:
+    return web.json_response({"error": code, "message": message, **extra}, status=status)
+
+
+Handler = Callable[[web.Request, dict[str, Any]], Awaitable[web.StreamResponse]]
+
+
+def lock_routes(server: LockServer) -> list[web.RouteDef]:
+    """The /lock/v1/ routes of `server` (the Raft routes come from `server.routes()`)."""
+
+    async def forward(request: web.Request, raw: bytes, leader: int) -> web.StreamResponse:
+        address = server.driver.addresses.get(leader)
+        assert server.http is not None
+        if address is None:
+            return error(503, "no_leader", "the leader's address is unknown", leader=None)
+        try:
+            async with server.http.request(
+                request.method, f"http://{address}{request.raw_path}", data=raw,
+                headers={"Content-Type": "application/json", FORWARDED: str(server.id)},
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=2,
+                                              sock_read=server.max_hold_s + 30),
+            ) as resp:
+                body = await resp.read()
+                return web.Response(status=resp.status, body=body,
+                                    content_type=resp.content_type)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            log.info("forwarding %s to member %d failed: %s", request.path, leader, exc)
+            return error(503, "unavailable", f"the leader (member {leader}) did not answer: "
+                         f"{type(exc).__name__}", leader=None, may_have_applied=True)
+
+    def endpoint(handler: Handler, *, writes: bool) -> Callable[[web.Request],
+                                                                Awaitable[web.StreamResponse]]:
+        async def run(request: web.Request) -> web.StreamResponse:
+            try:
+                raw = await read_body(request, MAX_BODY)
+            except BodyTooLarge as exc:
+                return error(413, "too_large", str(exc))
+            request["raw_body"] = raw
+            try:
+                body = await _body_of(raw)
+                return await handler(request, body)
+            except BadRequest as exc:
+                return error(exc.status, "bad_request", str(exc))
+            except BadSequencerToken as exc:
+                return error(400, "bad_sequencer", str(exc))
+            except RequestRefused as exc:
+                status, code = _STATUS[exc.refused.reason]
+                return error(status, code, exc.refused.detail, **exc.extra)
+            except NoLeader as exc:
+                if exc.leader and writes and FORWARDED not in request.headers:
+                    return await forward(request, raw, exc.leader)
+                return error(503, "no_leader", str(exc), leader=exc.leader)
+            except Unavailable as exc:
+                return error(503, "unavailable", str(exc),
+                             may_have_applied=exc.may_have_applied)
+
+        return run
+
+    async def open_session(request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
+        f = fields(body, required={"ttl_ms": "u64"})
+        return web.json_response(await server.open_session(f["ttl_ms"]), status=201)
+
+    async def keepalive(request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
+        f = fields(body, optional={"ack": "u64"})
+        transport = request.transport
+
+        def gone() -> bool:
+            return transport is None or transport.is_closing()
+
+        answer = await server.keepalive(path_id(request), f.get("ack", 0), gone)
+        if answer is None:
+            return error(499, "client_gone", "the client closed the connection")
+        return web.json_response(answer)
+
+    async def close_session(request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
+        fields(body)
+        await server.close_session(path_id(request))
+        return web.Response(status=204)
+
+    async def acquire(request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
+        f = fields(body, required={"session": "u64"},
+                   optional={"mode": "str", "wait_ms": "u64", "lock_delay_ms": "u64"})
+        mode_name = f.get("mode", "exclusive")
+        if mode_name not in ("exclusive", "shared"):
+            raise BadRequest("mode must be \"exclusive\" or \"shared\"")
+        wait_ms = f.get("wait_ms", 0)
+        if wait_ms > MAX_WAIT_MS:
+            raise BadRequest(f"wait_ms must be at most {MAX_WAIT_MS}")
+        delay = f.get("lock_delay_ms")
+        if delay is not None and delay > server.fsm.limits.max_lock_delay_ms:
+            raise BadRequest(f"lock_delay_ms must be at most {server.fsm.limits.max_lock_delay_ms}")
+        name = lock_name(request, server.fsm.limits)
+        answer = await server.acquire(f["session"], name, LockMode[mode_name.upper()],
+                                      wait_ms, delay)
+        return web.json_response(answer)
+
+    async def release(request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
+        f = fields(body, required={"session": "u64"})
+        await server.release(f["session"], lock_name(request, server.fsm.limits))
+        return web.Response(status=204)
+
+    async def get_lock(request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
+        name = lock_name(request, server.fsm.limits)
+        return web.json_response(await server.lock_info(name, stale=stale_flag(request)))
+
+    async def check(request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
+        f = fields(body, required={"sequencer": "str"})
+        return web.json_response({"current": await server.check_sequencer(f["sequencer"])})
+
+    async def put_entry(request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
+        f = fields(body, required={"value": "str"},
+                   optional={"expected_version": "u64", "ephemeral_session": "u64"})
+        try:
+            value = base64.b64decode(f["value"].encode("ascii"), validate=True)
+        except (UnicodeError, binascii.Error):
+            raise BadRequest("value must be standard base64") from None
+        if len(value) > server.fsm.limits.max_value_bytes:
+            raise BadRequest(f"a value is at most {server.fsm.limits.max_value_bytes} bytes",
+                             status=413)
+        name = lock_name(request, server.fsm.limits)
+        answer = await server.put_entry(name, value, f.get("expected_version"),
+                                        f.get("ephemeral_session"))
+        return web.json_response(answer)
+
+    async def get_entry(request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
+        name = lock_name(request, server.fsm.limits)
+        found = await server.get_entry(name, stale=stale_flag(request))
+        if found is None:
+            return error(404, "not_found", f"no entry {name!r}")
+        value, version = found
+        return web.json_response({"value": base64.b64encode(value).decode(), "version": version})
+
+    async def delete_entry(request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
+        fields(body)
+        expected = request.query.get("expected_version")
+        if expected is not None and not (expected.isdigit() and len(expected) <= 18):
+            raise BadRequest("expected_version must be a non-negative integer")
+        name = lock_name(request, server.fsm.limits)
+        await server.delete_entry(name, None if expected is None else int(expected))
+        return web.Response(status=204)
+
+    async def watch(request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
+        f = fields(body, required={"prefix": "str"})
+        prefix = f["prefix"]
+        if prefix:
+            check_name(prefix, server.fsm.limits, "prefix")
+        await server.watch(path_id(request), prefix)
+        return web.Response(status=204)
+
+    async def leader(request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
+        return web.json_response(server.leader())
+
+    async def status(request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
+        return web.json_response(server.status())
+
+    w, r = {"writes": True}, {"writes": False}
+    name = "{name:.+}"
+    return [
+        web.post(f"{PREFIX}/sessions", endpoint(open_session, **w)),
+        web.post(f"{PREFIX}/sessions/{{id}}/keepalive", endpoint(keepalive, **w)),
+        web.delete(f"{PREFIX}/sessions/{{id}}", endpoint(close_session, **w)),
+        web.post(f"{PREFIX}/sessions/{{id}}/watches", endpoint(watch, **w)),
+        web.post(f"{PREFIX}/locks/{name}/acquire", endpoint(acquire, **w)),
+        web.post(f"{PREFIX}/locks/{name}/release", endpoint(release, **w)),
+        web.get(f"{PREFIX}/locks/{name}", endpoint(get_lock, **r)),
+        web.post(f"{PREFIX}/sequencers/check", endpoint(check, **r)),
+        web.put(f"{PREFIX}/entries/{name}", endpoint(put_entry, **w)),
+        web.get(f"{PREFIX}/entries/{name}", endpoint(get_entry, **r)),
+        web.delete(f"{PREFIX}/entries/{name}", endpoint(delete_entry, **w)),
+        web.get(f"{PREFIX}/leader", endpoint(leader, **r)),
+        web.get(f"{PREFIX}/status", endpoint(status, **r)),
+    ]
+
+
+async def _body_of(raw: bytes) -> dict[str, Any]:
+    if not raw.strip():
+        return {}
+    try:
+        body = json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        raise BadRequest(f"body is not JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise BadRequest("body must be a JSON object")
+    return body

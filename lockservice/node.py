@@ -1,0 +1,81 @@
+"""A standalone lock-service member: `python -m lockservice.node`.
+
+    python -m lockservice.node --id 1 --data DIR \\
+        --peers 1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003 \\
+        [--tick-ms 40] [--election-ticks 10] [--no-fsync] [--log-level WARNING]
+
+Every member of `--peers` is a voter. The process serves the /lock/v1/ API
+(lockservice/http_api.py) and the Raft endpoints on the address of its own id, keeps Raft
+state in DIR, prints `ringlock lock member ID ready` on stderr once it serves, and stops
+cleanly on SIGTERM or SIGINT (exit 0). `kv serve --lock-id` mounts the same routes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+
+from aiohttp import web
+
+from lockservice.server import LockServer
+
+log = logging.getLogger(__name__)
+
+
+def parse_peers(text: str) -> dict[int, str]:
+    peers: dict[int, str] = {}
+    for part in text.split(","):
+        node, _, addr = part.partition("=")
+        host, _, port = addr.strip().rpartition(":")
+        if not node.strip().isdigit() or int(node) <= 0 or not host or not port.isdigit():
+            raise argparse.ArgumentTypeError(f"bad peer {part!r}: want ID=HOST:PORT")
+        peers[int(node)] = addr.strip()
+    return peers
+
+
+async def serve(args: argparse.Namespace) -> None:
+    server = LockServer.open(node_id=args.id, addresses=args.peers, data_dir=args.data,
+                             tick_s=args.tick_ms / 1000, election_ticks=args.election_ticks,
+                             sync=not args.no_fsync)
+    app = web.Application()
+    app.add_routes(server.routes())
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    host, _, port = args.peers[args.id].rpartition(":")
+    site = web.TCPSite(runner, host, int(port), reuse_address=True, shutdown_timeout=1.0)
+    await server.start()
+    await site.start()
+    print(f"ringlock lock member {args.id} ready", file=sys.stderr, flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("member %d stopping", args.id)
+    await server.stop()
+    await runner.cleanup()
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m lockservice.node", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--id", type=int, required=True)
+    p.add_argument("--peers", type=parse_peers, required=True)
+    p.add_argument("--data", required=True)
+    p.add_argument("--tick-ms", type=float, default=40.0)
+    p.add_argument("--election-ticks", type=int, default=10)
+    p.add_argument("--no-fsync", action="store_true")
+    p.add_argument("--log-level", default="WARNING")
+    args = p.parse_args(argv)
+    if args.id not in args.peers:
+        p.error(f"--peers has no address for --id {args.id}")
+    logging.basicConfig(level=args.log_level,
+                        format=f"%(asctime)s m{args.id} %(levelname)s %(name)s: %(message)s")
+    asyncio.run(serve(args))
+
+
+if __name__ == "__main__":
+    main()

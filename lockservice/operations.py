@@ -1,0 +1,229 @@
+"""The lock service's requests, as the leader serves them (a mixin of `LockServer`).
+
+Each write first waits for `lead()` (this member leads and has granted fresh leases), then
+proposes one command; a refusal raises `RequestRefused` carrying the state machine's
+`Refused`. Answers are plain dicts, exactly the JSON bodies of docs/openapi-lock.yaml.
+
+KeepAlive is a long poll (Chubby §2.8): with no event pending beyond `ack` the request is
+held until the lease has a third of its TTL left (at most `max_hold_s`), then the lease is
+extended and the answer carries the new `lease_ms`; a pending event answers at once. A held
+request whose client went away extends nothing. A waiting Acquire is queued in the table and
+answered when its LOCK_GRANTED event is applied, or at `wait_ms` with CancelWait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from lockservice import commands as c
+from lockservice.errors import RequestRefused
+from lockservice.events import Event
+from lockservice.results import Granted, Queued, Reason, Refused
+from lockservice.sequencer import LockMode, Sequencer
+
+if TYPE_CHECKING:
+    from lockservice.server import LockServer
+
+    _Base = LockServer
+else:
+    _Base = object
+
+
+def _now() -> int:
+    from lockservice.server import now_ms
+
+    return now_ms()
+
+
+def event_json(e: Event) -> dict[str, Any]:
+    return {"seq": e.seq, "kind": e.kind.name.lower(), "name": e.name, "session": e.session,
+            "generation": e.generation, "version": e.version}
+
+
+def grant_json(seq: Sequencer, granted_at: int) -> dict[str, Any]:
+    return {"sequencer": seq.to_token(), "name": seq.name, "mode": seq.mode.name.lower(),
+            "generation": seq.generation, "session": seq.session, "granted_at": granted_at}
+
+
+class Operations(_Base):
+    def no_session(self, session: int) -> RequestRefused:
+        if session in self.signals.expired:
+            return RequestRefused(Refused(Reason.LEASE_ENDED, f"session {session} expired"))
+        return RequestRefused(Refused(Reason.UNKNOWN_SESSION, f"no session {session}"))
+
+    async def _wait(self, session: int, until: Callable[[], bool], timeout_s: float) -> None:
+        """Wait until `until()` holds, the wait times out, or this member stops leading."""
+        ev = self.signals.subscribe(session)
+        deadline = time.monotonic() + timeout_s
+        try:
+            while not until() and self.is_ready_leader():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return
+                ev.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(ev.wait(), min(left, 0.5))
+        finally:
+            self.signals.unsubscribe(session, ev)
+
+    # -- sessions ------------------------------------------------------------------------
+
+    async def open_session(self, ttl_ms: int) -> dict[str, Any]:
+        await self.lead()
+        a = await self.propose(c.OpenSession(ttl_ms, _now()))
+        r = a.result
+        return {"session": r.session, "ttl_ms": ttl_ms, "lease_ms": max(0, r.expires_at - _now()),
+                "expires_at": r.expires_at}
+
+    async def keepalive(self, session: int, ack: int,
+                        gone: Callable[[], bool] = lambda: False) -> dict[str, Any] | None:
+        """Extend the lease (long poll). None when the client went away while held."""
+        await self.lead()
+        s = self.fsm.sessions.get(session)
+        if s is None:
+            raise self.no_session(session)
+
+        def pending() -> bool:
+            s = self.fsm.sessions.get(session)
+            return s is None or bool(s.events and s.events[-1].seq > ack)
+
+        if not pending():
+            hold_ms = min(s.expires_at - s.ttl_ms // 3 - _now(), int(self.max_hold_s * 1000))
+            await self._wait(session, lambda: pending() or gone(), max(0, hold_ms) / 1000)
+        if gone():
+            return None
+        await self.lead()
+        try:
+            a = await self.propose(c.KeepAlive(session, _now(), ack))
+        except RequestRefused as exc:
+            if exc.refused.reason is Reason.UNKNOWN_SESSION:
+                raise self.no_session(session) from None
+            raise
+        pe = self.fsm.pending_events(session)
+        events = [] if pe is None else [event_json(e) for e in pe.events if e.seq > ack]
+        return {"lease_ms": max(0, a.result.expires_at - _now()), "ttl_ms": s.ttl_ms,
+                "expires_at": a.result.expires_at, "events": events,
+                "dropped": 0 if pe is None else pe.dropped}
+
+    async def close_session(self, session: int) -> None:
+        await self.lead()
+        try:
+            await self.propose(c.CloseSession(session))
+        except RequestRefused as exc:
+            if exc.refused.reason is Reason.UNKNOWN_SESSION:
+                raise self.no_session(session) from None
+            raise
+
+    # -- locks ---------------------------------------------------------------------------
+
+    async def acquire(self, session: int, name: str, mode: LockMode, wait_ms: int,
+                      lock_delay_ms: int | None) -> dict[str, Any]:
+        await self.lead()
+        self.signals.want_grant(session, name)
+        try:
+            return await self._acquire(session, name, mode, wait_ms, lock_delay_ms)
+        finally:
+            self.signals.drop_grant(session, name)
+
+    async def _acquire(self, session: int, name: str, mode: LockMode, wait_ms: int,
+                       lock_delay_ms: int | None) -> dict[str, Any]:
+        try:
+            a = await self.propose(c.Acquire(session, name, mode, wait_ms > 0, _now(),
+                                             lock_delay_ms))
+        except RequestRefused as exc:
+            raise self._refusal(exc, session, name) from None
+        if isinstance(a.result, Granted):
+            return grant_json(a.result.sequencer, a.clock)
+        assert isinstance(a.result, Queued)
+        key = (session, name)
+        await self._wait(session, lambda: key in self.signals.grants
+                         or session not in self.fsm.sessions, wait_ms / 1000)
+        if key in self.signals.grants:
+            gen, at = self.signals.grants[key]
+            return grant_json(Sequencer(name, mode, gen, session), at)
+        if session not in self.fsm.sessions:
+            raise self.no_session(session)
+        await self.lead()  # raises NoLeader when leadership was lost: the client retries
+        try:
+            await self.propose(c.CancelWait(session, name))
+        except RequestRefused as exc:
+            if exc.refused.reason is not Reason.NOT_WAITING:
+                raise
+            holder = self.fsm.locks.get(name)
+            h = None if holder is None else holder.holders.get(session)
+            if h is None:
+                raise
+            return grant_json(h.sequencer, self.signals.grants.get(key, (0, self.fsm.clock))[1])
+        lock = self.fsm.locks.get(name)
+        if lock is not None and lock.delay_until > self.fsm.clock:
+            raise RequestRefused(Refused(Reason.LOCK_DELAY, f"{name!r} is under lock-delay"),
+                                 delay_until=lock.delay_until)
+        raise RequestRefused(Refused(Reason.LOCK_BUSY, f"waited {wait_ms} ms for {name!r}"))
+
+    def _refusal(self, exc: RequestRefused, session: int, name: str) -> RequestRefused:
+        reason = exc.refused.reason
+        if reason is Reason.UNKNOWN_SESSION:
+            return self.no_session(session)
+        if reason is Reason.LOCK_DELAY:
+            lock = self.fsm.locks.get(name)
+            return RequestRefused(exc.refused, delay_until=0 if lock is None else lock.delay_until)
+        return exc
+
+    async def release(self, session: int, name: str) -> None:
+        await self.lead()
+        try:
+            await self.propose(c.Release(session, name))
+        except RequestRefused as exc:
+            raise self._refusal(exc, session, name) from None
+
+    async def lock_info(self, name: str, *, stale: bool) -> dict[str, Any]:
+        if not stale:
+            await self.read_barrier()
+        fsm = self.fsm
+        lock = fsm.locks.get(name)
+        holders = [] if lock is None else [
+            {**grant_json(h.sequencer, 0), "lease_expires_at": fsm.lease_end(sid)}
+            for sid, h in lock.holders.items()]
+        for h in holders:
+            del h["granted_at"]
+        waiters = [] if lock is None else [
+            {"session": w.session, "mode": w.mode.name.lower()} for w in lock.waiters]
+        delay = 0 if lock is None or lock.delay_until <= fsm.clock else lock.delay_until
+        return {"name": name, "holders": holders, "waiters": waiters, "delay_until": delay,
+                "clock": fsm.clock}
+
+    # -- entries and watches -------------------------------------------------------------
+
+    async def put_entry(self, name: str, value: bytes, expected_version: int | None,
+                        ephemeral_session: int | None) -> dict[str, Any]:
+        await self.lead()
+        try:
+            a = await self.propose(c.Put(name, value, expected_version, ephemeral_session))
+        except RequestRefused as exc:
+            if exc.refused.reason is Reason.UNKNOWN_SESSION and ephemeral_session is not None:
+                raise self.no_session(ephemeral_session) from None
+            raise
+        return {"version": a.result.version}
+
+    async def get_entry(self, name: str, *, stale: bool) -> tuple[bytes, int] | None:
+        if not stale:
+            await self.read_barrier()
+        e = self.fsm.get(name)
+        return None if e is None else (e.value, e.version)
+
+    async def delete_entry(self, name: str, expected_version: int | None) -> None:
+        await self.lead()
+        await self.propose(c.Delete(name, expected_version))
+
+    async def watch(self, session: int, prefix: str) -> None:
+        await self.lead()
+        try:
+            await self.propose(c.Watch(session, prefix))
+        except RequestRefused as exc:
+            if exc.refused.reason is Reason.UNKNOWN_SESSION:
+                raise self.no_session(session) from None
+            raise

@@ -1,0 +1,230 @@
+"""The lock server: one Raft member running the lock table, with the leader's duties.
+
+Theory of operation. `LockServer` owns a `raft.driver.Driver` and the `LockStateMachine` it
+applies into (through `_Applier`, which also wakes waiting requests, lockservice/signals.py).
+Time enters the table only as the `now` of commands this member proposes while it is the
+leader: its wall clock in milliseconds (the table keeps the maximum it has seen).
+
+- Leadership (Chubby §2.9): when this member becomes leader of term T it proposes
+  GrantFreshLeases(now) before anything else; until that is applied in T it proposes nothing
+  (requests wait up to `leader_wait_s`), so no session is judged by the new leader's clock
+  before it has had a fresh lease. Only then does the expiry timer run.
+- Expiry: every `expire_interval_s` the leader proposes ExpireSessions(now) when a lease it
+  knows has ended or a lock-delay with waiters has ended (the command moves the clock, which
+  grants those waiters). Nothing is proposed while everything is quiet.
+- Writes (lockservice/operations.py) run on the leader; elsewhere they raise NoLeader with
+  the leader's id, and the HTTP layer forwards them. Linearizable reads wait for a ReadIndex
+  (they work on any member: the core asks the leader); stale reads use the local table.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from lockservice import commands as c
+from lockservice.errors import NoLeader, RequestRefused, Unavailable
+from lockservice.fsm import LockStateMachine
+from lockservice.limits import Limits
+from lockservice.operations import Operations
+from lockservice.results import Refused, Result
+from lockservice.sequencer import Sequencer
+from lockservice.signals import Signals
+from raft.config import Config
+from raft.driver import Driver
+from raft.driver_errors import ProposalLost, ProposalOutcomeUnknown
+from raft.errors import NotLeader, RaftError
+from raft.server import raft_routes
+
+log = logging.getLogger(__name__)
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class Applied:
+    """What the proposer of a command gets: the result and the table clock just after it."""
+
+    __slots__ = ("clock", "result")
+
+    def __init__(self, result: Result, clock: int) -> None:
+        self.result, self.clock = result, clock
+
+
+class _Applier:
+    """The driver's state machine: the lock table plus the wake-ups of waiting requests."""
+
+    def __init__(self, fsm: LockStateMachine, signals: Signals) -> None:
+        self.fsm, self.signals = fsm, signals
+
+    def apply(self, index: int, command: bytes) -> Applied:
+        result = self.fsm.apply(index, command)
+        self.signals.on_result(result)
+        return Applied(result, self.fsm.clock)
+
+    def snapshot(self) -> bytes:
+        return self.fsm.snapshot()
+
+    def restore(self, data: bytes) -> None:
+        self.fsm.restore(data)
+        self.signals.wake_all()
+
+
+class LockServer(Operations):
+    def __init__(self, driver: Driver, fsm: LockStateMachine, signals: Signals, *,
+                 expire_interval_s: float = 0.05, leader_wait_s: float = 3.0,
+                 max_hold_s: float = 30.0) -> None:
+        self.driver, self.fsm, self.signals = driver, fsm, signals
+        self.id = driver.id
+        self.expire_interval_s = expire_interval_s
+        self.leader_wait_s = leader_wait_s
+        self.max_hold_s = max_hold_s  # longest a KeepAlive long-poll is held
+        self.fresh_term = 0  # the term in which this member's GrantFreshLeases was applied
+        self.http: aiohttp.ClientSession | None = None  # forwarding to the leader
+        self._task: asyncio.Task[None] | None = None
+
+    @classmethod
+    def open(cls, *, node_id: int, addresses: dict[int, str], data_dir: str,
+             tick_s: float = 0.04, election_ticks: int = 10, sync: bool = True,
+             limits: Limits | None = None, snapshot_threshold: int = 10_000,
+             seed: int | None = None, **tuning: Any) -> LockServer:
+        """Recover (or create) the member's Raft storage in `data_dir`; all of `addresses`
+        are the voters. `tuning`: expire_interval_s, leader_wait_s, max_hold_s."""
+        fsm = LockStateMachine(limits)
+        signals = Signals(fsm)
+        driver = Driver.open(
+            node_id=node_id, addresses=addresses, data_dir=data_dir,
+            state_machine=_Applier(fsm, signals), initial_voters=set(addresses),
+            tick_s=tick_s, config=Config(election_tick=election_ticks),
+            snapshot_threshold=snapshot_threshold, sync=sync, seed=seed,
+        )
+        return cls(driver, fsm, signals, **tuning)
+
+    def routes(self) -> list[web.RouteDef]:
+        from lockservice.http_api import lock_routes  # the HTTP layer sits on top of this
+
+        return [*lock_routes(self), *raft_routes(self.driver.id, self.driver.deliver)]
+
+    async def start(self) -> None:
+        self.http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None))
+        await self.driver.start()
+        self._task = asyncio.get_running_loop().create_task(self._leader_duties())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        self.fresh_term = 0
+        self.signals.wake_all()
+        await self.driver.stop()
+        if self.http is not None:
+            await self.http.close()
+            self.http = None
+
+    # -- leadership ----------------------------------------------------------------------
+
+    @property
+    def term(self) -> int:
+        return self.driver.core.hard_state.term
+
+    def is_ready_leader(self) -> bool:
+        return self.driver.is_leader and self.fresh_term == self.term
+
+    def leader(self) -> dict[str, Any]:
+        lid = self.driver.leader_id or None
+        return {"leader": lid, "address": self.driver.leader_address(), "term": self.term}
+
+    async def lead(self) -> None:
+        """Return once this member may propose (leader with fresh leases granted), or raise
+        NoLeader naming the leader when another member is it (or none is known in time)."""
+        deadline = time.monotonic() + self.leader_wait_s
+        while not self.is_ready_leader():
+            lid = self.driver.leader_id
+            if lid and lid != self.id:
+                raise NoLeader(f"member {self.id} is not the leader", lid)
+            if time.monotonic() >= deadline or self._task is None:
+                raise NoLeader(f"member {self.id} knows no leader yet", lid or None)
+            await asyncio.sleep(self.driver.tick_s / 2)
+
+    async def _leader_duties(self) -> None:
+        while True:
+            await asyncio.sleep(self.expire_interval_s)
+            try:
+                if not self.driver.is_leader:
+                    if self.fresh_term:
+                        self.fresh_term = 0
+                        self.signals.wake_all()  # held requests answer now, not at their end
+                elif self.fresh_term != self.term:
+                    term = self.term
+                    await self.propose(c.GrantFreshLeases(now_ms()), ready=False)
+                    if self.driver.is_leader and self.term == term:
+                        self.fresh_term = term
+                        log.info("member %d leads term %d; fresh leases granted", self.id, term)
+                elif self._expiry_due(now_ms()):
+                    await self.propose(c.ExpireSessions(now_ms()))
+            except (RaftError, NoLeader, Unavailable) as exc:
+                log.info("member %d: leader duty not done: %s", self.id, exc)
+
+    def _expiry_due(self, now: int) -> bool:
+        fsm = self.fsm
+        if any(s.expires_at <= now for s in fsm.sessions.values()):
+            return True
+        return any(fsm.locks[n].waiters and fsm.locks[n].delay_until <= now for n in fsm.delayed)
+
+    # -- proposing and reading -----------------------------------------------------------
+
+    async def propose(self, cmd: c.Command, *, ready: bool = True) -> Applied:
+        """Replicate `cmd` and return its outcome; a Refused result raises RequestRefused."""
+        if ready and not self.is_ready_leader():
+            raise NoLeader(f"member {self.id} is not the leader", self.driver.leader_id or None)
+        try:
+            applied: Applied = await self.driver.propose(c.encode(cmd))
+        except NotLeader as exc:
+            raise NoLeader(str(exc), exc.leader or None) from None
+        except (ProposalOutcomeUnknown, ProposalLost) as exc:
+            raise Unavailable(str(exc), may_have_applied=exc.may_have_applied) from None
+        except RaftError as exc:
+            raise Unavailable(str(exc), may_have_applied=False) from None
+        if isinstance(applied.result, Refused):
+            raise RequestRefused(applied.result)
+        return applied
+
+    async def read_barrier(self) -> None:
+        """Wait until the local table reflects every write acknowledged before this call."""
+        try:
+            await self.driver.read_index()
+        except NotLeader as exc:
+            raise NoLeader(f"member {self.id} knows no leader for a read", exc.leader) from None
+        except RaftError as exc:
+            raise Unavailable(f"read not confirmed: {exc}", may_have_applied=False) from None
+
+    async def check_sequencer(self, token: str) -> bool:
+        """Whether the sequencer `token` is still held (linearizable; for fencing).
+
+        Raises BadSequencerToken for a malformed token, NoLeader / Unavailable when no read
+        can be confirmed."""
+        seq = Sequencer.from_token(token)
+        await self.read_barrier()
+        return self.fsm.check_sequencer(seq)
+
+    def status(self) -> dict[str, Any]:
+        fsm = self.fsm
+        return {
+            **self.driver.status(),
+            "ready_leader": self.is_ready_leader(),
+            "clock": fsm.clock,
+            "sessions": len(fsm.sessions),
+            "locks": len(fsm.locks),
+            "entries": len(fsm.entries),
+            "generation": fsm.generation,
+            "waiting_requests": self.signals.waiting_sessions(),
+        }
