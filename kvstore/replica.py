@@ -14,12 +14,10 @@ Theory of operation (Dynamo §4.4 "data versioning", §4.5 "execution of get and
   dot (node, counter) is never issued twice. A write is durable under the engine's sync
   policy before the call returns ("always": fsynced; "interval": in the OS, fsynced
   within 100 ms; "none": buffered in the process, lost by a crash).
-- Cancellation never splits a read-modify-write: the locked section runs as its own task
-  and the caller awaits it shielded. A cancelled caller stops waiting; the section still
-  writes (or not) and releases the lock, so no later write reads a state older than one
-  being written (which would reuse a dot). close() waits for such sections.
-- Per-key locks are created on demand and dropped once nobody holds or waits on them, so
-  memory follows the number of keys in flight, not the number of keys.
+- Cancellation never splits a read-modify-write (kvstore/keylocks.py): a cancelled caller
+  stops waiting, the section still writes (or not) and then releases the key's lock, so
+  no later write reads a state older than one being written (that would reuse a dot).
+  Per-key locks exist only while held or awaited. close() waits for sections in flight.
 - `coordinate` prunes the clock past `max_clock_entries` (vclock.prune, never our own
   entry); `merge` never prunes (pruning on the replica side would only add false siblings).
 - Reads take no lock: the engine's get sees whole writes. Damaged stored bytes raise
@@ -27,6 +25,9 @@ Theory of operation (Dynamo §4.4 "data versioning", §4.5 "execution of get and
   write to a damaged key raises too, leaving the bytes for an operator or anti-entropy).
 - `partitions()` is kept in memory: found at open with one skipping scan (one short scan
   per non-empty partition), grown by every write, shrunk by `drop_partition`.
+- Deletes are conditional: `drop_partition` and `remove_many` delete a key only while its
+  stored bytes are still those the caller saw (checked under the key's lock), so a write
+  that arrives after a partition was scanned for hand-off is kept, never deleted unseen.
 
 Trade-offs: a lock per key serialises writes of one hot key (their fsyncs still group
 across keys); merge_many locks its keys in sorted order (no deadlock with other batches)
@@ -38,78 +39,23 @@ can reissue a dot it already used for a different write; see docs/store.md.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import AsyncIterator, Coroutine, Iterable
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from kvstore import vclock
 from kvstore.errors import InvalidRequest, InvalidSiblingSet
+from kvstore.keylocks import KeyLocks, Sections
 from kvstore.lsm import MAX_KEY_SIZE, AsyncEngine, WriteBatch
 from kvstore.ring import partition_of
 from kvstore.vclock import DEFAULT_LIMITS, SiblingLimits, SiblingSet, VersionVector
 
 logger = logging.getLogger(__name__)
 
-T = TypeVar("T")
 PREFIX_BYTES = 2  # partition prefix of every storage key; on disk: do not change
 MAX_USER_KEY = MAX_KEY_SIZE - PREFIX_BYTES
 MAX_RING_SIZE = 1 << (8 * PREFIX_BYTES)
-
-
-class KeyLocks:
-    """One asyncio.Lock per key in use; an entry lives while someone holds or waits on it."""
-
-    def __init__(self) -> None:
-        self._locks: dict[Any, list[Any]] = {}  # key -> [lock, users]
-
-    def __len__(self) -> int:
-        return len(self._locks)
-
-    @contextlib.asynccontextmanager
-    async def hold(self, key: Any) -> AsyncIterator[None]:
-        entry = self._locks.get(key)
-        if entry is None:
-            entry = self._locks[key] = [asyncio.Lock(), 0]
-        entry[1] += 1
-        try:
-            async with entry[0]:
-                yield
-        finally:
-            entry[1] -= 1
-            if entry[1] == 0:
-                del self._locks[key]
-
-    @contextlib.asynccontextmanager
-    async def hold_all(self, keys: Iterable[Any]) -> AsyncIterator[None]:
-        """Hold every key's lock, taken in sorted order (no deadlock between batches)."""
-        async with contextlib.AsyncExitStack() as stack:
-            for key in sorted(set(keys)):
-                await stack.enter_async_context(self.hold(key))
-            yield
-
-
-class Sections:
-    """Runs critical sections as tasks the caller's cancellation cannot interrupt."""
-
-    def __init__(self) -> None:
-        self._tasks: set[asyncio.Task[Any]] = set()
-
-    async def run(self, coro: Coroutine[Any, Any, T]) -> T:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._done)
-        return await asyncio.shield(task)
-
-    def _done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled():
-            task.exception()  # mark it retrieved: a cancelled caller never looks at it
-
-    async def drain(self) -> None:
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
 def check_user_key(key: object) -> bytes:
@@ -308,25 +254,43 @@ class ReplicaStore:
 
     async def drop_partition(self, partition: int) -> int:
         """Delete every key of `partition` (after it was handed off); returns how many.
-        Requires: writes for the partition no longer come here (a key written after the
-        scan reaches it survives; one written between scan and delete is deleted)."""
+        A key whose state changed after this call's scan (a write that still arrived
+        here) is kept, so a late write is never deleted unseen."""
         start, end = self._bounds(partition)
-        keys = [skey async for skey, _ in self._engine.scan(start, end)]
-        for i in range(0, len(keys), 1024):
-            chunk = keys[i:i + 1024]
-            batch = WriteBatch()
-            for skey in chunk:
-                batch.delete(skey)
-            await self._sections.run(self._delete_locked(chunk, batch))
+        rows = [(skey[PREFIX_BYTES:], raw) async for skey, raw in self._engine.scan(start, end)]
+        dropped = 0
+        for i in range(0, len(rows), 1024):
+            dropped += await self._sections.run(self._delete_unchanged(rows[i:i + 1024]))
         if not await asyncio.to_thread(_any_in, self._engine, start, end):
             self._partitions.discard(partition)
-        self._counts["dropped_keys"] += len(keys)
-        logger.info("dropped partition %d: %d keys", partition, len(keys))
-        return len(keys)
+        self._counts["dropped_keys"] += dropped
+        logger.info("dropped partition %d: %d keys (%d kept: changed meanwhile)", partition,
+                    dropped, len(rows) - dropped)
+        return dropped
 
-    async def _delete_locked(self, skeys: list[bytes], batch: WriteBatch) -> None:
-        async with self._locks.hold_all(s[PREFIX_BYTES:] for s in skeys):
-            await self._engine.write(batch)
+    async def remove_many(self, items: list[tuple[bytes, SiblingSet]]) -> int:
+        """Delete each key whose stored state still equals the given one (e.g. what a
+        transfer shipped, or a tombstone every replica holds); returns how many went."""
+        rows = {check_user_key(k): vclock.encode(s) for k, s in items}
+        if not rows:
+            return 0
+        dropped = await self._sections.run(self._delete_unchanged(list(rows.items())))
+        self._counts["dropped_keys"] += dropped
+        return dropped
+
+    async def _delete_unchanged(self, rows: list[tuple[bytes, bytes]]) -> int:
+        """Under the keys' locks, delete those whose stored bytes are still `raw`."""
+        async with self._locks.hold_all(k for k, _ in rows):
+            skeys = [self._storage_key(k) for k, _ in rows]
+            engine = self._engine.engine
+            now = await asyncio.to_thread(lambda: [engine.get(s) for s in skeys])
+            batch = WriteBatch()
+            for skey, (_, raw), current in zip(skeys, rows, now, strict=True):
+                if current is not None and current == raw:
+                    batch.delete(skey)
+            if len(batch):
+                await self._engine.write(batch)
+            return len(batch)
 
     def partitions(self) -> set[int]:
         """The partitions holding at least one key (in memory; O(1))."""
@@ -368,4 +332,4 @@ def _find_partitions(engine: AsyncEngine) -> set[int]:
         start = (partition + 1).to_bytes(PREFIX_BYTES, "big")
 
 
-__all__ = ["KeyLocks", "ReplicaStore", "Sections", "check_user_key", "decode_stored"]
+__all__ = ["ReplicaStore", "check_user_key", "decode_stored"]

@@ -392,3 +392,45 @@ def test_hostile_stored_bytes_raise_and_are_never_served(tmp_path: Path, raw: by
     shutil.rmtree(path, ignore_errors=True)
     asyncio.run(main())
     shutil.rmtree(path)
+
+
+def test_remove_many_deletes_only_states_that_did_not_change(tmp_path: Path) -> None:
+    async def main() -> None:
+        store = await _open(tmp_path)
+        try:
+            shipped = {}
+            for k in (b"a", b"b", b"c"):
+                shipped[k] = await store.coordinate(k, EMPTY, k, deleted=False, timestamp=1)
+            later = await store.coordinate(b"b", EMPTY, b"late", deleted=False, timestamp=2)
+            assert await store.remove_many(list(shipped.items())) == 2  # "b" changed
+            assert await store.get(b"a") == await store.get(b"c") == SiblingSet()
+            assert await store.get(b"b") == later
+            assert await store.remove_many([(b"a", shipped[b"a"])]) == 0  # already gone
+            assert await store.remove_many([]) == 0
+            assert store.partitions() == {partition_of(b"b", 8)} | {
+                partition_of(k, 8) for k in (b"a", b"c")}  # drop_partition prunes this set
+            assert store.stats()["dropped_keys"] == 2 and store.stats()["keys_locked"] == 0
+        finally:
+            await store.close()
+
+    asyncio.run(main())
+
+
+def test_drop_partition_racing_writes_keeps_only_updated_keys(tmp_path: Path) -> None:
+    """Updates racing a drop: a key is either dropped (counted) or holds its update."""
+    async def main() -> None:
+        store = await _open(tmp_path, ring_size=1)  # one partition: every key is in it
+        try:
+            await store.merge_many([(b"k%d" % i, await _one_write(b"o")) for i in range(500)])
+            updates = [store.coordinate(b"k%d" % i, EMPTY, b"n", deleted=False, timestamp=1)
+                       for i in range(0, 500, 10)]
+            dropped, *states = await asyncio.gather(store.drop_partition(0), *updates)
+            left = {k: s async for k, s in store.scan_partition(0)}
+            assert dropped + len(left) == 500
+            for k, s in left.items():  # only a key changed after the drop's scan survives
+                assert s == states[int(k[1:]) // 10]
+            assert (0 in store.partitions()) == bool(left)
+        finally:
+            await store.close()
+
+    asyncio.run(main())
