@@ -1,0 +1,436 @@
+"""Membership: gossip rounds, failure detection, the claimant and ring changes (the I/O side).
+
+Theory of operation (Dynamo §4.8; Riak's claimant; Cassandra's gossiper)
+
+- Every `interval_s` (0.1 s) a node raises its heartbeat and gossips (push-pull) with up to
+  `fanout` (2) random live ring members, plus one random member it believes down (so a
+  healed partition is noticed). Each exchange is one `POST /internal/v1/gossip` whose body
+  and answer are gossip messages (kvstore/gossip.py). Sends run as background tasks, one
+  in flight per peer, so a dead peer's timeout never delays the round clock.
+- Failure detection: a rising heartbeat of node X in any merged message is an arrival
+  for X's phi accrual detector (kvstore/failure_detector.py). At every round the verdicts
+  are recomputed; X is down once phi > `phi_threshold` (8: ~1.8 s of silence on
+  loopback, never under 0.9 s) and up again at its next arrival. If our own round ran
+  more than `pause_s` late (our event loop stalled), silence is forgiven, not convicted. Only ring
+  members are monitored; every member is assumed up (and its silence counted) from start.
+- The ring: `DIR/ring` holds `Ring.to_bytes()`, written atomically (temp file, fsync,
+  rename, fsync of DIR) before the node acts on a new ring, in a thread. A node started
+  with no `DIR/ring` creates a one-member ring of itself (version 1), as Riak does; `join`
+  replaces it with the cluster's ring (refused once the node's ring has other members).
+- The claimant (Riak): the lowest-named ring member this node believes up. Every change
+  (join, leave, remove) is sent to it (`POST /internal/v1/gossip/change`, forwarded by
+  whoever receives it, at most 3 hops); it computes the next ring (version + 1) under a
+  lock, persists it, adopts it and answers with it; gossip carries it to everyone else
+  (a higher ring id wins, see kvstore/gossip.py for the tie-break if two claimants ever
+  acted at once).
+- `on_ring_change(callback)` callbacks run (synchronously, in order) after a new ring is
+  persisted and adopted, with (old, new). Data moves by kvstore/transfer.py.
+
+Operator endpoints (JSON bodies; errors are `{"error": code, "message": sentence}`):
+    POST /admin/v1/join    {"seed": "host:port"} -> 200 status    409 refused, 503 seed down
+    POST /admin/v1/leave   {}                    -> 202 {"status": "leaving", ...}
+    POST /admin/v1/remove  {"node": "host:port"} -> 200 status    409 refused (alive, ...)
+    GET  /admin/v1/members                       -> 200 status()
+Internal: `POST /internal/v1/gossip` (msgpack gossip message both ways) and
+`POST /internal/v1/gossip/change` (msgpack {"op": "join"|"leave"|"remove", "node": str,
+"hops": int} -> msgpack {"ring": bytes}; 409 JSON when refused).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import msgpack
+from aiohttp import web
+
+from kvstore import gossip
+from kvstore.errors import InvalidRing, MembershipError, NodeUnavailable, WireError
+from kvstore.failure_detector import DetectorConfig, PhiAccrualDetector
+from kvstore.gossip import GossipMessage, NodeState
+from kvstore.ring import DEFAULT_RING_SIZE, Ring
+
+log = logging.getLogger(__name__)
+
+RING_FILE = "ring"
+MAX_HOPS = 3
+
+
+@dataclass(frozen=True, slots=True)
+class MembershipConfig:
+    interval_s: float = 0.1  # gossip round period (and heartbeat period)
+    fanout: int = 2  # live peers gossiped with per round
+    phi_threshold: float = 8.0  # ~18.4 rounds of silence: ~1.8 s (failure_detector.py)
+    detector_window: int = 250  # intervals remembered: 25 s, so the mean adapts to load
+    pause_s: float = 0.5  # a round this late means our own loop stalled: convict nobody
+    rpc_timeout_s: float = 1.0  # one gossip exchange or change request
+    join_timeout_s: float = 30.0  # how long join() retries an unreachable seed
+    n_val: int = 3  # replicas per key that transfers keep (the node's default N)
+
+
+def write_file_atomically(path: Path, data: bytes) -> None:
+    """Write temp, fsync, rename over `path`, fsync the folder. Blocking: call in a thread."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class Membership:
+    """One node's view of the cluster: ring, liveness, gossip, and ring changes."""
+
+    def __init__(self, name: str, data_dir: str | os.PathLike, *,
+                 ring_size: int = DEFAULT_RING_SIZE, config: MembershipConfig | None = None,
+                 session: aiohttp.ClientSession | None = None,
+                 clock: Callable[[], float] = time.monotonic,
+                 rng: random.Random | None = None) -> None:
+        self.name = name
+        self.config = config or MembershipConfig()
+        self._dir = Path(data_dir)
+        self._ring_size = ring_size
+        self._session, self._own_session = session, session is None
+        self._clock = clock
+        self._rng = rng or random.Random()
+        self.ring = Ring.new(ring_size)
+        self._me = NodeState(generation=time.time_ns() // 1_000_000, heartbeat=0)
+        self._view: dict[str, NodeState] = {}
+        self._detector = PhiAccrualDetector(DetectorConfig(
+            threshold=self.config.phi_threshold, window=self.config.detector_window,
+            initial_interval_s=self.config.interval_s * 2,
+            max_interval_s=max(2.0, self.config.interval_s * 10),
+            min_mean_s=self.config.interval_s / 2))
+        self._up: set[str] = set()
+        self._callbacks: list[Callable[[Ring, Ring], None]] = []
+        self._ring_lock = asyncio.Lock()
+        self._claim_lock = asyncio.Lock()
+        self._in_flight: dict[str, asyncio.Task] = {}
+        self._loop_task: asyncio.Task | None = None
+        self._leave_task: asyncio.Task | None = None
+
+    # -- the contract's reading side ------------------------------------------------------
+
+    def is_alive(self, node: str) -> bool:
+        return node == self.name or node in self._up
+
+    def alive(self) -> set[str]:
+        return {self.name} | self._up
+
+    def routes(self) -> list[web.RouteDef]:
+        """The gossip, change and operator endpoints (kvstore/membership_http.py)."""
+        from kvstore.membership_http import routes
+
+        return routes(self)
+
+    def on_ring_change(self, callback: Callable[[Ring, Ring], None]) -> None:
+        self._callbacks.append(callback)
+
+    def claimant(self) -> str | None:
+        """The lowest-named ring member believed up (None when the ring is empty)."""
+        return min((m for m in self.ring.members if self.is_alive(m)), default=None)
+
+    def ring_id(self) -> tuple[int, int]:
+        return (self._me.ring_version, self._me.ring_digest)
+
+    def converged(self) -> bool:
+        """True when every live ring member says it acts on our ring."""
+        mine = self.ring_id()
+        return all(
+            m == self.name or (m in self._view and (
+                self._view[m].ring_version, self._view[m].ring_digest) == mine)
+            for m in self.ring.members if self.is_alive(m))
+
+    def status(self) -> dict[str, Any]:
+        now = self._clock()
+        members = {}
+        for m in sorted(set(self.ring.members) | set(self._view)):
+            s = self._me if m == self.name else self._view.get(m)
+            members[m] = {
+                "member": m in self.ring.members, "alive": self.is_alive(m),
+                "phi": round(self._detector.phi(m, now), 3) if m != self.name else 0.0,
+                "status": s.status if s else "unknown",
+                "ring_version": s.ring_version if s else None,
+                "partitions": len(self.ring.owned_by(m)),
+            }
+        return {"node": self.name, "status": self._me.status,
+                "ring_version": self.ring.version, "ring_size": self.ring.ring_size,
+                "claimant": self.claimant(), "converged": self.converged(),
+                "members": members}
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Load (or create) DIR/ring, then start gossiping. Idempotent per object."""
+        self._dir.mkdir(parents=True, exist_ok=True)
+        path = self._dir / RING_FILE
+        if path.exists():
+            ring = Ring.from_bytes(await asyncio.to_thread(path.read_bytes))
+            log.info("%s: loaded ring v%d from %s (%d members)", self.name, ring.version,
+                     path, len(ring.members))
+        else:
+            ring = Ring.new(self._ring_size).join(self.name)
+            await asyncio.to_thread(write_file_atomically, path, ring.to_bytes())
+            log.info("%s: created a new cluster (ring v1 holding only this node)", self.name)
+        self._set_ring(ring)
+        if self._session is None:
+            self._session = aiohttp.ClientSession()
+        self._loop_task = asyncio.create_task(self._run(), name=f"gossip {self.name}")
+
+    async def stop(self) -> None:
+        tasks = [t for t in (self._loop_task, self._leave_task, *self._in_flight.values())
+                 if t is not None]
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._loop_task = None
+        self._in_flight.clear()
+        if self._own_session and self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    # -- ring changes ------------------------------------------------------------------------
+
+    async def join(self, seed: str) -> None:
+        """Join the cluster `seed` belongs to (retrying an unreachable seed a while)."""
+        if seed == self.name or (self.name in self.ring.members and len(self.ring.members) > 1):
+            return  # bootstrapping node, or already a member (restart with --join)
+        if len(self.ring.members) > 1:
+            raise MembershipError(f"{self.name} is not a member of its own ring; restart it "
+                                  "with an empty data folder to join another cluster")
+        deadline = self._clock() + self.config.join_timeout_s
+        while True:
+            try:
+                ring = await self._request_change(seed, "join", self.name, hops=0)
+                break
+            except NodeUnavailable as exc:
+                if self._clock() >= deadline:
+                    raise
+                log.info("%s: seed %s not reachable yet (%s); retrying", self.name, seed,
+                         exc.detail)
+                await asyncio.sleep(0.25)
+        await self._adopt(ring, force=True)
+        log.info("%s: joined the cluster through %s (ring v%d, %d members)", self.name, seed,
+                 ring.version, len(ring.members))
+
+    async def leave(self) -> None:
+        """Leave the ring; the node keeps running until its data is handed off."""
+        await self.change("leave", self.name)
+
+    async def remove(self, node: str) -> None:
+        """Remove a dead `node` from the ring (refused while it is seen alive)."""
+        if node == self.name:
+            raise MembershipError("a node cannot remove itself; use leave")
+        await self.change("remove", node)
+
+    async def change(self, op: str, node: str, hops: int = 0) -> Ring:
+        """Have the claimant apply `op` to `node`; adopt and return the resulting ring."""
+        if hops > MAX_HOPS:
+            raise MembershipError(f"no claimant found after {MAX_HOPS} forwards; the members "
+                                  "disagree on who is up, retry shortly")
+        claimant = self.claimant()
+        if claimant is None:
+            raise MembershipError("this node has no ring")
+        if claimant != self.name:
+            ring = await self._request_change(claimant, op, node, hops=hops + 1)
+            await self._adopt(ring)
+            return ring
+        async with self._claim_lock:
+            new = self._next_ring(op, node)
+            if new is not self.ring:
+                await self._adopt(new)
+                log.info("%s (claimant): %s %s -> ring v%d", self.name, op, node, new.version)
+            return new
+
+    def _next_ring(self, op: str, node: str) -> Ring:
+        ring = self.ring
+        try:
+            if op == "join":
+                return ring if node in ring.members else ring.join(node)
+            if node not in ring.members:
+                if op == "remove":
+                    raise MembershipError(f"{node} is not a member")
+                return ring  # leaving twice: already done
+            if len(ring.members) == 1:
+                raise MembershipError(f"{node} is the last member; it cannot {op}")
+            if op == "leave":
+                return ring.leave(node)
+            if op == "remove":
+                if self.is_alive(node):
+                    raise MembershipError(f"{node} is alive; ask it to leave, or stop it and "
+                                          "retry once it is seen down")
+                return ring.remove(node)
+        except InvalidRing as exc:
+            raise MembershipError(exc.reason) from None
+        raise MembershipError(f"unknown operation {op!r}")
+
+    async def _request_change(self, target: str, op: str, node: str, *, hops: int) -> Ring:
+        body = msgpack.packb({"op": op, "node": node, "hops": hops})
+        answer = await self._post(target, "/internal/v1/gossip/change", body)
+        try:
+            obj = msgpack.unpackb(answer, raw=False)
+            return Ring.from_bytes(obj["ring"])
+        except (ValueError, TypeError, KeyError, msgpack.UnpackException, InvalidRing) as exc:
+            raise NodeUnavailable(target, f"bad change answer: {exc}") from None
+
+    async def _adopt(self, ring: Ring, *, force: bool = False) -> bool:
+        """Persist and act on `ring` if it wins over ours (or `force`); True if adopted."""
+        async with self._ring_lock:
+            if not force and not gossip.ring_wins(gossip.ring_id(ring), self.ring_id()):
+                return False
+            if ring == self.ring:
+                return False
+            await asyncio.to_thread(write_file_atomically, self._dir / RING_FILE,
+                                    ring.to_bytes())
+            old = self.ring
+            self._set_ring(ring)
+            log.info("%s: ring v%d -> v%d, members %s", self.name, old.version, ring.version,
+                     ", ".join(ring.members))
+            if self.name in old.members and self.name not in ring.members:
+                log.warning("%s: this node is no longer a ring member", self.name)
+            for cb in self._callbacks:
+                try:
+                    cb(old, ring)
+                except Exception:
+                    log.exception("%s: ring change callback failed", self.name)
+            return True
+
+    def _set_ring(self, ring: Ring) -> None:
+        self.ring = ring
+        rv, rd = gossip.ring_id(ring)
+        status = self._me.status
+        if self.name not in ring.members and status == "up" and len(ring.members) > 0:
+            status = "leaving"
+        self._me = self._me.beat(ring_version=rv, ring_digest=rd, status=status)
+        now = self._clock()
+        for m in ring.members:
+            if m != self.name and m not in self._detector.tracked():
+                self._detector.heartbeat(m, now)  # silence counts from now
+                self._up.add(m)
+        for m in self._detector.tracked() - set(ring.members):
+            self._detector.forget(m)
+            self._up.discard(m)
+
+    def set_status(self, status: str) -> None:
+        """Announce our own status ("left" once a leaving node has handed everything off)."""
+        if status != self._me.status:
+            self._me = self._me.beat(status=status)
+            log.info("%s: status %s", self.name, status)
+
+    # -- gossip ------------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        cfg = self.config
+        due = self._clock()
+        while True:
+            now = self._clock()
+            if now - due > cfg.pause_s:
+                log.warning("%s: gossip round %.2f s late (this process stalled); not "
+                            "convicting anyone for it", self.name, now - due)
+                self._detector.forgive(now)
+            due = now + cfg.interval_s
+            self._me = self._me.beat()
+            self._judge(now)
+            for target in self._targets():
+                if target not in self._in_flight:
+                    task = asyncio.create_task(self._exchange(target))
+                    self._in_flight[target] = task
+                    task.add_done_callback(lambda _t, n=target: self._in_flight.pop(n, None))
+            await asyncio.sleep(max(0.0, due - self._clock()))
+
+    def _targets(self) -> list[str]:
+        peers = [m for m in self.ring.members if m != self.name]
+        live = [m for m in peers if m in self._up]
+        down = [m for m in peers if m not in self._up]
+        chosen = self._rng.sample(live, min(self.config.fanout, len(live)))
+        if down:
+            chosen.append(self._rng.choice(down))
+        return chosen
+
+    def _judge(self, now: float) -> None:
+        for m in self._detector.tracked():
+            ok = self._detector.is_available(m, now)
+            if not ok and m in self._up:
+                self._up.discard(m)
+                log.warning("%s: node %s is down (phi %.1f)", self.name, m,
+                            self._detector.phi(m, now))
+
+    def _message(self, ring_for: str | None) -> GossipMessage:
+        states = dict(self._view)
+        states[self.name] = self._me
+        ring = None
+        if ring_for is not None:
+            peer = self._view.get(ring_for)
+            peer_id = (peer.ring_version, peer.ring_digest) if peer else (-1, -1)
+            if gossip.ring_wins(self.ring_id(), peer_id):
+                ring = self.ring.to_bytes()
+        return GossipMessage(self.name, states, ring)
+
+    async def _exchange(self, target: str) -> None:
+        try:
+            answer = await self._post(target, "/internal/v1/gossip",
+                                      self._message(target).encode())
+            await self._absorb(gossip.decode_message(answer))
+        except (NodeUnavailable, WireError) as exc:
+            log.debug("%s: gossip with %s failed: %s", self.name, target, exc)
+
+    async def _absorb(self, msg: GossipMessage) -> None:
+        """Merge a peer's states (arrivals for the detector) and maybe its ring."""
+        ring = None
+        if msg.ring is not None:
+            try:
+                ring = Ring.from_bytes(msg.ring)
+            except InvalidRing as exc:
+                raise WireError(f"gossiped ring: {exc.reason}") from None
+            if ring.ring_size != self.ring.ring_size:
+                raise WireError(f"gossiped ring has {ring.ring_size} partitions, ours "
+                                f"{self.ring.ring_size}")
+        self._view, newer = gossip.merge_views(self._view, msg.states, me=self.name)
+        now = self._clock()
+        for n in newer:
+            if n in self._detector.tracked():
+                self._detector.heartbeat(n, now)
+                if n not in self._up:
+                    self._up.add(n)
+                    log.info("%s: node %s is up", self.name, n)
+        if ring is not None:
+            await self._adopt(ring)
+
+    async def _post(self, target: str, path: str, body: bytes) -> bytes:
+        if self._session is None:
+            raise NodeUnavailable(target, "membership is not started")
+        timeout = aiohttp.ClientTimeout(total=self.config.rpc_timeout_s)
+        try:
+            async with self._session.post(
+                    f"http://{target}{path}", data=body, timeout=timeout,
+                    headers={"Content-Type": "application/x-msgpack"}) as resp:
+                data = await resp.read()
+                if resp.status == 409:
+                    raise MembershipError(_error_message(data))
+                if resp.status != 200:
+                    raise NodeUnavailable(target, f"HTTP {resp.status}: {data[:200]!r}")
+                return data
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            raise NodeUnavailable(target, f"{type(exc).__name__}: {exc}") from None
+
+
+def _error_message(data: bytes) -> str:
+    try:
+        return str(json.loads(data)["message"])
+    except (ValueError, KeyError, TypeError):
+        return data[:200].decode("utf-8", "replace")
+

@@ -1,0 +1,266 @@
+"""Membership on real sockets, several nodes in one process (Dynamo §4.8): join through a
+seed, ring dissemination by gossip, failure detection, leave/remove by the claimant, the
+ring persisted before it is acted on, and hostile bodies on every endpoint."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from pathlib import Path
+
+import aiohttp
+import msgpack
+import pytest
+from aiohttp import web
+
+from kvstore.errors import MembershipError
+from kvstore.membership import RING_FILE, Membership, MembershipConfig
+from kvstore.ring import Ring
+from tests.waiting import async_wait_until
+
+RING_SIZE = 32
+CONFIG = MembershipConfig(interval_s=0.05, join_timeout_s=10.0)
+
+
+class Node:
+    """One Membership behind its own aiohttp server on 127.0.0.1."""
+
+    def __init__(self, root: Path, port: int | None = None) -> None:
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", port or 0))
+        self.name = f"127.0.0.1:{self.sock.getsockname()[1]}"
+        self.dir = root / self.name.replace(":", "_")
+        self.m = Membership(self.name, self.dir, ring_size=RING_SIZE, config=CONFIG)
+        self.runner: web.AppRunner | None = None
+
+    async def start(self) -> Node:
+        app = web.Application()
+        app.add_routes(self.m.routes())
+        self.runner = web.AppRunner(app)
+        await self.runner.setup()
+        await web.SockSite(self.runner, self.sock).start()
+        await self.m.start()
+        return self
+
+    async def stop(self) -> None:
+        await self.m.stop()
+        if self.runner is not None:
+            await self.runner.cleanup()
+            self.runner = None
+
+
+async def cluster(root: Path, n: int) -> list[Node]:
+    nodes = [await Node(root).start() for _ in range(n)]
+    for node in nodes[1:]:
+        await node.m.join(nodes[0].name)
+    await converge(nodes)
+    return nodes
+
+
+def same_ring(nodes: list[Node]) -> bool:
+    rings = {node.m.ring for node in nodes}
+    return len(rings) == 1 and all(node.m.converged() for node in nodes)
+
+
+async def converge(nodes: list[Node]) -> None:
+    assert await async_wait_until(lambda: same_ring(nodes), timeout=30), [
+        n.m.ring for n in nodes]
+
+
+async def stop_all(nodes: list[Node]) -> None:
+    for node in nodes:
+        await node.stop()
+
+
+def run(coro) -> None:
+    asyncio.run(coro)
+
+
+def test_4_8_a_new_node_creates_a_one_member_ring_and_persists_it(tmp_path: Path) -> None:
+    async def main() -> None:
+        node = await Node(tmp_path).start()
+        try:
+            assert node.m.ring.members == (node.name,)
+            assert node.m.ring.version == 1
+            on_disk = Ring.from_bytes((node.dir / RING_FILE).read_bytes())
+            assert on_disk == node.m.ring
+            assert node.m.claimant() == node.name
+        finally:
+            await node.stop()
+    run(main())
+
+
+def test_4_8_join_through_a_seed_spreads_one_ring_to_everyone(tmp_path: Path) -> None:
+    async def main() -> None:
+        nodes = await cluster(tmp_path, 4)
+        try:
+            ring = nodes[0].m.ring
+            assert set(ring.members) == {n.name for n in nodes}
+            assert ring.version == 4  # v1 (seed alone) + three joins by the claimant
+            ring.check()
+            for node in nodes:
+                assert Ring.from_bytes((node.dir / RING_FILE).read_bytes()) == ring
+                assert all(node.m.is_alive(o.name) for o in nodes)
+            # every node agrees on one claimant: the lowest name
+            assert {n.m.claimant() for n in nodes} == {min(n.name for n in nodes)}
+        finally:
+            await stop_all(nodes)
+    run(main())
+
+
+def test_4_8_join_is_idempotent_and_a_joined_node_restarts_into_its_ring(
+        tmp_path: Path) -> None:
+    async def main() -> None:
+        nodes = await cluster(tmp_path, 2)
+        try:
+            version = nodes[0].m.ring.version
+            await nodes[1].m.join(nodes[0].name)  # --join again after a restart: no change
+            assert nodes[1].m.ring.version == version
+            port = int(nodes[1].name.rsplit(":", 1)[1])
+            await nodes[1].stop()
+            nodes[1] = await Node(tmp_path, port).start()  # same name, same folder
+            assert nodes[1].m.ring == nodes[0].m.ring
+            await converge(nodes)
+        finally:
+            await stop_all(nodes)
+    run(main())
+
+
+def test_4_8_failure_detection_marks_a_silent_node_down_and_up_again(tmp_path: Path) -> None:
+    async def main() -> None:
+        nodes = await cluster(tmp_path, 3)
+        try:
+            victim = nodes[2]
+            port = int(victim.name.rsplit(":", 1)[1])
+            await victim.stop()
+            others = nodes[:2]
+            assert await async_wait_until(
+                lambda: all(not o.m.is_alive(victim.name) for o in others), timeout=30)
+            assert all(victim.name not in o.m.alive() for o in others)
+            status = others[0].m.status()["members"][victim.name]
+            assert status["alive"] is False and status["phi"] > CONFIG.phi_threshold
+            nodes[2] = await Node(tmp_path, port).start()
+            assert await async_wait_until(
+                lambda: all(o.m.is_alive(victim.name) for o in others), timeout=30)
+        finally:
+            await stop_all(nodes)
+    run(main())
+
+
+def test_4_8_leave_and_remove_go_through_the_claimant(tmp_path: Path) -> None:
+    async def main() -> None:
+        nodes = await cluster(tmp_path, 4)
+        by_name = sorted(nodes, key=lambda n: n.name)
+        try:
+            leaver = by_name[-1]  # not the claimant: its request is forwarded
+            await leaver.m.leave()
+            assert leaver.name not in leaver.m.ring.members
+            rest = [n for n in nodes if n is not leaver]
+            await converge(rest)
+            assert set(rest[0].m.ring.members) == {n.name for n in rest}
+            # a live node cannot be removed
+            victim = by_name[2]
+            with pytest.raises(MembershipError, match="alive"):
+                await by_name[1].m.remove(victim.name)
+            await victim.stop()
+            rest = [n for n in rest if n is not victim]
+            assert await async_wait_until(
+                lambda: all(not n.m.is_alive(victim.name) for n in rest), timeout=30)
+            await by_name[1].m.remove(victim.name)
+            await converge(rest)
+            assert set(rest[0].m.ring.members) == {n.name for n in rest}
+            rest[0].m.ring.check()
+            with pytest.raises(MembershipError, match="not a member"):
+                await rest[0].m.remove(victim.name)
+            await leaver.stop()
+        finally:
+            await stop_all(nodes)
+    run(main())
+
+
+# ---------------------------------------------------------------- HTTP endpoints
+
+
+async def post(session: aiohttp.ClientSession, node: Node, path: str, body: bytes,
+               ctype: str = "application/json") -> tuple[int, bytes]:
+    async with session.post(f"http://{node.name}{path}", data=body,
+                            headers={"Content-Type": ctype}) as resp:
+        return resp.status, await resp.read()
+
+
+def test_admin_endpoints_join_members_remove(tmp_path: Path) -> None:
+    async def main() -> None:
+        seed = await Node(tmp_path).start()
+        joiner = await Node(tmp_path).start()
+        try:
+            async with aiohttp.ClientSession() as s:
+                status, body = await post(s, joiner, "/admin/v1/join",
+                                          json.dumps({"seed": seed.name}).encode())
+                assert status == 200, body
+                assert set(json.loads(body)["members"]) == {seed.name, joiner.name}
+                await converge([seed, joiner])
+                async with s.get(f"http://{seed.name}/admin/v1/members") as resp:
+                    doc = await resp.json()
+                assert doc["converged"] is True and doc["members"][joiner.name]["member"]
+                status, body = await post(s, seed, "/admin/v1/remove",
+                                          json.dumps({"node": joiner.name}).encode())
+                assert status == 409 and json.loads(body)["error"] == "membership"
+                assert seed.m.ring.members == joiner.m.ring.members  # nothing changed
+        finally:
+            await stop_all([seed, joiner])
+    run(main())
+
+
+HOSTILE_GOSSIP = [
+    b"", b"\xc1", b"not msgpack at all", msgpack.packb([1, 2, 3]),
+    msgpack.packb({"from": "a:1", "states": {}}),
+    msgpack.packb({"from": "", "states": {}, "ring": None}),
+    msgpack.packb({"from": "a:1", "states": {"b:2": [1, 2]}, "ring": None}),
+    msgpack.packb({"from": "a:1", "states": {"b:2": [1, 2, "zombie", 0, 0]}, "ring": None}),
+    msgpack.packb({"from": "a:1", "states": {"b:2": [-1, 2, "up", 0, 0]}, "ring": None}),
+    msgpack.packb({"from": "a:1", "states": {}, "ring": b"\x00garbage"}),
+    msgpack.packb({"from": "a:1", "states": {}, "ring": Ring.new(64).join("x:1").to_bytes()}),
+    msgpack.packb({"from": "a:1", "states": {}, "ring": "text"}),
+]
+HOSTILE_CHANGE = [
+    b"", b"\xc1", msgpack.packb({"op": "join"}),
+    msgpack.packb({"op": "explode", "node": "a:1", "hops": 0}),
+    msgpack.packb({"op": "join", "node": "", "hops": 0}),
+    msgpack.packb({"op": "join", "node": "a:1", "hops": -1}),
+    msgpack.packb({"op": "join", "node": 7, "hops": 0}),
+]
+HOSTILE_ADMIN = [
+    ("/admin/v1/join", b"{"), ("/admin/v1/join", b"[]"), ("/admin/v1/join", b"{}"),
+    ("/admin/v1/join", b'{"seed": 5}'), ("/admin/v1/join", b"x" * 10000),
+    ("/admin/v1/remove", b'{"node": "nocolon"}'), ("/admin/v1/leave", b'{"now": 1}'),
+]
+
+
+def test_hostile_bodies_get_400_and_change_nothing(tmp_path: Path) -> None:
+    async def main() -> None:
+        nodes = await cluster(tmp_path, 2)
+        target = nodes[0]
+        ring_before = target.m.ring
+        try:
+            async with aiohttp.ClientSession() as s:
+                for body in HOSTILE_GOSSIP:
+                    status, answer = await post(s, target, "/internal/v1/gossip", body,
+                                                "application/x-msgpack")
+                    assert status == 400, (body, answer)
+                    assert json.loads(answer)["error"] == "bad_request"
+                for body in HOSTILE_CHANGE:
+                    status, answer = await post(s, target, "/internal/v1/gossip/change", body,
+                                                "application/x-msgpack")
+                    assert status == 400, (body, answer)
+                for path, body in HOSTILE_ADMIN:
+                    status, answer = await post(s, target, path, body)
+                    assert status == 400, (path, body, answer)
+                    assert json.loads(answer)["message"]
+            assert target.m.ring == ring_before
+            assert (target.dir / RING_FILE).read_bytes() == ring_before.to_bytes()
+            await converge(nodes)
+        finally:
+            await stop_all(nodes)
+    run(main())
