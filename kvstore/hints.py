@@ -131,27 +131,41 @@ class HintStore:
     async def _add(self, owner: str, raw_owner: bytes, key: bytes,
                    state: SiblingSet) -> SiblingSet:
         record = _hint_prefix(key) + raw_owner
-        async with self._locks.hold((owner, key)):
-            raw = await self._engine.get(record)
+        engine = self._engine.engine
+
+        def run() -> tuple[bool, SiblingSet]:  # one worker-thread hop; the lock is held
+            raw = engine.get(record)
             current = decode_stored(key, raw)
             merged = vclock.sync(current, state)
             if raw is not None and merged == current:
-                return current
+                return False, current
             batch = WriteBatch().put(record, vclock.encode(merged))
             if raw is None:
                 batch.put(_index_prefix(raw_owner) + key, b"")
-            await self._engine.write(batch)
-            if raw is None:
+            engine.write(batch)
+            return raw is None, merged
+
+        async with self._locks.hold((owner, key)):
+            new, merged = await asyncio.to_thread(run)
+            if new:
                 self._counts[owner] = self._counts.get(owner, 0) + 1
             return merged
 
     async def get(self, key: bytes) -> SiblingSet:
-        """The sync of every owner's hint for `key` (SiblingSet() when there is none)."""
+        """The sync of every owner's hint for `key` (SiblingSet() when there is none).
+        Free when the store holds no hints (the common case: every owner is up)."""
         key = _key(key)
+        if not self._counts:
+            return SiblingSet()
         prefix = _hint_prefix(key)
-        states = [decode_stored(key, raw)
-                  async for _, raw in self._engine.scan(prefix, _prefix_end(prefix))]
-        return vclock.merge_all(states)
+        engine = self._engine.engine
+
+        def run() -> list[bytes]:
+            with engine.scan(prefix, _prefix_end(prefix)) as scan:
+                return [raw for _, raw in scan]
+
+        raws = await asyncio.to_thread(run)
+        return vclock.merge_all(decode_stored(key, raw) for raw in raws)
 
     async def pending(self, owner: str, limit: int) -> list[tuple[bytes, SiblingSet]]:
         """Up to `limit` hints for `owner`, in key order, read at one snapshot."""

@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -143,9 +143,23 @@ class ReplicaStore:
     async def _read(self, key: bytes) -> SiblingSet:
         return decode_stored(key, await self._engine.get(self._storage_key(key)))
 
-    async def _write(self, key: bytes, state: SiblingSet) -> None:
-        await self._engine.put(self._storage_key(key), vclock.encode(state))
-        self._partitions.add(self.partition_of(key))
+    async def _rmw(self, key: bytes,
+                   change: Callable[[SiblingSet], SiblingSet]) -> tuple[SiblingSet, SiblingSet]:
+        """Read, `change`, and write (only if different) in one worker-thread hop; the
+        caller holds the key's lock. Returns (old, new)."""
+        skey, engine = self._storage_key(key), self._engine.engine
+
+        def run() -> tuple[SiblingSet, SiblingSet]:
+            old = decode_stored(key, engine.get(skey))
+            new = change(old)
+            if new != old:
+                engine.put(skey, vclock.encode(new))
+            return old, new
+
+        old, new = await asyncio.to_thread(run)
+        if new != old:
+            self._partitions.add(self.partition_of(key))
+        return old, new
 
     # -- reads and writes ---------------------------------------------------------------
     async def get(self, key: bytes) -> SiblingSet:
@@ -166,21 +180,21 @@ class ReplicaStore:
 
     async def _coordinate(self, key: bytes, context: VersionVector, value: bytes,
                           deleted: bool, timestamp: int) -> SiblingSet:
+        def change(current: SiblingSet) -> SiblingSet:
+            if self.is_lww(key):
+                new = vclock.lww_update(current, self.node, value, timestamp=timestamp,
+                                        deleted=deleted)
+            else:
+                new = vclock.update(current, context, self.node, value, timestamp=timestamp,
+                                    deleted=deleted, limits=self.limits)
+            return vclock.prune(new, self.max_clock_entries, keep=self.node)
+
         async with self._locks.hold(key):
-            current = await self._read(key)
             try:
-                if self.is_lww(key):
-                    new = vclock.lww_update(current, self.node, value, timestamp=timestamp,
-                                            deleted=deleted)
-                else:
-                    new = vclock.update(current, context, self.node, value,
-                                        timestamp=timestamp, deleted=deleted,
-                                        limits=self.limits)
+                _, new = await self._rmw(key, change)
             except vclock.SiblingLimitExceeded:
                 self._counts["refused"] += 1
                 raise
-            new = vclock.prune(new, self.max_clock_entries, keep=self.node)
-            await self._write(key, new)
             self._counts["coordinates"] += 1
             return new
 
@@ -196,11 +210,9 @@ class ReplicaStore:
 
     async def _merge(self, key: bytes, state: SiblingSet) -> SiblingSet:
         async with self._locks.hold(key):
-            current = await self._read(key)
-            merged = self._sync(key, current, state)
+            current, merged = await self._rmw(key, lambda old: self._sync(key, old, state))
             self._counts["merges"] += 1
             if merged != current:
-                await self._write(key, merged)
                 self._counts["merge_writes"] += 1
             return merged
 
