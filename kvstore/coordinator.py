@@ -25,6 +25,9 @@ Theory of operation (Dynamo §4.5, §4.6, §5; shared/DESIGN.md "Put, step by st
   answer after R replies with `vclock.merge_all` of them and its context. The remaining
   replies are awaited in the background until the deadline; every primary whose reply
   differs from the merge of all replies gets that merge (read repair).
+- A ring with fewer members than N holds fewer than N replicas of a key (a one-node
+  development cluster holds one): R and W are capped at the length of the key's
+  preference list, so they ask for every replica that exists, never for more.
 - Fencing: a write carrying a lock-service sequencer is checked with `fence(token)`
   (raises SequencerRejected) before anything is written, on the node the client called;
   a forwarded write is checked again where it is coordinated when that node has a fence
@@ -96,6 +99,7 @@ class Coordinator:
         deadline = self._deadline(timeout_s)
         plan = self._plan(key)
         self.counts["get"] += 1
+        r = min(r, len(plan.primaries)) or r
         tally = quorum.Tally(r, list(plan.targets))
         replies: dict[str, SiblingSet] = {}
         results: asyncio.Queue = asyncio.Queue()
@@ -159,6 +163,7 @@ class Coordinator:
                 raise InvalidRequest("this cluster has no lock service")
         plan = self._plan(req.key)
         self.counts[req.op] += 1
+        w = min(w, len(plan.primaries)) or w
         if self.name in plan.primaries:
             state = await self._coordinate_here(req, ctx, w, plan, deadline)
             return PutResult(state, vclock.context(state))

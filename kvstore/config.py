@@ -1,0 +1,176 @@
+"""A node's configuration: `kv serve` flags, an optional TOML file, validated into NodeConfig.
+
+Flags (the contract's; `kv serve` and `python -m kvstore.node` accept exactly these):
+
+    --name HOST:PORT   the node's name and advertised address (required)
+    --data DIR         its data folder (required)
+    --join SEED        a member to join through when DIR holds no ring yet
+    --n --r --w        replicas per key, and default read and write quorums (3, 2, 2)
+    --ring-size Q      partitions of a new cluster's ring (256; ignored when joining)
+    --sync POLICY      LSM sync policy: interval (default), always, none
+    --lock-id ID --lock-peers ID=HOST:PORT,...   host a lock-service voter
+    --max-value BYTES  largest value the public API accepts (1 MiB)
+    --config FILE      a TOML file with the same keys (`ring-size` or `ring_size`, ...);
+                       flags given on the command line win over the file
+    --log-level LEVEL  DEBUG, INFO (default), WARNING, ERROR
+
+`lock-peers` in TOML is either the flag's string or a table `{1 = "127.0.0.1:7001", ...}`.
+Every value is checked here (ConfigError, a ValueError, with one sentence saying what is
+wrong); nothing is opened until the whole configuration is valid.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tomllib
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from kvstore.ring import MAX_RING_SIZE
+
+SYNC_POLICIES = ("interval", "always", "none")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+DEFAULT_MAX_VALUE = 1 << 20
+
+
+class ConfigError(ValueError):
+    """The node's configuration is invalid; the message says which setting and why."""
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    name: str
+    data: str
+    join: str | None = None
+    n: int = 3
+    r: int = 2
+    w: int = 2
+    ring_size: int = 256
+    sync: str = "interval"
+    lock_id: int | None = None
+    lock_peers: dict[int, str] = field(default_factory=dict)
+    max_value: int = DEFAULT_MAX_VALUE
+    log_level: str = "INFO"
+    timeout_s: float = 5.0  # default request deadline (not a flag)
+
+    @property
+    def host(self) -> str:
+        return self.name.rsplit(":", 1)[0]
+
+    @property
+    def port(self) -> int:
+        return int(self.name.rsplit(":", 1)[1])
+
+    def __post_init__(self) -> None:
+        check_address("name", self.name)
+        if not isinstance(self.data, str) or not self.data:
+            raise ConfigError("data must name a folder")
+        if self.join is not None:
+            check_address("join", self.join)
+        for key in ("n", "r", "w", "ring_size", "max_value"):
+            value = getattr(self, key)
+            if type(value) is not int or value < 1:
+                raise ConfigError(f"{key} must be a positive integer, not {value!r}")
+        if not self.r <= self.n or not self.w <= self.n:
+            raise ConfigError(f"r ({self.r}) and w ({self.w}) must not exceed n ({self.n})")
+        if self.ring_size > MAX_RING_SIZE or self.ring_size & (self.ring_size - 1):
+            raise ConfigError(f"ring-size must be a power of two up to {MAX_RING_SIZE}")
+        if self.sync not in SYNC_POLICIES:
+            raise ConfigError(f"sync must be one of {', '.join(SYNC_POLICIES)}")
+        if self.log_level not in LOG_LEVELS:
+            raise ConfigError(f"log-level must be one of {', '.join(LOG_LEVELS)}")
+        for ident, address in self.lock_peers.items():
+            if type(ident) is not int or ident < 1:
+                raise ConfigError(f"lock peer ids must be positive integers: {ident!r}")
+            check_address(f"lock peer {ident}", address)
+        if self.lock_id is not None:
+            if type(self.lock_id) is not int or self.lock_id not in self.lock_peers:
+                raise ConfigError("lock-id must be one of the ids in lock-peers")
+            if self.lock_peers[self.lock_id] != self.name:
+                raise ConfigError(f"lock peer {self.lock_id} must be this node ({self.name})")
+
+
+def check_address(what: str, value: object) -> str:
+    """`value` as a "host:port" string, or ConfigError."""
+    if not isinstance(value, str) or ":" not in value:
+        raise ConfigError(f"{what} must be host:port, not {value!r}")
+    host, port = value.rsplit(":", 1)
+    if not host or not port.isdigit() or not 1 <= int(port) <= 65535 or len(value) > 255:
+        raise ConfigError(f"{what} must be host:port with a port in 1..65535, not {value!r}")
+    return value
+
+
+def parse_lock_peers(text: str) -> dict[int, str]:
+    """"1=127.0.0.1:7001,2=127.0.0.1:7002" -> {1: "127.0.0.1:7001", 2: ...}."""
+    peers: dict[int, str] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        ident, sep, address = part.partition("=")
+        if not sep or not ident.strip().isdigit():
+            raise ConfigError(f"lock-peers entries are ID=HOST:PORT, not {part!r}")
+        if int(ident) in peers:
+            raise ConfigError(f"lock peer {ident} is named twice")
+        peers[int(ident)] = check_address(f"lock peer {ident}", address.strip())
+    return peers
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the node's flags to `parser` (defaults None: a TOML file may fill them)."""
+    add = parser.add_argument
+    add("--name", help="this node's name and address, HOST:PORT (required)")
+    add("--data", help="the node's data folder (required)")
+    add("--join", metavar="SEED", help="join the cluster of SEED (HOST:PORT) on first start")
+    add("--n", type=int, help="replicas per key (default 3)")
+    add("--r", type=int, help="default read quorum (default 2)")
+    add("--w", type=int, help="default write quorum (default 2)")
+    add("--ring-size", type=int, help="partitions of a new cluster's ring (default 256)")
+    add("--sync", choices=SYNC_POLICIES, help="storage sync policy (default interval)")
+    add("--lock-id", type=int, help="host lock-service voter ID (one of --lock-peers)")
+    add("--lock-peers", metavar="ID=HOST:PORT,...", help="the lock service's voters")
+    add("--max-value", type=int, help="largest value accepted, in bytes (default 1 MiB)")
+    add("--config", metavar="FILE.toml", help="read settings from a TOML file (flags win)")
+    add("--log-level", type=str.upper, choices=LOG_LEVELS, help="log level (default INFO)")
+
+
+_KEYS = {f.name for f in fields(NodeConfig)} - {"timeout_s"}
+
+
+def from_args(args: argparse.Namespace) -> NodeConfig:
+    """The NodeConfig of parsed flags (and of `--config FILE` under them)."""
+    settings: dict[str, Any] = {}
+    if getattr(args, "config", None):
+        settings.update(read_toml(args.config))
+    for key in _KEYS:
+        value = getattr(args, key, None)
+        if value is not None:
+            settings[key] = value
+    if isinstance(settings.get("lock_peers"), str):
+        settings["lock_peers"] = parse_lock_peers(settings["lock_peers"])
+    for key in ("name", "data"):
+        if not settings.get(key):
+            raise ConfigError(f"--{key} is required (on the command line or in --config)")
+    return NodeConfig(**settings)
+
+
+def read_toml(path: str) -> dict[str, Any]:
+    """The settings in a TOML file; ConfigError for unreadable files or unknown keys."""
+    try:
+        with open(path, "rb") as f:
+            raw = tomllib.load(f)
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    settings: dict[str, Any] = {}
+    for key, value in raw.items():
+        name = key.replace("-", "_")
+        if name not in _KEYS:
+            raise ConfigError(f"config file {path}: unknown setting {key!r}")
+        if name == "lock_peers" and isinstance(value, dict):
+            try:
+                value = {int(k): v for k, v in value.items()}
+            except ValueError:
+                raise ConfigError(f"config file {path}: lock-peers keys must be ids") from None
+        if name == "log_level" and isinstance(value, str):
+            value = value.upper()
+        settings[name] = value
+    return settings

@@ -1,0 +1,217 @@
+"""One ringlock node: the process that `kv serve` runs.
+
+Theory of operation (shared/DESIGN.md "One node")
+
+- One asyncio loop, one aiohttp server on the port of the node's name, bound to its host.
+  It serves the public KV API (kvstore/http_api.py), the internal replica API
+  (kvstore/replica_api.py), gossip and operator endpoints (kvstore/membership.py) and,
+  with `--lock-id`, a lock-service voter (lockservice/server.py).
+- Start, in order: open the replica store (DIR/replicas) and hint store (DIR/hints); start
+  the peer session; start membership (loads DIR/ring, or creates a one-node ring); serve
+  HTTP; join the seed when `--join` is given (others gossip with us from then on, so we
+  must be serving); start hinted handoff and the lock voter; then print
+  `ringlock node NAME ready` on stderr, at any log level.
+- SIGTERM or SIGINT: stop accepting connections and give in-flight requests up to
+  `SHUTDOWN_S` to finish (aiohttp's graceful shutdown), then stop handoff, the lock voter,
+  membership and background replication, close the peer session and the engines, and
+  return (exit status 0). A second signal during shutdown is ignored; the stores close in
+  any case.
+- Wiring: the coordinator reads the ring and liveness from membership; handoff delivers
+  hints with the internal `merge_many` call on the owner; a sequencer on a write is
+  checked with `lockservice.fencing.SequencerCache` when a lock service is configured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from aiohttp import web
+
+from kvstore import http_api
+from kvstore.config import ConfigError, NodeConfig, add_arguments, from_args
+from kvstore.coordinator import Coordinator
+from kvstore.errors import SequencerRejected
+from kvstore.handoff import Handoff
+from kvstore.hints import HintStore
+from kvstore.membership import Membership, MembershipConfig
+from kvstore.peers import Peers
+from kvstore.replica import ReplicaStore
+from kvstore.replica_api import ReplicaApi
+from kvstore.vclock import SiblingSet
+
+logger = logging.getLogger(__name__)
+
+SHUTDOWN_S = 2.0  # in-flight requests get this long after a stop signal
+HANDOFF_TIMEOUT_S = 30.0  # one merge_many batch delivered to a returning owner
+
+
+class Node:
+    """The parts of one node, started and stopped in the order the docstring gives."""
+
+    def __init__(self, config: NodeConfig) -> None:
+        self.config = config
+        self.name = config.name
+        self.data = Path(config.data)
+        self.runner: web.AppRunner | None = None
+        self.lock = None
+        self.handoff: Handoff | None = None
+        self._closers: list = []
+
+    async def start(self) -> None:
+        cfg = self.config
+        self.data.mkdir(parents=True, exist_ok=True)
+        self.replica = await ReplicaStore.open(self.data / "replicas", node=self.name,
+                                               ring_size=cfg.ring_size, sync=cfg.sync)
+        self._closers.append(self.replica.close)
+        self.hints = await HintStore.open(self.data / "hints", sync=cfg.sync)
+        self._closers.append(self.hints.close)
+        self.peers = Peers(self.name)
+        await self.peers.start()
+        self._closers.append(self.peers.close)
+        self.membership = Membership(self.name, self.data, ring_size=cfg.ring_size,
+                                     config=MembershipConfig(n_val=cfg.n))
+        await self.membership.start()
+        self._closers.append(self.membership.stop)
+        if self.membership.ring.ring_size != cfg.ring_size:
+            logger.info("%s: ring size is %d (from DIR/ring), not --ring-size %d", self.name,
+                        self.membership.ring.ring_size, cfg.ring_size)
+        fence = self._start_lock_service()
+        self.coordinator = Coordinator(
+            self.name, replica=self.replica, hints=self.hints, peers=self.peers,
+            ring=lambda: self.membership.ring, is_alive=self.membership.is_alive,
+            n=cfg.n, r=cfg.r, w=cfg.w, timeout_s=cfg.timeout_s, fence=fence,
+            max_value=cfg.max_value)
+        self._closers.append(self.coordinator.close)
+        await self._serve()
+        if cfg.join:
+            await self.membership.join(cfg.join)
+        self.handoff = Handoff(self.hints, deliver=self._deliver,
+                               is_alive=self.membership.is_alive)
+        await self.handoff.start()
+        self._closers.append(self.handoff.stop)
+        if self.lock is not None:
+            await self.lock.start()
+            self._closers.append(self.lock.stop)
+
+    def _start_lock_service(self):
+        """The lock voter (when --lock-id) and the fence for sequencers (when --lock-peers)."""
+        cfg = self.config
+        if cfg.lock_id is None:
+            return None
+        from lockservice.server import LockServer
+
+        self.lock = LockServer.open(node_id=cfg.lock_id, addresses=dict(cfg.lock_peers),
+                                    data_dir=str(self.data / "lock"), sync=cfg.sync != "none")
+
+        async def fence(token: str) -> None:
+            if not await self.lock.check_sequencer(token):
+                raise SequencerRejected("the lock service says it is not current")
+        return fence
+
+    async def _serve(self) -> None:
+        app = web.Application()
+        app.add_routes(ReplicaApi(replica=self.replica, hints=self.hints,
+                                  coordinator=self.coordinator, status=self.status).routes())
+        app.add_routes(self.membership.routes())
+        if self.lock is not None:
+            app.add_routes(self.lock.routes())
+        info = http_api.NodeInfo(name=self.name, ring=lambda: self.membership.ring,
+                                 is_alive=self.membership.is_alive, status=self.status,
+                                 max_value_bytes=self.config.max_value)
+        http_api.install(app, self.coordinator, info)
+        self.runner = web.AppRunner(app, shutdown_timeout=SHUTDOWN_S, access_log=None)
+        await self.runner.setup()
+        await web.TCPSite(self.runner, self.config.host, self.config.port,
+                          reuse_address=True).start()
+        logger.info("%s: serving on http://%s/", self.name, self.name)
+
+    async def _deliver(self, owner: str, items: list[tuple[bytes, SiblingSet]]) -> None:
+        await self.peers.merge_many(owner, items, HANDOFF_TIMEOUT_S)
+
+    def status(self) -> dict:
+        """Node-wide counters for /status and the internal status op."""
+        out = {"hints": self.hints.count(), "hint_owners": sorted(self.hints.owners()),
+               "replica": self.replica.stats(), "coordinator": self.coordinator.stats(),
+               "membership": self.membership.status(), "peers": self.peers.stats()}
+        if self.handoff is not None:
+            out["handoff"] = self.handoff.stats()
+        if self.lock is not None:
+            out["lock"] = self.lock.status()
+        return out
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()  # stop accepting; in-flight get SHUTDOWN_S
+            self.runner = None
+        for close in reversed(self._closers):
+            try:
+                await close()
+            except Exception:
+                logger.exception("%s: error while stopping", self.name)
+        self._closers.clear()
+        self.handoff = None
+
+
+async def run(config: NodeConfig) -> None:
+    """Run a node until SIGTERM or SIGINT; return once everything is closed."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    node = Node(config)
+    try:
+        starting = asyncio.ensure_future(node.start())
+        stopping = asyncio.ensure_future(stop.wait())
+        await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if starting.done():
+            starting.result()  # raise what start() raised
+            sys.stderr.write(f"ringlock node {config.name} ready\n")
+            sys.stderr.flush()
+            logger.info("%s: ready (%d ring members, ring v%d)", config.name,
+                        len(node.membership.ring.members), node.membership.ring.version)
+            await stopping
+        else:
+            starting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await starting
+        stopping.cancel()
+        logger.info("%s: stopping", config.name)
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, lambda: None)  # a second signal waits for us
+        await node.stop()
+    logger.info("%s: stopped", config.name)
+
+
+def main(config: NodeConfig) -> int:
+    """Configure logging, run the node, return the exit status."""
+    logging.basicConfig(level=config.log_level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        asyncio.run(run(config))
+    except OSError as exc:
+        logger.error("%s: cannot run: %s", config.name, exc)
+        return 1
+    return 0
+
+
+def _cli(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m kvstore.node",
+                                     description="Run one ringlock node (like `kv serve`).")
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        config = from_args(args)
+    except ConfigError as exc:
+        parser.error(str(exc))
+    return main(config)
+
+
+if __name__ == "__main__":
+    sys.exit(_cli())

@@ -1,0 +1,234 @@
+"""Real ringlock node processes for tests: start N on free 127.0.0.1 ports, stop them always.
+
+Usage (a module-scoped fixture shares one cluster between the tests of a file):
+
+    @pytest.fixture(scope="module")
+    def cluster(tmp_path_factory):
+        with Cluster(tmp_path_factory.mktemp("cluster"), size=3) as c:
+            yield c
+
+- `Cluster.start()` starts the first node (a new cluster), then the others with
+  `--join <first>`, waits for each one's ready line (`ringlock node NAME ready` on stderr,
+  which goes to `ROOT/<port>.log`), then until every node sees every member alive in one
+  converged ring. `stop()` (also on leaving the `with`) sends SIGTERM to every node that
+  runs and SIGKILL to any still running `STOP_S` later, so no test leaves a process behind.
+- A `NodeProcess` can be stopped (`stop()`, SIGTERM), killed (`kill()`, SIGKILL) and
+  started again on the same port and data folder (`start()`, then `wait_ready()`).
+- Requests: `http(node, method, path, body, headers)` for the public API and
+  `/admin/v1/...` (answers status, headers, body bytes), `json(...)` for JSON answers,
+  `internal(node, op, fields)` for the msgpack internal API (answers status and the
+  decoded map). All synchronous, with a timeout.
+- The processes run `python -m kvstore.node` with the flags of kvstore/config.py (the same
+  flags `kv serve` takes); `extra_args` are added to every node's command line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json as jsonlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import msgpack
+
+from tests.waiting import wait_until
+
+READY_S = 60.0  # a node's start on a loaded 2-core machine
+STOP_S = 10.0  # SIGTERM, then SIGKILL after this long
+REQUEST_S = 30.0
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` distinct ports that were free on 127.0.0.1 a moment ago."""
+    socks = []
+    try:
+        for _ in range(count):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+class NodeProcess:
+    """One `python -m kvstore.node` process with its own data folder and log file."""
+
+    def __init__(self, name: str, root: Path, args: list[str]) -> None:
+        self.name = name
+        self.port = int(name.rsplit(":", 1)[1])
+        self.data = root / f"node-{self.port}"
+        self.log = root / f"{self.port}.log"
+        self.args = args
+        self.proc: subprocess.Popen | None = None
+        self._log_offset = 0
+
+    def start(self, join: str | None = None) -> None:
+        if self.running:
+            raise RuntimeError(f"{self.name} is already running")
+        cmd = [sys.executable, "-m", "kvstore.node", "--name", self.name,
+               "--data", str(self.data), *self.args]
+        if join:
+            cmd += ["--join", join]
+        self._log_offset = self.log.stat().st_size if self.log.exists() else 0
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL,
+                                         stdout=subprocess.DEVNULL, stderr=log,
+                                         env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def output(self) -> str:
+        """What this run of the process wrote to stderr so far."""
+        with open(self.log, "rb") as f:
+            f.seek(self._log_offset)
+            return f.read().decode("utf-8", "replace")
+
+    def wait_ready(self, timeout: float = READY_S) -> None:
+        line = f"ringlock node {self.name} ready"
+        ok = wait_until(lambda: line in self.output() or not self.running, timeout, 0.05)
+        if not ok or line not in self.output():
+            raise RuntimeError(f"{self.name} did not get ready (exit code "
+                               f"{self.proc.poll() if self.proc else None}):\n"
+                               f"{self.output()[-4000:]}")
+
+    def stop(self, timeout: float = STOP_S) -> int | None:
+        """SIGTERM, then SIGKILL after `timeout`; the exit code (None if never started)."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+class Cluster:
+    """`size` real nodes on 127.0.0.1 under `root`; see the module docstring."""
+
+    def __init__(self, root: Path, size: int = 3, extra_args: list[str] | None = None) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.names = [f"127.0.0.1:{port}" for port in free_ports(size)]
+        self.nodes = [NodeProcess(name, self.root, list(extra_args or [])) for name in
+                      self.names]
+
+    def __enter__(self) -> Cluster:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def __getitem__(self, index: int) -> NodeProcess:
+        return self.nodes[index]
+
+    def start(self) -> None:
+        first, rest = self.nodes[0], self.nodes[1:]
+        first.start()
+        first.wait_ready()
+        for node in rest:
+            node.start(join=first.name)
+        for node in rest:
+            node.wait_ready()
+        self.wait_converged()
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            if node.running:
+                node.proc.send_signal(signal.SIGTERM)
+        for node in self.nodes:
+            node.stop()
+
+    # -- waiting ---------------------------------------------------------------------------
+
+    def members_view(self, node: str) -> dict | None:
+        with contextlib.suppress(OSError, ValueError):
+            status, body = self.json(node, "GET", "/admin/v1/members")
+            if status == 200:
+                return body
+        return None
+
+    def wait_converged(self, nodes: list[str] | None = None, timeout: float = READY_S) -> None:
+        """Until each running node sees `nodes` (default: all) as live members of one ring."""
+        want = set(nodes or self.names)
+
+        def settled() -> bool:
+            versions = set()
+            for node in self.nodes:
+                if not node.running:
+                    continue
+                view = self.members_view(node.name)
+                if not view or not view.get("converged"):
+                    return False
+                live = {m for m, s in view["members"].items() if s["member"] and s["alive"]}
+                if live != want:
+                    return False
+                versions.add(view["ring_version"])
+            return len(versions) == 1
+        if not wait_until(settled, timeout, 0.1):
+            views = {n.name: self.members_view(n.name) for n in self.nodes if n.running}
+            raise RuntimeError(f"cluster did not converge on {sorted(want)}: {views}")
+
+    def wait_alive(self, observer: str, node: str, alive: bool = True,
+                   timeout: float = READY_S) -> None:
+        """Until `observer`'s failure detector calls `node` alive (or down)."""
+        def seen() -> bool:
+            view = self.members_view(observer)
+            return bool(view) and view["members"].get(node, {}).get("alive") == alive
+        if not wait_until(seen, timeout, 0.05):
+            raise RuntimeError(f"{observer} never saw {node} alive={alive}")
+
+    # -- requests --------------------------------------------------------------------------
+
+    def http(self, node: str, method: str, path: str, body: bytes | None = None,
+             headers: dict[str, str] | None = None,
+             timeout: float = REQUEST_S) -> tuple[int, dict[str, str], bytes]:
+        host, port = node.rsplit(":", 1)
+        conn = http.client.HTTPConnection(host, int(port), timeout=timeout)
+        try:
+            conn.request(method, path, body=body, headers=headers or {})
+            resp = conn.getresponse()
+            return resp.status, dict(resp.getheaders()), resp.read()
+        finally:
+            conn.close()
+
+    def json(self, node: str, method: str, path: str, payload: object = None,
+             headers: dict[str, str] | None = None) -> tuple[int, object]:
+        body = None if payload is None else jsonlib.dumps(payload).encode()
+        status, _, data = self.http(node, method, path, body,
+                                    {"Content-Type": "application/json", **(headers or {})})
+        return status, jsonlib.loads(data) if data else None
+
+    def internal(self, node: str, op: str, fields: dict | None = None,
+                 raw: bytes | None = None) -> tuple[int, dict]:
+        body = raw if raw is not None else msgpack.packb(fields or {}, use_bin_type=True)
+        status, _, data = self.http(node, "POST", f"/internal/v1/{op}", body,
+                                    {"Content-Type": "application/x-msgpack"})
+        return status, msgpack.unpackb(data, raw=False) if data else {}
+
+
+def wait_for(predicate, timeout: float = READY_S, what: str = "condition") -> None:
+    """`wait_until` that raises AssertionError naming `what` when the time runs out."""
+    if not wait_until(predicate, timeout, 0.05):
+        raise AssertionError(f"timed out after {timeout} s waiting for {what}")
