@@ -1,0 +1,183 @@
+"""Chubby §2.8 (sessions, KeepAlives, jeopardy, grace) and §2.4 (locks, sequencers), from
+the client library's side, against three real members (tests/lockservice/cluster.py).
+
+Times compared across clients are `time.monotonic()` readings in this one process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from lockservice.client import (
+    AsyncLockClient,
+    LockBusy,
+    LockClient,
+    LockLost,
+    SessionLost,
+    VersionMismatch,
+)
+from lockservice.events import EventKind
+from lockservice.lease import LeaseState
+from lockservice.members import parse_members
+from lockservice.sequencer import Sequencer
+from tests.lockservice.cluster import LockCluster, running_cluster
+from tests.lockservice.proxy import Partition
+from tests.waiting import wait_until
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LockCluster]:
+    root: Path = tmp_path_factory.mktemp("client")
+    with running_cluster(root) as c:
+        yield c
+
+
+def members(cluster: LockCluster) -> list[str]:
+    return [f"127.0.0.1:{p}" for p in cluster.ports.values()]
+
+
+def test_lock_yields_a_sequencer_and_is_released_on_exit(cluster: LockCluster) -> None:
+    """§2.4: a holder gets a sequencer; the lock is exclusive; generations increase."""
+    with LockClient(members(cluster), ttl_ms=5000) as a, \
+            LockClient(members(cluster), ttl_ms=5000) as b:
+        with a.lock("client/basic") as held:
+            assert held.valid and held.session == a.session_id
+            assert Sequencer.from_token(held.token) == held.sequencer
+            assert a.check_sequencer(held.token)
+            assert b.try_acquire("client/basic") is None
+            with pytest.raises(LockBusy):
+                b.acquire("client/basic", timeout=0.2)
+        assert not held.valid
+        with pytest.raises(LockLost):
+            held.check()
+        second = b.try_acquire("client/basic")
+        assert second is not None and second.generation > held.generation
+        assert not a.check_sequencer(held.token) and b.check_sequencer(second.token)
+        holders = b.lock_status("client/basic")["holders"]
+        assert [h["session"] for h in holders] == [b.session_id]
+
+
+def test_a_waiter_is_granted_the_lock_when_the_holder_releases(cluster: LockCluster) -> None:
+    with LockClient(members(cluster), ttl_ms=5000) as a, \
+            LockClient(members(cluster), ttl_ms=5000) as b:
+        held = a.acquire("client/wait")
+        got = []
+        waiter = threading.Thread(target=lambda: got.append(b.acquire("client/wait", timeout=30)))
+        waiter.start()
+        assert wait_until(lambda: b.lock_status("client/wait")["waiters"], 30)
+        a.release(held)
+        waiter.join(60)
+        assert got and got[0].valid and got[0].generation > held.generation
+
+
+def test_entries_compare_and_set_and_ephemerals(cluster: LockCluster) -> None:
+    with LockClient(members(cluster), ttl_ms=5000) as a:
+        assert a.get("client/e") is None
+        v1 = a.put("client/e", b"\x00one", expected_version=0)
+        assert a.get("client/e").value == b"\x00one"
+        with pytest.raises(VersionMismatch):
+            a.cas("client/e", b"two", v1 + 1000)
+        v2 = a.cas("client/e", b"two", v1)
+        assert v2 > v1 and a.get("client/e", stale=False).version == v2
+        with pytest.raises(VersionMismatch):
+            a.delete("client/e", expected_version=v1)
+        a.delete("client/e", expected_version=v2)
+        assert a.get("client/e") is None
+        a.put("client/eph", b"mine", ephemeral=True)
+        with LockClient(members(cluster), ttl_ms=5000) as other:
+            assert other.get("client/eph").value == b"mine"
+            a.close()  # ends the session: its ephemeral entry goes with it
+            assert other.get("client/eph") is None
+
+
+def test_watch_delivers_lock_and_entry_events_in_order(cluster: LockCluster) -> None:
+    """§2.5: events on watched names arrive through the KeepAlive."""
+    with LockClient(members(cluster), ttl_ms=5000) as a, \
+            LockClient(members(cluster), ttl_ms=5000) as b:
+        watch = a.watch("client/w/")
+        held = b.acquire("client/w/lock")
+        b.put("client/w/entry", b"x")
+        b.put("client/other", b"not watched")
+        b.release(held)
+        kinds = [(e.kind, e.name) for e in (watch.next(30) for _ in range(3)) if e]
+        assert kinds == [(EventKind.LOCK_ACQUIRED, "client/w/lock"),
+                         (EventKind.ENTRY_CHANGED, "client/w/entry"),
+                         (EventKind.LOCK_RELEASED, "client/w/lock")]
+        assert watch.next(0.3) is None  # the unwatched name did not come through
+
+
+def test_a_cut_off_holder_knows_before_anyone_else_gets_the_lock(
+        cluster: LockCluster) -> None:
+    """§2.8: the local lease ends before the server's, so jeopardy comes before any new
+    grant (lock-delay 0 here, so only the lease protects the lock)."""
+    partition = Partition(list(cluster.ports.values()))
+    times: dict[str, float] = {}
+    events = []
+
+    def on(state: str):
+        return lambda t: (times.setdefault(state, time.monotonic()), events.append(t))
+
+    try:
+        a = LockClient(partition.addresses, ttl_ms=2000, grace_ms=1000,
+                       on_jeopardy=on("jeopardy"), on_lost=on("lost"))
+        with a, LockClient(members(cluster), ttl_ms=5000) as b:
+            held = a.acquire("client/cut", lock_delay_ms=0)
+            partition.cut()
+            granted = b.acquire("client/cut", timeout=60)
+            times["granted"] = time.monotonic()
+            assert times["jeopardy"] < times["granted"]
+            assert not held.valid and granted.generation > held.generation
+            assert wait_until(lambda: a.state is LeaseState.LOST, 30)
+            assert [(t.old, t.new) for t in events] == [
+                (LeaseState.HEALTHY, LeaseState.JEOPARDY), (LeaseState.JEOPARDY, LeaseState.LOST)]
+            with pytest.raises(SessionLost):
+                a.acquire("client/cut2")
+    finally:
+        partition.close()
+
+
+def test_failover_keeps_sessions_and_locks_and_sequencers_increase(
+        cluster: LockCluster) -> None:
+    """§2.8/§2.9: the leader dies; the session and its lock survive on the new leader,
+    and the next grant's generation is higher than any before the failover."""
+
+    async def run() -> None:
+        async with AsyncLockClient(members(cluster), ttl_ms=3000) as a, \
+                AsyncLockClient(members(cluster), ttl_ms=3000) as b:
+            held = await a.acquire("client/failover")
+            old = cluster.leader()
+            cluster.kill(old)
+            try:
+                new = await asyncio.to_thread(cluster.leader)
+                assert new != old
+                assert await b.try_acquire("client/failover") is None
+                info = await b.lock_status("client/failover")
+                assert [h["session"] for h in info["holders"]] == [a.session_id]
+                deadline = time.monotonic() + 30
+                while not held.valid and time.monotonic() < deadline:
+                    await asyncio.sleep(0.05)
+                assert held.valid and a.state is LeaseState.HEALTHY
+                await a.release(held)
+                again = await b.acquire("client/failover", timeout=10)
+                assert again.generation > held.generation
+            finally:
+                await asyncio.to_thread(cluster.start, old)
+
+    asyncio.run(run())
+
+
+def test_member_lists_are_checked() -> None:
+    assert parse_members("1=127.0.0.1:1, 127.0.0.1:2") == ["127.0.0.1:1", "127.0.0.1:2"]
+    for bad in ("", "host", "h:0", "h:x", ":80", "h:65536"):
+        with pytest.raises(ValueError):
+            parse_members(bad)
+    with pytest.raises(ValueError):
+        AsyncLockClient([])
+    with pytest.raises(ValueError):
+        AsyncLockClient(["127.0.0.1:1"], ttl_ms=100, safety_margin_ms=100)
