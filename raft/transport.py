@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -61,6 +62,21 @@ class _Peer:
         self.reader: asyncio.Task[None] | None = None
 
 
+def source_address(address: str) -> tuple[str, int] | None:
+    """Where to bind outgoing connections of a node listening on `address` (HOST:PORT).
+
+    A node on a loopback address other than 127.0.0.1 (a local test cluster, one address
+    per node) sends from that address, so that a firewall rule on two nodes' addresses cuts
+    exactly their link; anywhere else the operating system picks the source as usual.
+    """
+    host = address.rpartition(":")[0]
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    return (host, 0) if ip.is_loopback and host != "127.0.0.1" and ip.version == 4 else None
+
+
 class HttpTransport:
     def __init__(
         self,
@@ -92,7 +108,9 @@ class HttpTransport:
             peer.address = address
 
     async def start(self) -> None:
-        connector = aiohttp.TCPConnector(limit=0, limit_per_host=4, keepalive_timeout=60)
+        local = source_address(self._addresses.get(self.self_id, ""))
+        connector = aiohttp.TCPConnector(limit=0, limit_per_host=4, keepalive_timeout=60,
+                                         local_addr=local)
         self._session = aiohttp.ClientSession(
             connector=connector,
             timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S, connect=CONNECT_TIMEOUT_S),

@@ -14,7 +14,7 @@ from aiohttp import web
 from raft import codec
 from raft.messages import Entry, Message, MessageType
 from raft.server import raft_routes
-from raft.transport import CONTENT_TYPE, RAFT_PATH, HttpTransport
+from raft.transport import CONTENT_TYPE, RAFT_PATH, HttpTransport, source_address
 
 
 def free_port() -> int:
@@ -124,6 +124,49 @@ def test_endpoint_refuses_bad_bodies(body: bytes, ctype: str, status: int,
                 assert fragment in await resp.text()
             assert got == []
         finally:
+            await runner.cleanup()
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("address, source", [
+    ("127.0.0.11:7000", ("127.0.0.11", 0)),
+    ("127.0.0.1:7000", None),  # the default loopback: the OS picks, as before
+    ("10.1.2.3:7000", None),
+    ("raft-0.raft.svc:7000", None),
+    ("[::1]:7000", None),
+])
+def test_source_address_only_pins_extra_loopback_addresses(address, source) -> None:
+    assert source_address(address) == source
+
+
+@pytest.mark.parametrize("stream", [True, False], ids=["websocket", "post"])
+def test_a_node_on_its_own_loopback_address_sends_from_it(stream: bool) -> None:
+    """Chaos runs cut links with firewall rules on two nodes' addresses: node 1 on
+    127.0.0.11 must reach node 2 from 127.0.0.11, not from the default 127.0.0.1."""
+    async def main() -> None:
+        seen: list[str] = []
+
+        @web.middleware
+        async def remember(request, handler):
+            seen.append(request.remote)
+            return await handler(request)
+
+        got: list[Message] = []
+        app = web.Application(middlewares=[remember])
+        app.add_routes(raft_routes(2, got.extend))
+        runner = web.AppRunner(app)
+        await runner.setup()
+        port = free_port()
+        await web.TCPSite(runner, "127.0.0.12", port).start()
+        t = HttpTransport(1, {1: "127.0.0.11:1", 2: f"127.0.0.12:{port}"}, stream=stream)
+        await t.start()
+        try:
+            t.send([append(1)])
+            await wait_for(lambda: len(got) == 1)
+            assert seen and set(seen) == {"127.0.0.11"}
+        finally:
+            await t.close()
             await runner.cleanup()
 
     asyncio.run(main())
