@@ -93,7 +93,6 @@ class ReplicaStore:
         self._partitions = partitions
         self._locks = KeyLocks()
         self._sections = Sections()
-        self._closed = False
         self._counts = dict.fromkeys(
             ("gets", "coordinates", "refused", "merges", "merge_writes", "batches",
              "dropped_keys"), 0)
@@ -126,7 +125,6 @@ class ReplicaStore:
 
     async def close(self) -> None:
         """Wait for critical sections in flight, then close the engine. Idempotent."""
-        self._closed = True
         await self._sections.drain()
         await self._engine.close()
 
@@ -228,25 +226,28 @@ class ReplicaStore:
             await self._sections.run(self._merge_many(incoming))
 
     async def _merge_many(self, incoming: dict[bytes, SiblingSet]) -> None:
-        async with self._locks.hold_all(incoming):
-            keys = list(incoming)
-            skeys = [self._storage_key(k) for k in keys]
-            engine = self._engine.engine
-            raws = await asyncio.to_thread(lambda: [engine.get(s) for s in skeys])
+        keys = list(incoming)
+        skeys = [self._storage_key(k) for k in keys]
+        engine = self._engine.engine
+
+        def run() -> int:  # one worker-thread hop: read all, merge, one atomic write
             batch = WriteBatch()
-            changed = 0
-            for key, skey, raw in zip(keys, skeys, raws, strict=True):
-                current = decode_stored(key, raw)
+            for key, skey in zip(keys, skeys, strict=True):
+                current = decode_stored(key, engine.get(skey))
                 merged = self._sync(key, current, incoming[key])
                 if merged != current:
                     batch.put(skey, vclock.encode(merged))
-                    changed += 1
-            if changed:
-                await self._engine.write(batch)
-                self._partitions.update(self.partition_of(k) for k in keys)
-            self._counts["merges"] += len(keys)
-            self._counts["merge_writes"] += changed
-            self._counts["batches"] += 1
+            if len(batch):
+                engine.write(batch)
+            return len(batch)
+
+        async with self._locks.hold_all(keys):
+            changed = await asyncio.to_thread(run)
+        if changed:
+            self._partitions.update(self.partition_of(k) for k in keys)
+        self._counts["merges"] += len(keys)
+        self._counts["merge_writes"] += changed
+        self._counts["batches"] += 1
 
     # -- partitions ---------------------------------------------------------------------
     def _bounds(self, partition: int) -> tuple[bytes, bytes | None]:
@@ -292,17 +293,20 @@ class ReplicaStore:
 
     async def _delete_unchanged(self, rows: list[tuple[bytes, bytes]]) -> int:
         """Under the keys' locks, delete those whose stored bytes are still `raw`."""
-        async with self._locks.hold_all(k for k, _ in rows):
-            skeys = [self._storage_key(k) for k, _ in rows]
-            engine = self._engine.engine
-            now = await asyncio.to_thread(lambda: [engine.get(s) for s in skeys])
+        skeys = [self._storage_key(k) for k, _ in rows]
+        engine = self._engine.engine
+
+        def run() -> int:
             batch = WriteBatch()
-            for skey, (_, raw), current in zip(skeys, rows, now, strict=True):
-                if current is not None and current == raw:
+            for skey, (_, raw) in zip(skeys, rows, strict=True):
+                if engine.get(skey) == raw:
                     batch.delete(skey)
             if len(batch):
-                await self._engine.write(batch)
+                engine.write(batch)
             return len(batch)
+
+        async with self._locks.hold_all(k for k, _ in rows):
+            return await asyncio.to_thread(run)
 
     def partitions(self) -> set[int]:
         """The partitions holding at least one key (in memory; O(1))."""
