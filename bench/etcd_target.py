@@ -207,6 +207,11 @@ class EtcdLock(LockWorkload):
     async def close_session(self, cid: int) -> None:
         await self.call("/v3/lease/revoke", {"ID": self.lease.pop(cid)})
 
+    async def still_holds(self, cid: int, name: str) -> bool:
+        """The lock key lives with the lease: it exists iff the lease survived."""
+        out = await self.call("/v3/kv/range", {"key": self.held_key[cid]})
+        return bool(out.get("kvs"))
+
 
 async def keepalive_leases(url: str, count: int, ttl_s: int, seconds: float,
                            mark: Any = None) -> dict[str, Any]:  # fmt: skip

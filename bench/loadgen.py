@@ -91,6 +91,11 @@ class Workload:
     async def teardown(self) -> None:
         """After the run: release what setup created (best effort)."""
 
+    def report(self) -> dict[str, Any]:
+        """Anything the workload found out (after teardown), e.g. whether a lock held across
+        a failover was kept; lands in `LoadResult.extra`, one dict per worker."""
+        return {}
+
 
 class ThreadWorkload:
     """Base of synchronous workloads (kazoo): one thread per client runs `op`."""
@@ -108,6 +113,10 @@ class ThreadWorkload:
 
     def teardown(self) -> None:
         """After the run (best effort)."""
+
+    def report(self) -> dict[str, Any]:
+        """As `Workload.report`."""
+        return {}
 
 
 @dataclass(frozen=True)
@@ -210,9 +219,12 @@ class LockWorkload(Workload):
     ("contended"). Each client holds one session (or lease) for the whole run and keeps it
     alive in the background as the systems' own client libraries do. The outcome's order
     key is the target's grant order (`order_means = "grant"`) or enqueue order
-    ("enqueue"), for the FIFO check. params: urls, mode, ttl_ms, wait_ms, run."""
+    ("enqueue"), for the FIFO check. params: urls, mode, ttl_ms, wait_ms, run, holder (the
+    worker of client 0 also holds one lock through its own session for the whole run and
+    reports whether it still held it at the end: the failover check)."""
 
     order_means = "grant"
+    HOLDER = -1
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
@@ -223,6 +235,7 @@ class LockWorkload(Workload):
         self.run_tag = str(params.get("run", "0"))
         self.session: Any = None
         self._keepalives: list[asyncio.Task[None]] = []
+        self.holder_kept: bool | None = None
 
     def lock_name(self, cid: int) -> str:
         if self.mode == "contended":
@@ -232,9 +245,16 @@ class LockWorkload(Workload):
     async def setup(self, session: Any, client_ids: list[int]) -> None:
         self.session = session
         await self.connect()
-        for cid in client_ids:
+        holder = [self.HOLDER] if self.params.get("holder") and 0 in client_ids else []
+        for cid in [*client_ids, *holder]:
             await self.open_session(cid)
             self._keepalives.append(asyncio.create_task(self.keepalive(cid)))
+        if holder:
+            await self.acquire(self.HOLDER, self.held_name())
+            self.holder_kept = False
+
+    def held_name(self) -> str:
+        return f"bench-{self.run_tag}-held"
 
     async def op(self, cid: int, i: int) -> Outcome:
         name = self.lock_name(cid)
@@ -245,14 +265,26 @@ class LockWorkload(Workload):
         return Outcome("cycle", (("acquire", (t1 - t0) * 1000),), order)
 
     async def teardown(self) -> None:
+        if self.holder_kept is not None:
+            try:
+                self.holder_kept = await self.still_holds(self.HOLDER, self.held_name())
+            except Exception:
+                self.holder_kept = False
         for t in self._keepalives:
             t.cancel()
         for cid in list(self.sessions()):
             with contextlib.suppress(Exception):
                 await self.close_session(cid)
 
+    def report(self) -> dict[str, Any]:
+        return {} if self.holder_kept is None else {"holder_kept": self.holder_kept}
+
     async def connect(self) -> None:
         """Find the leader (or whatever the target needs before sessions)."""
+
+    async def still_holds(self, cid: int, name: str) -> bool:  # pragma: no cover - abstract
+        """Whether `cid`'s session still holds `name` (checked by the server)."""
+        raise NotImplementedError
 
     def sessions(self) -> list[int]:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -340,7 +372,7 @@ async def _async_worker(spec: LoadSpec, wl: Workload, ids: list[int]) -> dict[st
         with contextlib.suppress(Exception):
             await wl.teardown()
     return {"ok": rec.ok, "err": rec.err, "kinds": list(rec.kinds),
-            "cpu_s": cpu["end"] - cpu["start"], "stuck": 0}  # fmt: skip
+            "cpu_s": cpu["end"] - cpu["start"], "stuck": 0, "extra": wl.report()}  # fmt: skip
 
 
 def _thread_worker(spec: LoadSpec, wl: ThreadWorkload, ids: list[int]) -> dict[str, Any]:
@@ -376,12 +408,11 @@ def _thread_worker(spec: LoadSpec, wl: ThreadWorkload, ids: list[int]) -> dict[s
     for t in threads:
         t.join(max(0.0, deadline - time.monotonic()))
     stuck = sum(t.is_alive() for t in threads)
-    with lock:
-        out = {"ok": list(rec.ok), "err": list(rec.err), "kinds": list(rec.kinds),
-               "cpu_s": c1 - c0, "stuck": stuck}  # fmt: skip
     with contextlib.suppress(Exception):
         wl.teardown()
-    return out
+    with lock:
+        return {"ok": list(rec.ok), "err": list(rec.err), "kinds": list(rec.kinds),
+                "cpu_s": c1 - c0, "stuck": stuck, "extra": wl.report()}  # fmt: skip
 
 
 def load_class(path: str) -> type:
@@ -463,6 +494,8 @@ class LoadResult:
     loadavg_after: tuple[float, float, float]
     stuck_clients: int = 0
     events: dict[str, Any] = field(default_factory=dict)
+    extra: list[dict[str, Any]] = field(default_factory=list)
+    t0_monotonic: float = 0.0  # the warm-up instant on CLOCK_MONOTONIC (times are after it)
     ok: list[list[Any]] = field(default_factory=list, repr=False)
     err: list[list[Any]] = field(default_factory=list, repr=False)
 
@@ -563,7 +596,9 @@ def run(
                     if w.poll() is None:
                         w.kill()
                     w.wait(5)
-    return _merge(spec, target, procs, results, cpu_start, cpu_last, load0, load1, fired)
+    result = _merge(spec, target, procs, results, cpu_start, cpu_last, load0, load1, fired)
+    result.t0_monotonic = warm_until
+    return result
 
 
 def _merge(spec: LoadSpec, target: str, procs: int, results: list[dict[str, Any]],
@@ -608,6 +643,7 @@ def _merge(spec: LoadSpec, target: str, procs: int, results: list[dict[str, Any]
         loadavg_after=tuple(load1),
         stuck_clients=sum(r["stuck"] for r in results),
         events=fired,
+        extra=[r.get("extra", {}) for r in results],
         ok=ok,
         err=err,
     )

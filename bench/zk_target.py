@@ -27,6 +27,7 @@ from bench.loadgen import Outcome, ThreadWorkload
 ZK_SH = str(Path(__file__).resolve().parents[2] / "shared" / "anchors" / "zookeeper.sh")
 ZK_DIR = os.environ.get("ZK_ANCHOR_DIR", "/tmp/zk-anchor")
 MEMBERS = {"m1": 22181, "m2": 22281, "m3": 22381}
+HOLDER = -1  # the client id of the session that holds one lock across a failover
 
 
 def four_letter(port: int, word: str = "srvr", timeout: float = 2.0) -> str:
@@ -113,6 +114,7 @@ class ZkLock(ThreadWorkload):
         self.clients: dict[int, Any] = {}
         self.locks: dict[int, Any] = {}
         self.lost: list[int] = []
+        self.holder_kept: bool | None = None
 
     def lock_path(self, cid: int) -> str:
         if self.mode == "contended":
@@ -126,7 +128,8 @@ class ZkLock(ThreadWorkload):
         from kazoo.recipe.lock import Lock
 
         logging.getLogger("kazoo").setLevel(logging.CRITICAL)
-        for cid in client_ids:
+        holder = [HOLDER] if self.params.get("holder") and 0 in client_ids else []
+        for cid in [*client_ids, *holder]:
             zk = KazooClient(hosts=self.hosts, timeout=self.ttl_s, randomize_hosts=True)
             zk.start(timeout=30)
 
@@ -136,7 +139,12 @@ class ZkLock(ThreadWorkload):
 
             zk.add_listener(listener)
             self.clients[cid] = zk
-            self.locks[cid] = Lock(zk, self.lock_path(cid), identifier=str(cid))
+            path = f"/bench/{self.run_tag}/held" if cid == HOLDER else self.lock_path(cid)
+            self.locks[cid] = Lock(zk, path, identifier=str(cid))
+        if holder:
+            if not self.locks[HOLDER].acquire(timeout=30):
+                raise RuntimeError("zookeeper: the holder did not get its lock")
+            self.holder_kept = False
 
     def op(self, cid: int, i: int) -> Outcome:
         lock = self.locks[cid]
@@ -150,7 +158,19 @@ class ZkLock(ThreadWorkload):
         return Outcome("cycle", (("acquire", (t1 - t0) * 1000),), seq)
 
     def teardown(self) -> None:
+        if self.holder_kept is not None:
+            lock = self.locks[HOLDER]
+            with contextlib.suppress(Exception):
+                node = f"{lock.path}/{lock.node}"
+                self.holder_kept = (HOLDER not in self.lost and lock.is_acquired
+                                    and self.clients[HOLDER].exists(node) is not None)
         for zk in self.clients.values():
             with contextlib.suppress(Exception):
                 zk.stop()
                 zk.close()
+
+    def report(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"sessions_lost": len(self.lost)}
+        if self.holder_kept is not None:
+            out["holder_kept"] = self.holder_kept
+        return out
