@@ -8,10 +8,19 @@ events), and the watchdog, which wakes at the next deadline of the local lease
 KeepAlive hangs at a stopped member. Callbacks `on_jeopardy`, `on_safe`, `on_lost` get the
 `Transition`; they run on the loop and must not block.
 
-While HEALTHY the keepalive waits for the member's long-poll answer, up to the server's
-lease end plus a little; on failure it moves to the next member (lockservice/members.py).
-In JEOPARDY it keeps trying members with short attempts until a renewal (back to HEALTHY;
-the locks were kept) or the end of the grace period (LOST). LOST is final: every held lock
+Why the keepalive caps its long polls. The leader holds a KeepAlive until the lease has
+a third of its TTL left (or an event is pending), then extends the lease and answers with
+`lease_ms`, the lease left at that instant. The client only knows when it sent the request,
+so it must count `lease_ms` from the send time (lockservice/lease.py); a poll held for 2/3
+of the TTL would leave almost nothing. So while HEALTHY a poll is abandoned after
+`hold_cap` = TTL/10 and sent again (an abandoned poll extends nothing: the server checks
+that its client is still there), and every answer bounds the server's lease end within
+hold_cap + margin. A client without watches has nothing to hear early: it sleeps until the
+server will answer at once (a third of the TTL left, by its own lower bound) and sends one
+poll per cycle. This keeps the local lease healthy when TTL/3 > hold_cap + margin + round
+trip, i.e. a round trip under about a tenth of the TTL with the default margin.
+In JEOPARDY the same KeepAlive goes to every member at once until one answers (a stopped
+member cannot hold up the others) or the grace period ends. LOST is final: every held lock
 is invalid, watches end with SessionLost, and later calls that need the session raise it.
 """
 
@@ -316,7 +325,7 @@ class AsyncLockClient:
                 for watch in self._watches:
                     watch.deliver(SessionLost(f"session {self.session_id}: {t.reason}"))
             callback = self.callbacks.get(t.new)
-            if t.new is LeaseState.HEALTHY and t.old is not LeaseState.JEOPARDY:
+            if t.old is LeaseState.NEW:
                 continue  # opening the session is no recovery
             if callback is not None:
                 try:

@@ -11,6 +11,7 @@ client's monotonic clock) and the caller supplies it.
   rates (Chubby's client makes the same conservative choice). Until the local lease
   ends, the server's lease has certainly not ended, so no other session can have been
   granted a lock this session holds.
+- NEW -> HEALTHY when the session is opened (`open`).
 - HEALTHY -> JEOPARDY when the local lease ends without a renewal: from that instant the
   client must not act as a holder of anything (`holding_at(now)` is False).
 - JEOPARDY -> HEALTHY when a renewal arrives whose local end is still in the future (a
@@ -31,6 +32,7 @@ from dataclasses import dataclass
 
 
 class LeaseState(enum.Enum):
+    NEW = "new"  # not opened yet
     HEALTHY = "healthy"
     JEOPARDY = "jeopardy"
     LOST = "lost"
@@ -52,9 +54,8 @@ class LocalLease:
             raise ValueError("safety margin and grace period are not negative")
         self.safety_margin_s = safety_margin_s
         self.grace_s = grace_s
-        self.state = LeaseState.LOST  # until the session is opened
+        self.state = LeaseState.NEW
         self.expires_at = float("-inf")  # Invariant: the local end of the lease (seconds)
-        self.opened = False
 
     @classmethod
     def for_ttl(cls, ttl_ms: int, *, safety_margin_ms: int | None = None,
@@ -75,9 +76,8 @@ class LocalLease:
 
     def open(self, sent_at: float, lease_ms: int) -> Transition:
         """The session was created by a request sent at `sent_at`; `lease_ms` remained."""
-        if self.opened:
+        if self.state is not LeaseState.NEW:
             raise ValueError("a LocalLease is opened once; a new session needs a new lease")
-        self.opened = True
         self.expires_at = self._local_end(sent_at, lease_ms)
         return self._move(LeaseState.HEALTHY, sent_at, "session opened")
 
@@ -87,7 +87,7 @@ class LocalLease:
         Returns the transitions it causes (possibly none). A renewal never shortens the
         lease, and one arriving after LOST changes nothing (the loss is final).
         """
-        if not self.opened:
+        if self.state is LeaseState.NEW:
             raise ValueError("renewal of a lease that was never opened")
         changes = self.poll(now)
         if self.state is LeaseState.LOST:
@@ -101,7 +101,7 @@ class LocalLease:
         """The server says the session is unknown or its lease ended: lost at once."""
         changes = self.poll(now)
         if self.state is not LeaseState.LOST:
-            changes.append(self._move(LeaseState.LOST, now, reason))
+            changes.append(self._move(LeaseState.LOST, now, reason))  # NEW -> LOST too
         return changes
 
     def poll(self, now: float) -> list[Transition]:
@@ -126,7 +126,7 @@ class LocalLease:
         return self.state is LeaseState.HEALTHY and now < self.expires_at
 
     def next_deadline(self) -> float | None:
-        """The local time of the next transition that time alone causes; None when LOST."""
+        """The local time of the next transition that time alone causes; None when NEW or LOST."""
         if self.state is LeaseState.HEALTHY:
             return self.expires_at
         if self.state is LeaseState.JEOPARDY:

@@ -105,6 +105,7 @@ def test_misuse_is_refused() -> None:
     lease = LocalLease(safety_margin_s=0.1, grace_s=1)
     with pytest.raises(ValueError):
         lease.renewed(sent_at=0, lease_ms=1000, now=0)
+    assert lease.state is LeaseState.NEW and lease.next_deadline() is None
     assert lease.poll(5.0) == [] and not lease.holding_at(0.0)
     lease.open(0.0, 1000)
     with pytest.raises(ValueError):
