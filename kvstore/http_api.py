@@ -50,6 +50,7 @@ from kvstore.http_codec import (
     parse_sequencer,
 )
 from kvstore.ring import Ring
+from lockservice.sequencer import Sequencer
 
 logger = logging.getLogger(__name__)
 
@@ -200,6 +201,12 @@ class PublicApi:
         key = parse_key(_raw_key(request))
         params = parse_params(request.query, ("w", "timeout_ms"))
         sequencer = parse_sequencer(request.headers.get(SEQUENCER_HEADER))
+        if sequencer is not None:
+            try:
+                Sequencer.from_token(sequencer)
+            except ValueError:  # BadSequencerToken: 400 before any fence is asked
+                raise InvalidRequest(f"{SEQUENCER_HEADER} is not a sequencer token "
+                                     "(take it from the lock service's acquire)") from None
         return key, params, _context(request), sequencer
 
     async def not_allowed(self, request: web.Request) -> web.Response:

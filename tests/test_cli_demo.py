@@ -1,5 +1,7 @@
-"""`kv demo` (the README's main job): it runs the storage engine end to end, says what it
-did, keeps data when given --path, and fails loudly with a clear message."""
+"""`kv demo` (the README's main job): it starts a local cluster of real node processes (or
+uses the running one), writes and reads through it, shows siblings resolving and says what
+to try next. `kv demo --storage` runs the storage engine end to end, says what it did,
+keeps data when given --path, and fails loudly with a clear message."""
 
 from __future__ import annotations
 
@@ -8,6 +10,8 @@ import sys
 from pathlib import Path
 
 from kvstore.cli import main
+from kvstore.local_cluster import LocalCluster
+from tests.kvstore.api_cluster import free_base_port
 
 
 def run_kv(*args: str) -> subprocess.CompletedProcess[str]:
@@ -16,7 +20,7 @@ def run_kv(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_demo_runs_end_to_end_and_reports_what_it_did(tmp_path: Path) -> None:
-    out = run_kv("demo", "--path", str(tmp_path / "data"), "--keys", "3000")
+    out = run_kv("demo", "--storage", "--path", str(tmp_path / "data"), "--keys", "3000")
     assert out.returncode == 0, out.stderr
     assert "wrote 3000 keys" in out.stdout
     assert "read back 500 random keys: all match" in out.stdout
@@ -25,15 +29,17 @@ def test_demo_runs_end_to_end_and_reports_what_it_did(tmp_path: Path) -> None:
     assert any(p.suffix == ".sst" for p in (tmp_path / "data").iterdir())  # kept with --path
 
 
-def test_demo_help_documents_the_folder() -> None:
+def test_demo_help_documents_both_demos() -> None:
     out = run_kv("demo", "--help")
     assert out.returncode == 0
     assert "temporary directory" in out.stdout and "--path" in out.stdout
+    assert "--storage" in out.stdout and "ringlock-cluster" in out.stdout
 
 
 def test_demo_fails_clearly_when_the_folder_is_damaged(tmp_path: Path, capsys) -> None:
     folder = tmp_path / "data"
-    assert main(["demo", "--path", str(folder), "--keys", "200", "--sync", "none"]) == 0
+    assert main(["demo", "--storage", "--path", str(folder), "--keys", "200",
+                 "--sync", "none"]) == 0
     (folder / "CURRENT").write_bytes(b"not a manifest name\n")
     capsys.readouterr()
     assert main(["demo", "--path", str(folder), "--keys", "200"]) == 1
@@ -42,5 +48,28 @@ def test_demo_fails_clearly_when_the_folder_is_damaged(tmp_path: Path, capsys) -
 
 
 def test_demo_rejects_too_few_keys(capsys) -> None:
-    assert main(["demo", "--keys", "3"]) == 2
+    assert main(["demo", "--keys", "3"]) == 2  # a storage option implies --storage
     assert "at least 10" in capsys.readouterr().err
+
+
+def test_demo_starts_a_cluster_writes_reads_and_says_what_next(tmp_path: Path) -> None:
+    folder = tmp_path / "cluster"
+    port = free_base_port(3)
+    try:
+        out = run_kv("demo", "--dir", str(folder), "--nodes", "3", "--base-port", str(port))
+        assert out.returncode == 0, out.stdout + out.stderr
+        lines = out.stdout
+        assert f"starting a 3-node cluster in {folder}" in lines
+        assert "ring formed: 3 members on every node" in lines
+        assert f"get greeting through 127.0.0.1:{port + 2} -> 'hello from ringlock'" in lines
+        assert "2 siblings ['green', 'red']" in lines and "resolves them -> 'green+red'" in lines
+        assert "demo OK" in lines and "Next, try:" in lines and "cluster down" in lines
+        # A second run uses the running cluster and still reads exactly one value.
+        again = run_kv("demo", "--dir", str(folder))
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert "using the running 3-node cluster" in again.stdout
+        assert "-> 'hello from ringlock'" in again.stdout
+        assert "2 siblings ['green', 'red']" in again.stdout
+    finally:
+        LocalCluster(folder).down()
+    assert not list(folder.glob("*.pid"))
