@@ -4,36 +4,35 @@ Theory of operation (Dynamo §4.8; Riak's claimant; Cassandra's gossiper)
 
 - Every `interval_s` (0.1 s) a node raises its heartbeat and gossips (push-pull) with up to
   `fanout` (2) random live ring members, plus one random member it believes down (so a
-  healed partition is noticed). Each exchange is one `POST /internal/v1/gossip` whose body
-  and answer are gossip messages (kvstore/gossip.py). Sends run as background tasks, one
-  in flight per peer, so a dead peer's timeout never delays the round clock.
-- Failure detection: a rising heartbeat of node X in any merged message is an arrival
-  for X's phi accrual detector (kvstore/failure_detector.py). At every round the verdicts
-  are recomputed; X is down once phi > `phi_threshold` (8: ~1.8 s of silence on
-  loopback, never under 0.9 s) and up again at its next arrival. If our own round ran
-  more than `pause_s` late (our event loop stalled), silence is forgiven, not convicted. Only ring
-  members are monitored; every member is assumed up (and its silence counted) from start.
-- The ring: `DIR/ring` holds `Ring.to_bytes()`, written atomically (temp file, fsync,
-  rename, fsync of DIR) before the node acts on a new ring, in a thread. A node started
-  with no `DIR/ring` creates a one-member ring of itself (version 1), as Riak does; `join`
-  replaces it with the cluster's ring (refused once the node's ring has other members).
-- The claimant (Riak): the lowest-named ring member this node believes up. Every change
-  (join, leave, remove) is sent to it (`POST /internal/v1/gossip/change`, forwarded by
-  whoever receives it, at most 3 hops); it computes the next ring (version + 1) under a
-  lock, persists it, adopts it and answers with it; gossip carries it to everyone else
-  (a higher ring id wins, see kvstore/gossip.py for the tie-break if two claimants ever
-  acted at once).
-- `on_ring_change(callback)` callbacks run (synchronously, in order) after a new ring is
-  persisted and adopted, with (old, new). Data moves by kvstore/transfer.py.
+  healed partition is noticed): one `POST /internal/v1/gossip` each (kvstore/gossip.py).
+  Sends run as background tasks, one in flight per peer, so a dead peer's timeout never
+  delays the round clock.
+- Failure detection: a rising heartbeat of node X in any merged message is an arrival for
+  X's phi accrual detector (kvstore/failure_detector.py). Verdicts are recomputed every
+  round; X is down once phi > `phi_threshold` (8: ~1.8 s of silence on loopback, never
+  under 0.9 s) and up again at its next arrival. If our own round ran more than `pause_s`
+  late (our event loop stalled), silence is forgiven, not convicted. Only ring members
+  are monitored; each is assumed up (its silence counted) from when we learn of it.
+- The ring: kvstore/ring_file.py. A node started with no `DIR/ring` creates a one-member
+  ring of itself (version 1), as Riak does; `join` replaces it with the cluster's ring
+  (refused once the node's ring has other members and not itself). Every new ring is
+  written to disk before the node acts on it.
+- The claimant (kvstore/claimant.py): every change (join, leave, remove) goes to the
+  lowest-named member believed up (`POST /internal/v1/gossip/change`, forwarded by whoever
+  receives it, at most 3 hops), which computes the next ring (version + 1) under a lock,
+  persists and adopts it, and answers with it; gossip carries it to everyone else.
+- Data: with a `store` (ReplicaStore) and `deliver(node, items)` (the internal merge_many
+  call), a new ring starts kvstore/transfer.py's pushes. `leave()` returns once this node
+  is out of the ring and has handed every partition off; it then announces status "left"
+  and the process may exit. `remove(node)` takes a dead node out; the surviving replicas
+  push its partitions to the new holders.
+- `on_ring_change(callback)` callbacks run synchronously, in order, with (old, new), after
+  a new ring is persisted and adopted.
 
-Operator endpoints (JSON bodies; errors are `{"error": code, "message": sentence}`):
-    POST /admin/v1/join    {"seed": "host:port"} -> 200 status    409 refused, 503 seed down
-    POST /admin/v1/leave   {}                    -> 202 {"status": "leaving", ...}
-    POST /admin/v1/remove  {"node": "host:port"} -> 200 status    409 refused (alive, ...)
-    GET  /admin/v1/members                       -> 200 status()
-Internal: `POST /internal/v1/gossip` (msgpack gossip message both ways) and
-`POST /internal/v1/gossip/change` (msgpack {"op": "join"|"leave"|"remove", "node": str,
-"hops": int} -> msgpack {"ring": bytes}; 409 JSON when refused).
+Construction (kvstore/node.py): `Membership(name, DIR, ring_size=..., config=
+MembershipConfig(n_val=N), store=replica_store, deliver=peers_merge_many)`, then `start()`,
+`routes()` mounted on the node's app, `join(seed)` when --join is given, `stop()`.
+The endpoints are listed in kvstore/membership_http.py.
 """
 
 from __future__ import annotations
@@ -44,7 +43,7 @@ import logging
 import os
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,15 +52,17 @@ import aiohttp
 import msgpack
 from aiohttp import web
 
-from kvstore import gossip
+from kvstore import gossip, ring_file
+from kvstore.claimant import claimant, next_ring
 from kvstore.errors import InvalidRing, MembershipError, NodeUnavailable, WireError
 from kvstore.failure_detector import DetectorConfig, PhiAccrualDetector
 from kvstore.gossip import GossipMessage, NodeState
 from kvstore.ring import DEFAULT_RING_SIZE, Ring
+from kvstore.transfer import Items, Transfers
 
 log = logging.getLogger(__name__)
 
-RING_FILE = "ring"
+RING_FILE = ring_file.RING_FILE
 MAX_HOPS = 3
 
 
@@ -77,21 +78,6 @@ class MembershipConfig:
     n_val: int = 3  # replicas per key that transfers keep (the node's default N)
 
 
-def write_file_atomically(path: Path, data: bytes) -> None:
-    """Write temp, fsync, rename over `path`, fsync the folder. Blocking: call in a thread."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class Membership:
     """One node's view of the cluster: ring, liveness, gossip, and ring changes."""
 
@@ -99,7 +85,8 @@ class Membership:
                  ring_size: int = DEFAULT_RING_SIZE, config: MembershipConfig | None = None,
                  session: aiohttp.ClientSession | None = None,
                  clock: Callable[[], float] = time.monotonic,
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None, store: Any = None,
+                 deliver: Callable[[str, Items], Awaitable[None]] | None = None) -> None:
         self.name = name
         self.config = config or MembershipConfig()
         self._dir = Path(data_dir)
@@ -122,6 +109,14 @@ class Membership:
         self._in_flight: dict[str, asyncio.Task] = {}
         self._loop_task: asyncio.Task | None = None
         self._leave_task: asyncio.Task | None = None
+        self.transfers: Transfers | None = None
+        if store is not None:
+            if deliver is None:
+                raise TypeError("a store needs a deliver callable")
+            self.transfers = Transfers(
+                store, me=name, ring=lambda: self.ring, deliver=deliver,
+                ready=self.acts_on_our_ring, n_val=self.config.n_val,
+                on_settled=self._settled)
 
     # -- the contract's reading side ------------------------------------------------------
 
@@ -142,18 +137,21 @@ class Membership:
 
     def claimant(self) -> str | None:
         """The lowest-named ring member believed up (None when the ring is empty)."""
-        return min((m for m in self.ring.members if self.is_alive(m)), default=None)
+        return claimant(self.ring, self.is_alive)
 
     def ring_id(self) -> tuple[int, int]:
         return (self._me.ring_version, self._me.ring_digest)
 
+    def acts_on_our_ring(self, node: str) -> bool:
+        """True when `node` is up and its last gossiped state names our ring."""
+        s = self._view.get(node)
+        return node == self.name or (
+            self.is_alive(node) and s is not None
+            and (s.ring_version, s.ring_digest) == self.ring_id())
+
     def converged(self) -> bool:
         """True when every live ring member says it acts on our ring."""
-        mine = self.ring_id()
-        return all(
-            m == self.name or (m in self._view and (
-                self._view[m].ring_version, self._view[m].ring_digest) == mine)
-            for m in self.ring.members if self.is_alive(m))
+        return all(self.acts_on_our_ring(m) for m in self.ring.members if self.is_alive(m))
 
     def status(self) -> dict[str, Any]:
         now = self._clock()
@@ -170,7 +168,8 @@ class Membership:
         return {"node": self.name, "status": self._me.status,
                 "ring_version": self.ring.version, "ring_size": self.ring.ring_size,
                 "claimant": self.claimant(), "converged": self.converged(),
-                "members": members}
+                "members": members,
+                "transfers": self.transfers.stats() if self.transfers else None}
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -178,20 +177,29 @@ class Membership:
         """Load (or create) DIR/ring, then start gossiping. Idempotent per object."""
         self._dir.mkdir(parents=True, exist_ok=True)
         path = self._dir / RING_FILE
-        if path.exists():
-            ring = Ring.from_bytes(await asyncio.to_thread(path.read_bytes))
+        ring = await asyncio.to_thread(ring_file.read_ring, path)
+        if ring is not None:
             log.info("%s: loaded ring v%d from %s (%d members)", self.name, ring.version,
                      path, len(ring.members))
         else:
             ring = Ring.new(self._ring_size).join(self.name)
-            await asyncio.to_thread(write_file_atomically, path, ring.to_bytes())
+            await asyncio.to_thread(ring_file.write_atomically, path, ring.to_bytes())
             log.info("%s: created a new cluster (ring v1 holding only this node)", self.name)
         self._set_ring(ring)
         if self._session is None:
             self._session = aiohttp.ClientSession()
         self._loop_task = asyncio.create_task(self._run(), name=f"gossip {self.name}")
+        if self.transfers is not None:
+            base = await asyncio.to_thread(ring_file.read_ring,
+                                           self._dir / ring_file.HANDOFF_FILE)
+            if base is not None:
+                log.info("%s: resuming transfers owed since ring v%d", self.name, base.version)
+                self.transfers.ring_changed(base)
+            await self.transfers.start()
 
     async def stop(self) -> None:
+        if self.transfers is not None:
+            await self.transfers.stop()
         tasks = [t for t in (self._loop_task, self._leave_task, *self._in_flight.values())
                  if t is not None]
         for t in tasks:
@@ -228,8 +236,13 @@ class Membership:
                  ring.version, len(ring.members))
 
     async def leave(self) -> None:
-        """Leave the ring; the node keeps running until its data is handed off."""
+        """Leave the ring, hand every partition off, then announce status "left"."""
         await self.change("leave", self.name)
+        while self.transfers is not None and not self.transfers.idle():
+            await asyncio.sleep(self.config.interval_s)
+        self.set_status("left")
+        await asyncio.sleep(self.config.interval_s * 5)  # a few rounds carry "left" out
+        log.info("%s: left the cluster; this process may exit", self.name)
 
     async def remove(self, node: str) -> None:
         """Remove a dead `node` from the ring (refused while it is seen alive)."""
@@ -242,41 +255,19 @@ class Membership:
         if hops > MAX_HOPS:
             raise MembershipError(f"no claimant found after {MAX_HOPS} forwards; the members "
                                   "disagree on who is up, retry shortly")
-        claimant = self.claimant()
-        if claimant is None:
+        decider = self.claimant()
+        if decider is None:
             raise MembershipError("this node has no ring")
-        if claimant != self.name:
-            ring = await self._request_change(claimant, op, node, hops=hops + 1)
+        if decider != self.name:
+            ring = await self._request_change(decider, op, node, hops=hops + 1)
             await self._adopt(ring)
             return ring
         async with self._claim_lock:
-            new = self._next_ring(op, node)
+            new = next_ring(self.ring, op, node, node_alive=self.is_alive(node))
             if new is not self.ring:
                 await self._adopt(new)
                 log.info("%s (claimant): %s %s -> ring v%d", self.name, op, node, new.version)
             return new
-
-    def _next_ring(self, op: str, node: str) -> Ring:
-        ring = self.ring
-        try:
-            if op == "join":
-                return ring if node in ring.members else ring.join(node)
-            if node not in ring.members:
-                if op == "remove":
-                    raise MembershipError(f"{node} is not a member")
-                return ring  # leaving twice: already done
-            if len(ring.members) == 1:
-                raise MembershipError(f"{node} is the last member; it cannot {op}")
-            if op == "leave":
-                return ring.leave(node)
-            if op == "remove":
-                if self.is_alive(node):
-                    raise MembershipError(f"{node} is alive; ask it to leave, or stop it and "
-                                          "retry once it is seen down")
-                return ring.remove(node)
-        except InvalidRing as exc:
-            raise MembershipError(exc.reason) from None
-        raise MembershipError(f"unknown operation {op!r}")
 
     async def _request_change(self, target: str, op: str, node: str, *, hops: int) -> Ring:
         body = msgpack.packb({"op": op, "node": node, "hops": hops})
@@ -294,20 +285,29 @@ class Membership:
                 return False
             if ring == self.ring:
                 return False
-            await asyncio.to_thread(write_file_atomically, self._dir / RING_FILE,
-                                    ring.to_bytes())
             old = self.ring
+            if self.transfers is not None and self.transfers.base is None:
+                await asyncio.to_thread(ring_file.write_atomically,
+                                        self._dir / ring_file.HANDOFF_FILE, old.to_bytes())
+            await asyncio.to_thread(ring_file.write_atomically, self._dir / RING_FILE,
+                                    ring.to_bytes())
             self._set_ring(ring)
             log.info("%s: ring v%d -> v%d, members %s", self.name, old.version, ring.version,
                      ", ".join(ring.members))
             if self.name in old.members and self.name not in ring.members:
                 log.warning("%s: this node is no longer a ring member", self.name)
+            if self.transfers is not None:
+                self.transfers.ring_changed(old)
             for cb in self._callbacks:
                 try:
                     cb(old, ring)
                 except Exception:
                     log.exception("%s: ring change callback failed", self.name)
             return True
+
+    async def _settled(self) -> None:
+        """Every transfer owed is done: the data matches the ring; forget the base."""
+        await asyncio.to_thread(ring_file.remove_durably, self._dir / ring_file.HANDOFF_FILE)
 
     def _set_ring(self, ring: Ring) -> None:
         self.ring = ring
