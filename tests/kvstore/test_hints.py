@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -202,5 +205,58 @@ def test_hostile_hint_bytes_raise_and_are_never_served(tmp_path: Path) -> None:
             db.put(b"o\x09abc", b"")  # index record whose owner runs past its end
         with pytest.raises(InvalidSiblingSet, match="index record"):
             await HintStore.open(tmp_path)
+
+    asyncio.run(main())
+
+
+_CRASH_CHILD = r"""
+import asyncio, sys
+from kvstore import vclock
+from kvstore.hints import HintStore
+
+async def main(path):
+    hints = await HintStore.open(path, sync="always")
+    i = 0
+    while True:
+        key = b"h%d" % i
+        state = vclock.update(vclock.SiblingSet(), vclock.VersionVector(), "127.0.0.1:7003",
+                              b"%d" % i, timestamp=i)
+        await hints.add("127.0.0.1:7001", key, state)
+        sys.stdout.write(key.hex() + "\n")
+        sys.stdout.flush()
+        i += 1
+
+asyncio.run(main(sys.argv[1]))
+"""
+
+
+def test_4_6_a_hint_acknowledged_under_sync_always_survives_kill_9(tmp_path: Path) -> None:
+    path = tmp_path / "crash"
+    proc = subprocess.Popen([sys.executable, "-c", _CRASH_CHILD, str(path)],
+                            stdout=subprocess.PIPE, cwd=Path(__file__).resolve().parents[2])
+    acked = []
+    try:
+        assert proc.stdout is not None
+        for _ in range(150):
+            line = proc.stdout.readline()
+            assert line, "the writer died before it acknowledged 150 hints"
+            acked.append(bytes.fromhex(line.decode().strip()))
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+    async def main() -> None:
+        hints = await HintStore.open(path)
+        try:
+            assert hints.count(O1) >= len(acked)
+            pending = dict(await hints.pending(O1, 100_000))
+            for key in acked:
+                assert pending[key].values == [key[1:]]
+                assert (await hints.get(key)).values == [key[1:]]
+        finally:
+            await hints.close()
 
     asyncio.run(main())

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -430,6 +433,62 @@ def test_drop_partition_racing_writes_keeps_only_updated_keys(tmp_path: Path) ->
             for k, s in left.items():  # only a key changed after the drop's scan survives
                 assert s == states[int(k[1:]) // 10]
             assert (0 in store.partitions()) == bool(left)
+        finally:
+            await store.close()
+
+    asyncio.run(main())
+
+
+_CRASH_CHILD = r"""
+import asyncio, sys
+from kvstore import vclock
+from kvstore.replica import ReplicaStore
+
+async def main(path):
+    store = await ReplicaStore.open(path, node="127.0.0.1:7001", ring_size=8, sync="always")
+    states = {}
+    i = 0
+    while True:
+        key = b"c%d" % (i % 10)
+        prior = states.get(key, vclock.SiblingSet())
+        states[key] = await store.coordinate(key, prior.clock, b"%d" % i, deleted=False,
+                                             timestamp=i)
+        sys.stdout.write(key.hex() + " " + vclock.encode(states[key]).hex() + "\n")
+        sys.stdout.flush()
+        i += 1
+
+asyncio.run(main(sys.argv[1]))
+"""
+
+
+def test_4_5_a_write_acknowledged_under_sync_always_survives_kill_9(tmp_path: Path) -> None:
+    path = tmp_path / "crash"
+    proc = subprocess.Popen([sys.executable, "-c", _CRASH_CHILD, str(path)],
+                            stdout=subprocess.PIPE, cwd=Path(__file__).resolve().parents[2])
+    acked: dict[bytes, SiblingSet] = {}
+    try:
+        assert proc.stdout is not None
+        for _ in range(150):
+            line = proc.stdout.readline()
+            assert line, "the writer died before it acknowledged 150 writes"
+            key, raw = line.split()
+            acked[bytes.fromhex(key.decode())] = vclock.decode(bytes.fromhex(raw.decode()))
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+    async def main() -> None:
+        store = await _open(path)
+        try:
+            for key, state in acked.items():
+                stored = await store.get(key)
+                # the acknowledged write is there (or a later one that replaced it)
+                assert vclock.compare(stored, state) in (vclock.Order.EQUAL, vclock.Order.AFTER)
+                assert len(stored.siblings) == 1
+                assert int(stored.values[0]) >= int(state.values[0])
         finally:
             await store.close()
 
