@@ -134,6 +134,9 @@ def lock_routes(server: LockServer) -> list[web.RouteDef]:
 
     async def open_session(request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
         f = fields(body, required={"ttl_ms": "u64"})
+        lim = server.fsm.limits
+        if not lim.min_ttl_ms <= f["ttl_ms"] <= lim.max_ttl_ms:
+            raise BadRequest(f"ttl_ms must be in {lim.min_ttl_ms}..{lim.max_ttl_ms}")
         return web.json_response(await server.open_session(f["ttl_ms"]), status=201)
 
     async def keepalive(request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
@@ -229,6 +232,10 @@ def lock_routes(server: LockServer) -> list[web.RouteDef]:
     async def status(request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
         return web.json_response(server.status())
 
+    async def no_route(request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
+        return error(404, "no_such_endpoint",
+                     f"no endpoint {request.method} {request.path[:200]!r} in the lock API")
+
     w, r = {"writes": True}, {"writes": False}
     name = "{name:.+}"
     return [
@@ -245,6 +252,7 @@ def lock_routes(server: LockServer) -> list[web.RouteDef]:
         web.delete(f"{PREFIX}/entries/{name}", endpoint(delete_entry, **w)),
         web.get(f"{PREFIX}/leader", endpoint(leader, **r)),
         web.get(f"{PREFIX}/status", endpoint(status, **r)),
+        web.route("*", f"{PREFIX}/{{tail:.*}}", endpoint(no_route, **r)),  # JSON 404, last
     ]
 
 

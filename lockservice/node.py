@@ -42,7 +42,9 @@ async def serve(args: argparse.Namespace) -> None:
                              sync=not args.no_fsync)
     app = web.Application()
     app.add_routes(server.routes())
-    runner = web.AppRunner(app, access_log=None)
+    # A long poll whose client went away is cancelled, so it extends no lease (and a
+    # follower's forwarded poll closes its upstream request to the leader).
+    runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
     await runner.setup()
     host, _, port = args.peers[args.id].rpartition(":")
     site = web.TCPSite(runner, host, int(port), reuse_address=True, shutdown_timeout=1.0)

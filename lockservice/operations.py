@@ -55,6 +55,24 @@ class Operations(_Base):
             return RequestRefused(Refused(Reason.LEASE_ENDED, f"session {session} expired"))
         return RequestRefused(Refused(Reason.UNKNOWN_SESSION, f"no session {session}"))
 
+    async def refuse_unless(self, ok: Callable[[], bool], refusal: Callable[[], Exception]
+                            ) -> None:
+        """Refuse, proposing nothing, a request the table would refuse anyway.
+
+        The local table decides only in the request's favour: a refusal is confirmed after a
+        ReadIndex (a deposed leader's stale table must not call a live session unknown), so
+        it is as linearizable as the state machine's own refusal, and it costs no log entry.
+        """
+        if ok():
+            return
+        await self.read_barrier()
+        if not ok():
+            raise refusal()
+
+    async def require_session(self, session: int) -> None:
+        await self.refuse_unless(lambda: session in self.fsm.sessions,
+                                 lambda: self.no_session(session))
+
     async def _wait(self, session: int, until: Callable[[], bool], timeout_s: float) -> None:
         """Wait until `until()` holds, the wait times out, or this member stops leading."""
         ev = self.signals.subscribe(session)
@@ -83,9 +101,8 @@ class Operations(_Base):
                         gone: Callable[[], bool] = lambda: False) -> dict[str, Any] | None:
         """Extend the lease (long poll). None when the client went away while held."""
         await self.lead()
-        s = self.fsm.sessions.get(session)
-        if s is None:
-            raise self.no_session(session)
+        await self.require_session(session)
+        s = self.fsm.sessions[session]
 
         def pending() -> bool:
             s = self.fsm.sessions.get(session)
@@ -111,6 +128,7 @@ class Operations(_Base):
 
     async def close_session(self, session: int) -> None:
         await self.lead()
+        await self.require_session(session)
         try:
             await self.propose(c.CloseSession(session))
         except RequestRefused as exc:
@@ -123,6 +141,7 @@ class Operations(_Base):
     async def acquire(self, session: int, name: str, mode: LockMode, wait_ms: int,
                       lock_delay_ms: int | None) -> dict[str, Any]:
         await self.lead()
+        await self.require_session(session)
         self.signals.want_grant(session, name)
         try:
             return await self._acquire(session, name, mode, wait_ms, lock_delay_ms)
@@ -175,6 +194,14 @@ class Operations(_Base):
 
     async def release(self, session: int, name: str) -> None:
         await self.lead()
+        await self.require_session(session)
+
+        def holds() -> bool:
+            lock = self.fsm.locks.get(name)
+            return lock is not None and session in lock.holders
+
+        await self.refuse_unless(holds, lambda: RequestRefused(Refused(
+            Reason.NOT_HOLDER, f"session {session} does not hold {name!r}")))
         try:
             await self.propose(c.Release(session, name))
         except RequestRefused as exc:
@@ -201,6 +228,8 @@ class Operations(_Base):
     async def put_entry(self, name: str, value: bytes, expected_version: int | None,
                         ephemeral_session: int | None) -> dict[str, Any]:
         await self.lead()
+        if ephemeral_session is not None:
+            await self.require_session(ephemeral_session)
         try:
             a = await self.propose(c.Put(name, value, expected_version, ephemeral_session))
         except RequestRefused as exc:
@@ -217,10 +246,13 @@ class Operations(_Base):
 
     async def delete_entry(self, name: str, expected_version: int | None) -> None:
         await self.lead()
+        await self.refuse_unless(lambda: name in self.fsm.entries, lambda: RequestRefused(
+            Refused(Reason.NOT_FOUND, f"no entry {name!r}")))
         await self.propose(c.Delete(name, expected_version))
 
     async def watch(self, session: int, prefix: str) -> None:
         await self.lead()
+        await self.require_session(session)
         try:
             await self.propose(c.Watch(session, prefix))
         except RequestRefused as exc:
