@@ -36,6 +36,9 @@ from pathlib import Path
 
 import msgpack
 
+from kvstore import vclock
+from kvstore.ring import partition_of
+from kvstore.vclock import SiblingSet
 from tests.waiting import wait_until
 
 READY_S = 60.0  # a node's start on a loaded 2-core machine
@@ -226,6 +229,34 @@ class Cluster:
         status, _, data = self.http(node, "POST", f"/internal/v1/{op}", body,
                                     {"Content-Type": "application/x-msgpack"})
         return status, msgpack.unpackb(data, raw=False) if data else {}
+
+    def copy_on(self, node: str, key: bytes) -> SiblingSet:
+        """`node`'s own copy of `key` (its replica state synced with hints it holds)."""
+        status, body = self.internal(node, "get", {"key": key})
+        if status != 200:
+            raise AssertionError(f"internal get on {node}: {status} {body}")
+        return vclock.decode(body["state"])
+
+    def status_of(self, node: str) -> dict:
+        status, body = self.internal(node, "status")
+        if status != 200:
+            raise AssertionError(f"internal status on {node}: {status} {body}")
+        return body
+
+    def preference_list(self, key: bytes, n: int = 3, via: str | None = None) -> list[str]:
+        """The key's N primaries under the ring `via` (default: the first node) serves."""
+        status, ring = self.json(via or self.names[0], "GET", "/ring")
+        assert status == 200, ring
+        owners, first = ring["owners"], partition_of(key, ring["ring_size"])
+        walk: list[str] = []
+        for step in range(len(owners)):
+            owner = owners[(first + step) % len(owners)]
+            if owner not in walk:
+                walk.append(owner)
+        return walk[:n]
+
+    def node(self, name: str) -> NodeProcess:
+        return next(n for n in self.nodes if n.name == name)
 
 
 def wait_for(predicate, timeout: float = READY_S, what: str = "condition") -> None:
