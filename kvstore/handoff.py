@@ -19,8 +19,8 @@ attempt to deliver the replica to A; once the transfer succeeds, D may delete th
   WARNING and never dies of one; `stop()` cancels it, which may cut a delivery short
   (its hints stay).
 - Logged at INFO: when a handoff to an owner starts (hints pending) and ends (delivered,
-  failed, still pending). `stats()` counts hints delivered and hints in failed batches,
-  in total and per owner, with what is pending.
+  failed, still pending). `stats()` counts hints delivered, hints in failed batches and
+  failed attempts (`errors`), in total and per owner, with what is pending.
 
 `deliver` is the node's internal `merge_many` call on the owner; it must raise on any
 failure (a reply that is not a success), since silence means the hints are deleted.
@@ -48,6 +48,7 @@ Deliver = Callable[[str, list[tuple[bytes, SiblingSet]]], Awaitable[None]]
 class _Owner:
     delivered: int = 0
     failed: int = 0
+    errors: int = 0  # failed attempts (a hint that cannot be read fails with no batch)
     failures_in_a_row: int = 0
     retry_at: float = 0.0  # time.monotonic() before which the owner is skipped
 
@@ -139,6 +140,7 @@ class Handoff:
         except Exception as exc:
             failed = len(items)
             state.failed += failed
+            state.errors += 1
             state.failures_in_a_row += 1
             backoff = min(self.max_backoff_s,
                           self.interval_s * 2 ** min(state.failures_in_a_row - 1, 30))
@@ -156,18 +158,19 @@ class Handoff:
     def stats(self) -> dict[str, Any]:
         owners = {
             owner: {"pending": self.hints.count(owner), "delivered": s.delivered,
-                    "failed": s.failed,
+                    "failed": s.failed, "errors": s.errors,
                     "retry_in_s": round(max(0.0, s.retry_at - time.monotonic()), 3)}
             for owner, s in sorted(self._owners.items())}
         for owner in self.hints.owners() - owners.keys():
             owners[owner] = {"pending": self.hints.count(owner), "delivered": 0,
-                             "failed": 0, "retry_in_s": 0.0}
+                             "failed": 0, "errors": 0, "retry_in_s": 0.0}
         return {
             "running": self._task is not None and not self._task.done(),
             "rounds": self._rounds,
             "pending": self.hints.count(),
             "delivered": sum(s.delivered for s in self._owners.values()),
             "failed": sum(s.failed for s in self._owners.values()),
+            "errors": sum(s.errors for s in self._owners.values()),
             "owners": owners,
         }
 

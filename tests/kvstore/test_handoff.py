@@ -15,7 +15,7 @@ import pytest
 from kvstore import vclock
 from kvstore.handoff import Handoff
 from kvstore.hints import HintStore
-from kvstore.lsm import EngineClosedError
+from kvstore.lsm import Engine, EngineClosedError
 from kvstore.replica import ReplicaStore
 from kvstore.vclock import SiblingSet, VersionVector
 from tests.waiting import async_wait_until
@@ -85,6 +85,7 @@ def test_4_6_a_failing_owner_keeps_its_hints_and_backs_off(tmp_path: Path) -> No
             assert await handoff.run_once() == 0
             stats = handoff.stats()
             assert (stats["delivered"], stats["failed"], stats["pending"]) == (0, 8, 20)
+            assert stats["errors"] == 1
             assert stats["owners"][OWNER]["retry_in_s"] > 0
             assert await handoff.run_once() == 0  # backing off: not even tried
             assert handoff.stats()["failed"] == 8
@@ -205,5 +206,33 @@ def test_a_deliver_that_hangs_times_out_as_a_failure(tmp_path: Path) -> None:
                 Handoff(hints, deliver=deliver, is_alive=lambda o: True, batch=0)
         finally:
             await hints.close()
+
+    asyncio.run(main())
+
+
+def test_a_damaged_hint_stops_only_its_owner_and_is_never_delivered(tmp_path: Path) -> None:
+    async def main() -> None:
+        hints = await HintStore.open(tmp_path / "hints", sync="none")
+        await hints.add(OWNER, b"bad", _write(b"v"))
+        await hints.close()
+        with Engine.open(str(tmp_path / "hints"), sync="always") as db:
+            db.put(b"k\x00\x03bad" + OWNER.encode(), b"\x01\x92\x90\x91")  # damaged state
+        hints = await HintStore.open(tmp_path / "hints", sync="none")
+        stores = {OWNER: await _owner_store(tmp_path / "a", OWNER),
+                  OTHER: await _owner_store(tmp_path / "b", OTHER)}
+        handoff = Handoff(hints, deliver=lambda o, items: stores[o].merge_many(items),
+                          is_alive=lambda o: True)
+        try:
+            await hints.add(OTHER, b"good", _write(b"g"))
+            assert await handoff.run_once() == 1
+            stats = handoff.stats()
+            assert stats["owners"][OWNER]["errors"] == 1
+            assert stats["owners"][OWNER]["failed"] == 0 and hints.count(OWNER) == 1
+            assert stats["owners"][OTHER]["delivered"] == 1 and hints.count(OTHER) == 0
+            assert await stores[OWNER].get(b"bad") == SiblingSet()
+        finally:
+            await hints.close()
+            for s in stores.values():
+                await s.close()
 
     asyncio.run(main())
