@@ -126,4 +126,4 @@ def test_hostile_internal_bodies_get_400_and_change_nothing(cluster) -> None:
     for n in cluster.names:
         assert cluster.copy_on(n, b"hostile").siblings == ()
     status, doc = get_json(cluster, node, "hostile")
-    assert status == 404 and doc["error"] == "not_found"
+    assert status == 404 and doc["values"] == [] and doc["deleted"] is False
