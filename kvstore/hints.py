@@ -43,7 +43,7 @@ from kvstore import vclock
 from kvstore.errors import InvalidRequest, InvalidSiblingSet
 from kvstore.keylocks import KeyLocks, Sections
 from kvstore.lsm import MAX_KEY_SIZE, AsyncEngine, WriteBatch
-from kvstore.replica import decode_stored
+from kvstore.replica_layout import decode_stored
 from kvstore.vclock import MAX_NODE_NAME_BYTES, SiblingSet
 
 logger = logging.getLogger(__name__)

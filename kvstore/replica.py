@@ -2,11 +2,10 @@
 
 Theory of operation (Dynamo §4.4 "data versioning", §4.5 "execution of get and put")
 
-- Layout: the storage key of a user key is `partition (2 bytes, big-endian) + key`, with
-  `partition = ring.partition_of(key, ring_size)`, so one partition is one contiguous key
-  range: transfer and anti-entropy scan it, `drop_partition` deletes it. The value is
-  `vclock.encode(SiblingSet)` (the whole state: clock, siblings, timestamps). Both are on
-  disk: do not change. ring_size is therefore at most 2**16.
+- Layout (kvstore/replica_layout.py): the storage key of a user key is `partition (2
+  bytes, big-endian) + key`, so one partition is one contiguous key range (transfer and
+  anti-entropy scan it, `drop_partition` deletes it); the value is
+  `vclock.encode(SiblingSet)`. On disk: do not change. ring_size is at most 2**16.
 - `coordinate` is the coordinator's write (vclock.update, or lww_update for keys under a
   last-write-wins prefix) on this node's own durable state; `merge` is the replica-side
   write (vclock.sync / lww_sync) of a state another replica shipped. Both read, compute
@@ -28,6 +27,9 @@ Theory of operation (Dynamo §4.4 "data versioning", §4.5 "execution of get and
 - Deletes are conditional: `drop_partition` and `remove_many` delete a key only while its
   stored bytes are still those the caller saw (checked under the key's lock), so a write
   that arrives after a partition was scanned for hand-off is kept, never deleted unseen.
+- `observe(callback)`: every durable change is reported as (key, old bytes, new bytes),
+  under the key's lock, so a per-partition hash tree (antientropy/merkle.py) can follow
+  the store incrementally instead of rescanning it.
 
 Trade-offs: a lock per key serialises writes of one hot key (their fsyncs still group
 across keys); merge_many locks its keys in sorted order (no deadlock with other batches)
@@ -45,37 +47,24 @@ from pathlib import Path
 from typing import Any
 
 from kvstore import vclock
-from kvstore.errors import InvalidRequest, InvalidSiblingSet
 from kvstore.keylocks import KeyLocks, Sections
-from kvstore.lsm import MAX_KEY_SIZE, AsyncEngine, WriteBatch
+from kvstore.lsm import AsyncEngine, WriteBatch
+from kvstore.replica_layout import (
+    MAX_RING_SIZE,
+    PREFIX_BYTES,
+    any_in,
+    check_state,
+    check_user_key,
+    decode_stored,
+    find_partitions,
+    partition_bounds,
+    storage_key,
+)
 from kvstore.ring import partition_of
 from kvstore.vclock import DEFAULT_LIMITS, SiblingLimits, SiblingSet, VersionVector
 
 logger = logging.getLogger(__name__)
-
-PREFIX_BYTES = 2  # partition prefix of every storage key; on disk: do not change
-MAX_USER_KEY = MAX_KEY_SIZE - PREFIX_BYTES
-MAX_RING_SIZE = 1 << (8 * PREFIX_BYTES)
-
-
-def check_user_key(key: object) -> bytes:
-    """The key as bytes; TypeError unless bytes-like, InvalidRequest if empty or too long."""
-    if not isinstance(key, bytes | bytearray | memoryview):
-        raise TypeError(f"key must be bytes, not {type(key).__name__}")
-    key = bytes(key)
-    if not 1 <= len(key) <= MAX_USER_KEY:
-        raise InvalidRequest(f"key must be 1..{MAX_USER_KEY} bytes, not {len(key)}")
-    return key
-
-
-def decode_stored(key: bytes, raw: bytes | None) -> SiblingSet:
-    """The stored state of `key`; InvalidSiblingSet (naming the key) when damaged."""
-    if raw is None:
-        return SiblingSet()
-    try:
-        return vclock.decode(raw)
-    except InvalidSiblingSet as exc:
-        raise InvalidSiblingSet(f"stored state of key {key!r:.100}: {exc.reason}") from None
+Change = tuple[bytes, bytes | None, bytes | None]  # key, stored bytes before, after (None: absent)
 
 
 class ReplicaStore:
@@ -93,6 +82,7 @@ class ReplicaStore:
         self._partitions = partitions
         self._locks = KeyLocks()
         self._sections = Sections()
+        self._observers: list[Callable[[list[Change]], None]] = []
         self._counts = dict.fromkeys(
             ("gets", "coordinates", "refused", "merges", "merge_writes", "batches",
              "dropped_keys"), 0)
@@ -115,7 +105,7 @@ class ReplicaStore:
             raise ValueError("an lww prefix must not be empty (it would cover every key)")
         engine = await AsyncEngine.open(str(path), sync=sync, **engine_options)
         try:
-            found = await asyncio.to_thread(_find_partitions, engine)
+            found = await asyncio.to_thread(find_partitions, engine.engine)
         except BaseException:
             await engine.close()
             raise
@@ -133,7 +123,7 @@ class ReplicaStore:
         return partition_of(key, self.ring_size)
 
     def _storage_key(self, key: bytes) -> bytes:
-        return self.partition_of(key).to_bytes(PREFIX_BYTES, "big") + key
+        return storage_key(self.partition_of(key), key)
 
     def is_lww(self, key: bytes) -> bool:
         return key.startswith(self.lww_prefixes) if self.lww_prefixes else False
@@ -147,17 +137,34 @@ class ReplicaStore:
         caller holds the key's lock. Returns (old, new)."""
         skey, engine = self._storage_key(key), self._engine.engine
 
-        def run() -> tuple[SiblingSet, SiblingSet]:
-            old = decode_stored(key, engine.get(skey))
+        def run() -> tuple[SiblingSet, SiblingSet, Change | None]:
+            raw = engine.get(skey)
+            old = decode_stored(key, raw)
             new = change(old)
-            if new != old:
-                engine.put(skey, vclock.encode(new))
-            return old, new
+            if new == old:
+                return old, new, None
+            encoded = vclock.encode(new)
+            engine.put(skey, encoded)
+            return old, new, (key, raw, encoded)
 
-        old, new = await asyncio.to_thread(run)
-        if new != old:
+        old, new, changed = await asyncio.to_thread(run)
+        if changed:
             self._partitions.add(self.partition_of(key))
+            self._notify([changed])
         return old, new
+
+    def observe(self, callback: Callable[[list[Change]], None]) -> None:
+        """Call `callback([(key, old bytes | None, new bytes | None), ...])` after every
+        durable change, under the keys' locks (so per key in write order), on the event
+        loop. For incremental anti-entropy trees; it must be quick and not raise."""
+        self._observers.append(callback)
+
+    def _notify(self, changes: list[Change]) -> None:
+        for callback in self._observers:
+            try:
+                callback(changes)
+            except Exception:
+                logger.exception("a write observer failed; the write itself is durable")
 
     # -- reads and writes ---------------------------------------------------------------
     async def get(self, key: bytes) -> SiblingSet:
@@ -203,7 +210,7 @@ class ReplicaStore:
         """Sync a state another replica sent into ours; writes only when it changes
         anything; returns the merged state."""
         key = check_user_key(key)
-        _check_state(state)
+        check_state(state)
         return await self._sections.run(self._merge(key, state))
 
     async def _merge(self, key: bytes, state: SiblingSet) -> SiblingSet:
@@ -219,7 +226,7 @@ class ReplicaStore:
         incoming: dict[bytes, SiblingSet] = {}
         for key, state in items:
             key = check_user_key(key)
-            _check_state(state)
+            check_state(state)
             prior = incoming.get(key)
             incoming[key] = state if prior is None else self._sync(key, prior, state)
         if incoming:
@@ -230,32 +237,32 @@ class ReplicaStore:
         skeys = [self._storage_key(k) for k in keys]
         engine = self._engine.engine
 
-        def run() -> int:  # one worker-thread hop: read all, merge, one atomic write
-            batch = WriteBatch()
+        def run() -> list[Change]:  # one worker-thread hop: read all, merge, one write
+            batch, changes = WriteBatch(), []
             for key, skey in zip(keys, skeys, strict=True):
-                current = decode_stored(key, engine.get(skey))
+                raw = engine.get(skey)
+                current = decode_stored(key, raw)
                 merged = self._sync(key, current, incoming[key])
                 if merged != current:
-                    batch.put(skey, vclock.encode(merged))
-            if len(batch):
+                    encoded = vclock.encode(merged)
+                    batch.put(skey, encoded)
+                    changes.append((key, raw, encoded))
+            if changes:
                 engine.write(batch)
-            return len(batch)
+            return changes
 
         async with self._locks.hold_all(keys):
-            changed = await asyncio.to_thread(run)
-        if changed:
-            self._partitions.update(self.partition_of(k) for k in keys)
+            changes = await asyncio.to_thread(run)
+            if changes:
+                self._partitions.update(self.partition_of(k) for k, _, _ in changes)
+                self._notify(changes)
         self._counts["merges"] += len(keys)
-        self._counts["merge_writes"] += changed
+        self._counts["merge_writes"] += len(changes)
         self._counts["batches"] += 1
 
     # -- partitions ---------------------------------------------------------------------
     def _bounds(self, partition: int) -> tuple[bytes, bytes | None]:
-        if type(partition) is not int or not 0 <= partition < self.ring_size:
-            raise ValueError(f"partition must be in 0..{self.ring_size - 1}: {partition!r}")
-        end = partition + 1
-        return (partition.to_bytes(PREFIX_BYTES, "big"),
-                end.to_bytes(PREFIX_BYTES, "big") if end < MAX_RING_SIZE else None)
+        return partition_bounds(partition, self.ring_size)
 
     async def scan_partition(self, partition: int) -> AsyncIterator[tuple[bytes, SiblingSet]]:
         """Every (key, state) of one partition at one snapshot, in key order. Raises
@@ -274,7 +281,7 @@ class ReplicaStore:
         dropped = 0
         for i in range(0, len(rows), 1024):
             dropped += await self._sections.run(self._delete_unchanged(rows[i:i + 1024]))
-        if not await asyncio.to_thread(_any_in, self._engine, start, end):
+        if not await asyncio.to_thread(any_in, self._engine.engine, start, end):
             self._partitions.discard(partition)
         self._counts["dropped_keys"] += dropped
         logger.info("dropped partition %d: %d keys (%d kept: changed meanwhile)", partition,
@@ -296,17 +303,21 @@ class ReplicaStore:
         skeys = [self._storage_key(k) for k, _ in rows]
         engine = self._engine.engine
 
-        def run() -> int:
-            batch = WriteBatch()
-            for skey, (_, raw) in zip(skeys, rows, strict=True):
+        def run() -> list[Change]:
+            batch, changes = WriteBatch(), []
+            for skey, (key, raw) in zip(skeys, rows, strict=True):
                 if engine.get(skey) == raw:
                     batch.delete(skey)
-            if len(batch):
+                    changes.append((key, raw, None))
+            if changes:
                 engine.write(batch)
-            return len(batch)
+            return changes
 
         async with self._locks.hold_all(k for k, _ in rows):
-            return await asyncio.to_thread(run)
+            changes = await asyncio.to_thread(run)
+            if changes:
+                self._notify(changes)
+            return len(changes)
 
     def partitions(self) -> set[int]:
         """The partitions holding at least one key (in memory; O(1))."""
@@ -321,31 +332,4 @@ class ReplicaStore:
         return out
 
 
-def _check_state(state: object) -> None:
-    if not isinstance(state, SiblingSet):
-        raise TypeError(f"state must be a SiblingSet, not {type(state).__name__}")
-    state.check()
-
-
-def _any_in(engine: AsyncEngine, start: bytes, end: bytes | None) -> bool:
-    with engine.engine.scan(start, end) as scan:
-        return next(iter(scan), None) is not None
-
-
-def _find_partitions(engine: AsyncEngine) -> set[int]:
-    """The partitions holding keys: one short scan per non-empty partition (worker thread)."""
-    found: set[int] = set()
-    start: bytes | None = None
-    while True:
-        with engine.engine.scan(start, None) as scan:
-            first = next(iter(scan), None)
-        if first is None:
-            return found
-        partition = int.from_bytes(first[0][:PREFIX_BYTES], "big")
-        found.add(partition)
-        if partition + 1 >= MAX_RING_SIZE:
-            return found
-        start = (partition + 1).to_bytes(PREFIX_BYTES, "big")
-
-
-__all__ = ["ReplicaStore", "check_user_key", "decode_stored"]
+__all__ = ["PREFIX_BYTES", "Change", "ReplicaStore", "check_user_key", "decode_stored"]

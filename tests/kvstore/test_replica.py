@@ -17,6 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from antientropy.merkle import MerkleTree
 from kvstore import vclock
 from kvstore.errors import InvalidRequest, InvalidSiblingSet, SiblingLimitExceeded
 from kvstore.lsm import Engine
@@ -489,6 +490,38 @@ def test_4_5_a_write_acknowledged_under_sync_always_survives_kill_9(tmp_path: Pa
                 assert vclock.compare(stored, state) in (vclock.Order.EQUAL, vclock.Order.AFTER)
                 assert len(stored.siblings) == 1
                 assert int(stored.values[0]) >= int(state.values[0])
+        finally:
+            await store.close()
+
+    asyncio.run(main())
+
+
+def test_observers_see_every_change_so_a_hash_tree_follows_the_store(tmp_path: Path) -> None:
+    """A Merkle tree per partition fed only by observe() equals one rebuilt from a scan."""
+    async def main() -> None:
+        store = await _open(tmp_path, ring_size=8)
+        trees = {p: MerkleTree(p, partition_bits=3, fanout=4, depth=2) for p in range(8)}
+
+        def follow(changes: list[tuple[bytes, bytes | None, bytes | None]]) -> None:
+            for key, old, new in changes:
+                trees[partition_of(key, 8)].update(key, old, new)
+
+        store.observe(follow)
+        try:
+            states = {}
+            for i in range(60):
+                k = b"t%d" % (i % 25)
+                states[k] = await store.coordinate(k, EMPTY, b"%d" % i, deleted=False,
+                                                   timestamp=i)
+            await store.merge(b"t1", await _one_write(b"t1"))
+            await store.merge(b"t1", await _one_write(b"t1"))  # no change, no report
+            await store.merge_many([(b"m%d" % i, await _one_write(b"m")) for i in range(30)])
+            await store.remove_many([(b"t2", states[b"t2"]), (b"t3", states[b"t3"])])
+            await store.drop_partition(partition_of(b"t4", 8))
+            for p in range(8):
+                rows = [(k, vclock.encode(s)) async for k, s in store.scan_partition(p)]
+                rebuilt = MerkleTree.build(rows, p, partition_bits=3, fanout=4, depth=2)
+                assert trees[p].root() == rebuilt.root(), p
         finally:
             await store.close()
 
