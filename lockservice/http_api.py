@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 PREFIX = "/lock/v1"
 MAX_BODY = 64 * 1024  # a 16 KiB value in base64 plus the other fields
 FORWARDED = "X-Ringlock-Forwarded"
-MAX_WAIT_MS = 3_600_000
+MAX_WAIT_MS = 300_000  # a waiting acquire is answered within 5 minutes; clients loop
 
 # Reason -> (HTTP status, error code)
 _STATUS: dict[Reason, tuple[int, str]] = {
@@ -94,11 +94,16 @@ def lock_routes(server: LockServer) -> list[web.RouteDef]:
                 request.method, f"http://{address}{request.raw_path}", data=raw,
                 headers={"Content-Type": "application/json", FORWARDED: str(server.id)},
                 timeout=aiohttp.ClientTimeout(total=None, sock_connect=2,
-                                              sock_read=server.max_hold_s + 30),
+                                              sock_read=max(server.max_hold_s,
+                                                            MAX_WAIT_MS / 1000) + 30),
             ) as resp:
                 body = await resp.read()
                 return web.Response(status=resp.status, body=body,
                                     content_type=resp.content_type)
+        except aiohttp.ClientConnectorError as exc:  # nothing reached the leader
+            log.info("forwarding %s to member %d failed: %s", request.path, leader, exc)
+            return error(503, "no_leader", f"the leader (member {leader}) is not reachable",
+                         leader=None, may_have_applied=False)
         except (aiohttp.ClientError, TimeoutError) as exc:
             log.info("forwarding %s to member %d failed: %s", request.path, leader, exc)
             return error(503, "unavailable", f"the leader (member {leader}) did not answer: "

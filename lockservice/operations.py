@@ -159,8 +159,13 @@ class Operations(_Base):
             return grant_json(a.result.sequencer, a.clock)
         assert isinstance(a.result, Queued)
         key = (session, name)
-        await self._wait(session, lambda: key in self.signals.grants
-                         or session not in self.fsm.sessions, wait_ms / 1000)
+        try:
+            await self._wait(session, lambda: key in self.signals.grants
+                             or session not in self.fsm.sessions, wait_ms / 1000)
+        except asyncio.CancelledError:  # the client went away: leave the queue behind it
+            if key not in self.signals.grants:
+                self._background(self.propose(c.CancelWait(session, name)))
+            raise
         if key in self.signals.grants:
             gen, at = self.signals.grants[key]
             return grant_json(Sequencer(name, mode, gen, session), at)

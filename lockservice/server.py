@@ -23,19 +23,20 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Coroutine
 from typing import Any
 
 import aiohttp
 from aiohttp import web
 
 from lockservice import commands as c
-from lockservice.errors import NoLeader, RequestRefused, Unavailable
+from lockservice.errors import NoLeader, RequestRefused, ServerError, Unavailable
 from lockservice.fsm import LockStateMachine
 from lockservice.limits import Limits
 from lockservice.operations import Operations
 from lockservice.results import Refused, Result
 from lockservice.sequencer import Sequencer
-from lockservice.signals import Signals
+from lockservice.signals import MAX_TIME, Signals
 from raft.config import Config
 from raft.driver import Driver
 from raft.driver_errors import ProposalLost, ProposalOutcomeUnknown
@@ -89,6 +90,8 @@ class LockServer(Operations):
         self.fresh_term = 0  # the term in which this member's GrantFreshLeases was applied
         self.http: aiohttp.ClientSession | None = None  # forwarding to the leader
         self._task: asyncio.Task[None] | None = None
+        self._chores: set[asyncio.Task[Any]] = set()  # fire-and-forget proposals
+        self._next_expiry = 0  # no lease known to this leader ends before this (ms)
 
     @classmethod
     def open(cls, *, node_id: int, addresses: dict[int, str], data_dir: str,
@@ -117,7 +120,22 @@ class LockServer(Operations):
         await self.driver.start()
         self._task = asyncio.get_running_loop().create_task(self._leader_duties())
 
+    def _background(self, work: Coroutine[Any, Any, Any]) -> None:
+        """Run `work` (a proposal nobody awaits) to its end; its failure is only logged."""
+
+        async def run() -> None:
+            try:
+                await work
+            except (RaftError, ServerError) as exc:
+                log.info("member %d: background proposal failed: %s", self.id, exc)
+
+        task = asyncio.get_running_loop().create_task(run())
+        self._chores.add(task)
+        task.add_done_callback(self._chores.discard)
+
     async def stop(self) -> None:
+        for chore in list(self._chores):
+            chore.cancel()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -165,6 +183,7 @@ class LockServer(Operations):
                         self.signals.wake_all()  # held requests answer now, not at their end
                 elif self.fresh_term != self.term:
                     term = self.term
+                    self._next_expiry = 0  # scan afresh in this term
                     await self.propose(c.GrantFreshLeases(now_ms()), ready=False)
                     if self.driver.is_leader and self.term == term:
                         self.fresh_term = term
@@ -175,10 +194,20 @@ class LockServer(Operations):
                 log.info("member %d: leader duty not done: %s", self.id, exc)
 
     def _expiry_due(self, now: int) -> bool:
+        """Whether a lease or a lock-delay with waiters has ended by `now`.
+
+        Leases only grow (KeepAlive, GrantFreshLeases) except that new sessions start, so
+        the scan of all sessions runs only once the earliest lease end seen so far, or that
+        of a session opened since (`signals.earliest_new`), has come."""
         fsm = self.fsm
-        if any(s.expires_at <= now for s in fsm.sessions.values()):
+        if fsm.delayed and any(fsm.locks[n].waiters and fsm.locks[n].delay_until <= now
+                               for n in fsm.delayed):
             return True
-        return any(fsm.locks[n].waiters and fsm.locks[n].delay_until <= now for n in fsm.delayed)
+        if now < min(self._next_expiry, self.signals.earliest_new):
+            return False
+        self.signals.earliest_new = MAX_TIME
+        self._next_expiry = min((s.expires_at for s in fsm.sessions.values()), default=MAX_TIME)
+        return self._next_expiry <= now
 
     # -- proposing and reading -----------------------------------------------------------
 

@@ -17,11 +17,12 @@ from collections import OrderedDict
 from typing import TYPE_CHECKING
 
 from lockservice.events import Event, EventKind
-from lockservice.results import Result, SessionClosed, SessionsExpired
+from lockservice.results import Result, SessionClosed, SessionOpened, SessionsExpired
 
 if TYPE_CHECKING:
     from lockservice.fsm import LockStateMachine
 
+MAX_TIME = 2**64  # later than any table time
 REMEMBER_EXPIRED = 10_000  # expired session ids remembered, to answer 410 rather than 404
 
 
@@ -32,6 +33,7 @@ class Signals:
         self._wanted: dict[tuple[int, str], int] = {}  # (session, lock) -> waiting acquires
         self.grants: dict[tuple[int, str], tuple[int, int]] = {}  # -> (generation, clock)
         self.expired: OrderedDict[int, None] = OrderedDict()
+        self.earliest_new = MAX_TIME  # earliest lease end of sessions opened since the scan
         fsm.event_listener = self.on_event
 
     # -- called from apply ---------------------------------------------------------------
@@ -50,6 +52,8 @@ class Signals:
                 self.expired.popitem(last=False)
         elif isinstance(result, SessionClosed):
             self.wake(result.session)
+        elif isinstance(result, SessionOpened):
+            self.earliest_new = min(self.earliest_new, result.expires_at)
 
     # -- waiting -------------------------------------------------------------------------
 

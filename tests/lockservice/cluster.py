@@ -51,6 +51,14 @@ class LockCluster:
         return ",".join(f"{i}=127.0.0.1:{p}" for i, p in self.ports.items())
 
     def start(self, member: int) -> None:
+        self.spawn(member)
+        self.wait_serving(member)
+
+    def wait_serving(self, member: int) -> None:
+        self.wait(lambda: self.try_call(member, "GET", "/lock/v1/leader")[0] == 200, 30,
+                  f"member {member} to serve")
+
+    def spawn(self, member: int) -> None:
         assert member not in self.procs or self.procs[member].poll() is not None
         args = [sys.executable, "-m", "lockservice.node", "--id", str(member),
                 "--peers", self.peers, "--data", str(self.root / f"m{member}"),
@@ -59,12 +67,12 @@ class LockCluster:
         self.procs[member] = subprocess.Popen(
             args, stdout=log, stderr=log, cwd=REPO, env={**os.environ, "PYTHONUNBUFFERED": "1"})
         log.close()
-        self.wait(lambda: self.try_call(member, "GET", "/lock/v1/leader")[0] == 200, 30,
-                  f"member {member} to serve")
 
     def start_all(self) -> None:
+        for i in self.ids:  # all at once: interpreters start in parallel
+            self.spawn(i)
         for i in self.ids:
-            self.start(i)
+            self.wait_serving(i)
         self.leader()
 
     def kill(self, member: int) -> None:

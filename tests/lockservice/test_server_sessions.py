@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from lockservice.sequencer import LockMode, Sequencer
-from tests.lockservice.cluster import LockCluster, running_cluster
+from tests.lockservice.cluster import LockCluster, call, running_cluster
 
 
 @pytest.fixture(scope="module")
@@ -132,3 +132,17 @@ def test_closed_session_releases_its_locks_without_lock_delay(cluster: LockClust
     assert code == 200 and got["session"] == b
     code, body = cluster.request("POST", f"/lock/v1/sessions/{a}/keepalive", {}, ok=(404, 410))
     assert body["error"] in ("unknown_session", "session_expired")
+
+
+def test_waiting_acquire_whose_client_goes_away_leaves_the_queue(cluster: LockCluster) -> None:
+    """A waiter that nobody waits for any more would be granted a lock no one uses."""
+    a, b = cluster.open_session(10_000), cluster.open_session(10_000)
+    assert cluster.acquire(a, "gone/x")[0] == 200
+    for member in (cluster.leader(), cluster.followers()[0]):
+        with pytest.raises(OSError):  # the client gives up long before wait_ms
+            call(cluster.ports[member], "POST", "/lock/v1/locks/gone/x/acquire",
+                 {"session": b, "wait_ms": 60_000}, timeout=1.0)
+        cluster.wait(lambda: cluster.lock_info("gone/x")["waiters"] == [], 20,
+                     "the abandoned waiter to leave the queue")
+    cluster.request("POST", "/lock/v1/locks/gone/x/release", {"session": a}, ok=(204,))
+    assert cluster.lock_info("gone/x")["holders"] == []
