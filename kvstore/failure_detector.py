@@ -133,3 +133,41 @@ class PhiAccrualDetector:
 
     def tracked(self) -> set[str]:
         return set(self._windows)
+
+
+class Liveness:
+    """Up/down verdicts for a set of monitored nodes, from a detector (pure; time passed in).
+
+    A node is up from when it is first monitored (its silence counts from then) until the
+    detector convicts it at a `judge`, and up again at its next heartbeat. Verdicts change
+    only in `judge` and `arrival`, so a reader between them sees a stable answer.
+    """
+
+    def __init__(self, config: DetectorConfig | None = None) -> None:
+        self.detector = PhiAccrualDetector(config)
+        self.up: set[str] = set()
+
+    def monitor(self, nodes: set[str], now: float) -> None:
+        """Monitor exactly `nodes`: start the new ones (as up), forget the others."""
+        for node in nodes - self.detector.tracked():
+            self.detector.heartbeat(node, now)
+            self.up.add(node)
+        for node in self.detector.tracked() - nodes:
+            self.detector.forget(node)
+            self.up.discard(node)
+
+    def arrival(self, node: str, now: float) -> bool:
+        """A heartbeat of `node` arrived; True if that brings it back up."""
+        if node not in self.detector.tracked():
+            return False
+        self.detector.heartbeat(node, now)
+        if node in self.up:
+            return False
+        self.up.add(node)
+        return True
+
+    def judge(self, now: float) -> list[str]:
+        """Convict the up nodes whose phi passed the threshold; the newly down, sorted."""
+        down = sorted(n for n in self.up if not self.detector.is_available(n, now))
+        self.up.difference_update(down)
+        return down

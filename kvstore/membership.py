@@ -38,7 +38,6 @@ The endpoints are listed in kvstore/membership_http.py.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import random
@@ -49,13 +48,12 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import msgpack
 from aiohttp import web
 
-from kvstore import gossip, ring_file
+from kvstore import gossip, membership_http, ring_file
 from kvstore.claimant import claimant, next_ring
 from kvstore.errors import InvalidRing, MembershipError, NodeUnavailable, WireError
-from kvstore.failure_detector import DetectorConfig, PhiAccrualDetector
+from kvstore.failure_detector import DetectorConfig, Liveness
 from kvstore.gossip import GossipMessage, NodeState
 from kvstore.ring import DEFAULT_RING_SIZE, Ring
 from kvstore.transfer import Items, Transfers
@@ -97,12 +95,11 @@ class Membership:
         self.ring = Ring.new(ring_size)
         self._me = NodeState(generation=time.time_ns() // 1_000_000, heartbeat=0)
         self._view: dict[str, NodeState] = {}
-        self._detector = PhiAccrualDetector(DetectorConfig(
+        self._live = Liveness(DetectorConfig(
             threshold=self.config.phi_threshold, window=self.config.detector_window,
             initial_interval_s=self.config.interval_s * 2,
             max_interval_s=max(2.0, self.config.interval_s * 10),
             min_mean_s=self.config.interval_s / 2))
-        self._up: set[str] = set()
         self._callbacks: list[Callable[[Ring, Ring], None]] = []
         self._ring_lock = asyncio.Lock()
         self._claim_lock = asyncio.Lock()
@@ -121,16 +118,14 @@ class Membership:
     # -- the contract's reading side ------------------------------------------------------
 
     def is_alive(self, node: str) -> bool:
-        return node == self.name or node in self._up
+        return node == self.name or node in self._live.up
 
     def alive(self) -> set[str]:
-        return {self.name} | self._up
+        return {self.name} | self._live.up
 
     def routes(self) -> list[web.RouteDef]:
         """The gossip, change and operator endpoints (kvstore/membership_http.py)."""
-        from kvstore.membership_http import routes
-
-        return routes(self)
+        return membership_http.routes(self)
 
     def on_ring_change(self, callback: Callable[[Ring, Ring], None]) -> None:
         self._callbacks.append(callback)
@@ -154,22 +149,8 @@ class Membership:
         return all(self.acts_on_our_ring(m) for m in self.ring.members if self.is_alive(m))
 
     def status(self) -> dict[str, Any]:
-        now = self._clock()
-        members = {}
-        for m in sorted(set(self.ring.members) | set(self._view)):
-            s = self._me if m == self.name else self._view.get(m)
-            members[m] = {
-                "member": m in self.ring.members, "alive": self.is_alive(m),
-                "phi": round(self._detector.phi(m, now), 3) if m != self.name else 0.0,
-                "status": s.status if s else "unknown",
-                "ring_version": s.ring_version if s else None,
-                "partitions": len(self.ring.owned_by(m)),
-            }
-        return {"node": self.name, "status": self._me.status,
-                "ring_version": self.ring.version, "ring_size": self.ring.ring_size,
-                "claimant": self.claimant(), "converged": self.converged(),
-                "members": members,
-                "transfers": self.transfers.stats() if self.transfers else None}
+        """Members, their states and phi, ring version, claimant, transfers (JSON-ready)."""
+        return membership_http.status_of(self, self._clock())
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -270,13 +251,8 @@ class Membership:
             return new
 
     async def _request_change(self, target: str, op: str, node: str, *, hops: int) -> Ring:
-        body = msgpack.packb({"op": op, "node": node, "hops": hops})
-        answer = await self._post(target, "/internal/v1/gossip/change", body)
-        try:
-            obj = msgpack.unpackb(answer, raw=False)
-            return Ring.from_bytes(obj["ring"])
-        except (ValueError, TypeError, KeyError, msgpack.UnpackException, InvalidRing) as exc:
-            raise NodeUnavailable(target, f"bad change answer: {exc}") from None
+        return await membership_http.request_change(
+            self._client(target), target, op, node, hops, self.config.rpc_timeout_s)
 
     async def _adopt(self, ring: Ring, *, force: bool = False) -> bool:
         """Persist and act on `ring` if it wins over ours (or `force`); True if adopted."""
@@ -316,14 +292,7 @@ class Membership:
         if self.name not in ring.members and status == "up" and len(ring.members) > 0:
             status = "leaving"
         self._me = self._me.beat(ring_version=rv, ring_digest=rd, status=status)
-        now = self._clock()
-        for m in ring.members:
-            if m != self.name and m not in self._detector.tracked():
-                self._detector.heartbeat(m, now)  # silence counts from now
-                self._up.add(m)
-        for m in self._detector.tracked() - set(ring.members):
-            self._detector.forget(m)
-            self._up.discard(m)
+        self._live.monitor(set(ring.members) - {self.name}, self._clock())
 
     def set_status(self, status: str) -> None:
         """Announce our own status ("left" once a leaving node has handed everything off)."""
@@ -341,10 +310,12 @@ class Membership:
             if now - due > cfg.pause_s:
                 log.warning("%s: gossip round %.2f s late (this process stalled); not "
                             "convicting anyone for it", self.name, now - due)
-                self._detector.forgive(now)
+                self._live.detector.forgive(now)
             due = now + cfg.interval_s
             self._me = self._me.beat()
-            self._judge(now)
+            for m in self._live.judge(now):
+                log.warning("%s: node %s is down (phi %.1f)", self.name, m,
+                            self._live.detector.phi(m, now))
             for target in self._targets():
                 if target not in self._in_flight:
                     task = asyncio.create_task(self._exchange(target))
@@ -354,20 +325,12 @@ class Membership:
 
     def _targets(self) -> list[str]:
         peers = [m for m in self.ring.members if m != self.name]
-        live = [m for m in peers if m in self._up]
-        down = [m for m in peers if m not in self._up]
+        live = [m for m in peers if m in self._live.up]
+        down = [m for m in peers if m not in self._live.up]
         chosen = self._rng.sample(live, min(self.config.fanout, len(live)))
         if down:
             chosen.append(self._rng.choice(down))
         return chosen
-
-    def _judge(self, now: float) -> None:
-        for m in self._detector.tracked():
-            ok = self._detector.is_available(m, now)
-            if not ok and m in self._up:
-                self._up.discard(m)
-                log.warning("%s: node %s is down (phi %.1f)", self.name, m,
-                            self._detector.phi(m, now))
 
     def _message(self, ring_for: str | None) -> GossipMessage:
         states = dict(self._view)
@@ -382,8 +345,9 @@ class Membership:
 
     async def _exchange(self, target: str) -> None:
         try:
-            answer = await self._post(target, "/internal/v1/gossip",
-                                      self._message(target).encode())
+            answer = await membership_http.post(
+                self._client(target), target, "/internal/v1/gossip",
+                self._message(target).encode(), self.config.rpc_timeout_s)
             await self._absorb(gossip.decode_message(answer))
         except (NodeUnavailable, WireError) as exc:
             log.debug("%s: gossip with %s failed: %s", self.name, target, exc)
@@ -402,35 +366,12 @@ class Membership:
         self._view, newer = gossip.merge_views(self._view, msg.states, me=self.name)
         now = self._clock()
         for n in newer:
-            if n in self._detector.tracked():
-                self._detector.heartbeat(n, now)
-                if n not in self._up:
-                    self._up.add(n)
-                    log.info("%s: node %s is up", self.name, n)
+            if self._live.arrival(n, now):
+                log.info("%s: node %s is up", self.name, n)
         if ring is not None:
             await self._adopt(ring)
 
-    async def _post(self, target: str, path: str, body: bytes) -> bytes:
+    def _client(self, target: str) -> aiohttp.ClientSession:
         if self._session is None:
             raise NodeUnavailable(target, "membership is not started")
-        timeout = aiohttp.ClientTimeout(total=self.config.rpc_timeout_s)
-        try:
-            async with self._session.post(
-                    f"http://{target}{path}", data=body, timeout=timeout,
-                    headers={"Content-Type": "application/x-msgpack"}) as resp:
-                data = await resp.read()
-                if resp.status == 409:
-                    raise MembershipError(_error_message(data))
-                if resp.status != 200:
-                    raise NodeUnavailable(target, f"HTTP {resp.status}: {data[:200]!r}")
-                return data
-        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            raise NodeUnavailable(target, f"{type(exc).__name__}: {exc}") from None
-
-
-def _error_message(data: bytes) -> str:
-    try:
-        return str(json.loads(data)["message"])
-    except (ValueError, KeyError, TypeError):
-        return data[:200].decode("utf-8", "replace")
-
+        return self._session

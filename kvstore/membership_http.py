@@ -1,9 +1,25 @@
-"""HTTP endpoints of kvstore.membership: gossip, change requests, operator commands.
+"""HTTP side of kvstore.membership: its endpoints, and the client calls it makes.
 
-The endpoints and their bodies are listed in kvstore/membership.py's docstring. Every
-body is size-bounded and validated; a bad one gets 400 with a message and changes nothing.
+Operator endpoints (JSON bodies; errors are `{"error": code, "message": sentence}`; the
+CLI's `kv cluster join|leave|remove|members` call these):
+    POST /admin/v1/join    {"seed": "host:port"} -> 200 status; 409 refused; 503 seed down
+    POST /admin/v1/leave   {}                    -> 202 {"status": "leaving", "node",
+                           "ring_version"}; the hand-off goes on in the background and
+                           the node's status turns "left" when it is done; 409 refused
+    POST /admin/v1/remove  {"node": "host:port"} -> 200 status; 409 refused (the node is
+                           alive, not a member, or this node itself)
+    GET  /admin/v1/members                       -> 200 status: {"node", "status",
+                           "ring_version", "ring_size", "claimant", "converged",
+                           "members": {name: {"member", "alive", "phi", "status",
+                           "ring_version", "partitions"}}, "transfers": {...} | null}
+Internal endpoints (msgpack bodies, `application/x-msgpack`):
+    POST /internal/v1/gossip         a gossip message (kvstore/gossip.py) both ways
+    POST /internal/v1/gossip/change  {"op": "join"|"leave"|"remove", "node": str,
+                                      "hops": int} -> {"ring": Ring.to_bytes()};
+                                      409 JSON when the claimant refuses
+Every body is size-bounded and validated; a bad one gets 400 `{"error": "bad_request"}`
+with a message and changes nothing.
 """
-
 from __future__ import annotations
 
 import asyncio
@@ -11,12 +27,13 @@ import json
 import logging
 from typing import TYPE_CHECKING, Any
 
+import aiohttp
 import msgpack
 from aiohttp import web
 
 from kvstore import gossip
-from kvstore.errors import MembershipError, NodeUnavailable, WireError
-from kvstore.ring import MAX_NODE_NAME_BYTES
+from kvstore.errors import InvalidRing, MembershipError, NodeUnavailable, WireError
+from kvstore.ring import MAX_NODE_NAME_BYTES, Ring
 
 if TYPE_CHECKING:
     from kvstore.membership import Membership
@@ -59,6 +76,24 @@ def _node_field(obj: dict[str, Any], field: str) -> str:
             MAX_NODE_NAME_BYTES) or ":" not in value:
         raise WireError(f"{field!r} must be a node name \"host:port\"")
     return value
+
+
+def status_of(m: Membership, now: float) -> dict[str, Any]:
+    """What `GET /admin/v1/members` answers (Membership.status)."""
+    members = {}
+    for name in sorted(set(m.ring.members) | set(m._view)):
+        s = m._me if name == m.name else m._view.get(name)
+        members[name] = {
+            "member": name in m.ring.members, "alive": m.is_alive(name),
+            "phi": 0.0 if name == m.name else round(m._live.detector.phi(name, now), 3),
+            "status": s.status if s else "unknown",
+            "ring_version": s.ring_version if s else None,
+            "partitions": len(m.ring.owned_by(name)),
+        }
+    return {"node": m.name, "status": m._me.status, "ring_version": m.ring.version,
+            "ring_size": m.ring.ring_size, "claimant": m.claimant(),
+            "converged": m.converged(), "members": members,
+            "transfers": m.transfers.stats() if m.transfers else None}
 
 
 def routes(m: Membership) -> list[web.RouteDef]:
@@ -147,3 +182,42 @@ def routes(m: Membership) -> list[web.RouteDef]:
         web.post("/admin/v1/remove", remove),
         web.get("/admin/v1/members", members),
     ]
+
+
+# -- the client side --------------------------------------------------------------------------
+
+
+async def post(session: aiohttp.ClientSession, target: str, path: str, body: bytes,
+               timeout_s: float) -> bytes:
+    """POST a msgpack body to `target`; the answer's bytes. Raises NodeUnavailable on a
+    transport error or an unexpected status, MembershipError on 409 (a refused change)."""
+    try:
+        async with session.post(f"http://{target}{path}", data=body,
+                                timeout=aiohttp.ClientTimeout(total=timeout_s),
+                                headers={"Content-Type": "application/x-msgpack"}) as resp:
+            data = await resp.read()
+            if resp.status == 409:
+                raise MembershipError(_error_message(data))
+            if resp.status != 200:
+                raise NodeUnavailable(target, f"HTTP {resp.status}: {data[:200]!r}")
+            return data
+    except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+        raise NodeUnavailable(target, f"{type(exc).__name__}: {exc}") from None
+
+
+async def request_change(session: aiohttp.ClientSession, target: str, op: str, node: str,
+                         hops: int, timeout_s: float) -> Ring:
+    """Ask `target` to have the claimant apply `op` to `node`; the resulting ring."""
+    body = msgpack.packb({"op": op, "node": node, "hops": hops})
+    answer = await post(session, target, "/internal/v1/gossip/change", body, timeout_s)
+    try:
+        return Ring.from_bytes(msgpack.unpackb(answer, raw=False)["ring"])
+    except (ValueError, TypeError, KeyError, msgpack.UnpackException, InvalidRing) as exc:
+        raise NodeUnavailable(target, f"bad change answer: {exc}") from None
+
+
+def _error_message(data: bytes) -> str:
+    try:
+        return str(json.loads(data)["message"])
+    except (ValueError, KeyError, TypeError):
+        return data[:200].decode("utf-8", "replace")
