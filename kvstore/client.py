@@ -29,9 +29,7 @@ import http.client
 import logging
 import threading
 from collections.abc import Sequence
-
-import aiohttp
-import yarl
+from typing import TYPE_CHECKING
 
 from kvstore.client_core import (
     Call,
@@ -52,6 +50,9 @@ from kvstore.client_core import (
     write_call,
 )
 from kvstore.errors import NodeUnavailable, RinglockError
+
+if TYPE_CHECKING:
+    import aiohttp
 
 logger = logging.getLogger(__name__)
 
@@ -237,6 +238,8 @@ class AsyncClient:
     async def _send(self, call: Call, timeout: float | None):
         wait = self.timeout if timeout is None else timeout + GRACE
         if self._session is None:
+            import aiohttp  # here, so that the blocking client (and `kv get`) starts fast
+
             self._session = aiohttp.ClientSession(auto_decompress=False)
         last: RinglockError | None = None
         for node in self._nodes.order():
@@ -260,6 +263,9 @@ class AsyncClient:
         raise last
 
     async def _exchange(self, node: str, call: Call, wait: float):
+        import aiohttp
+        import yarl
+
         assert self._session is not None
         url = yarl.URL(f"http://{node}{call.path}", encoded=True)
         try:

@@ -164,9 +164,10 @@ class PublicApi:
         key = parse_key(_raw_key(request))
         params = parse_params(request.query, ("r", "timeout_ms"))
         result = await self.coordinator.get(key, r=params.get("r"), timeout_s=_timeout(params))
-        state, context = result.state, result.context.decode("ascii")
+        state = result.state
+        context = result.context.decode("ascii") if state.siblings else ""  # "": never written
         values, deleted = state.values, not state.values and bool(state.siblings)
-        headers = {CONTEXT_HEADER: context} if state.siblings else {}
+        headers = {CONTEXT_HEADER: context} if context else {}
         if "application/json" in request.headers.get("Accept", ""):
             body = {"values": [b64(v) for v in values], "context": context, "deleted": deleted}
             return web.json_response(body, status=200 if values else 404, headers=headers)

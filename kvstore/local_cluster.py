@@ -225,7 +225,7 @@ class LocalCluster:
 
     # -- down and status ---------------------------------------------------------------------
 
-    def down(self, progress: Progress = lambda line: None, grace: float = 5.0) -> int:
+    def down(self, progress: Progress = lambda line: None, grace: float = 10.0) -> int:
         """SIGTERM every running node, SIGKILL those left after `grace` s; count stopped."""
         running = {i: pid for i in range(self.size) if (pid := self._pid(i)) is not None}
         for i, pid in running.items():

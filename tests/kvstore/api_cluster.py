@@ -47,7 +47,7 @@ def running_cluster(folder: Path, nodes: int = 3, *, lock_members: int = 0,
         cluster.up()
         yield cluster
     finally:
-        cluster.down(grace=5.0)
+        cluster.down()
 
 
 def request(node: str, method: str, path: str, body: bytes | None = None,
