@@ -15,8 +15,9 @@ Theory of operation (Dynamo §4.8; Riak's claimant; Cassandra's gossiper)
   are monitored; each is assumed up (its silence counted) from when we learn of it.
 - The ring: kvstore/ring_file.py. A node started with no `DIR/ring` creates a one-member
   ring of itself (version 1), as Riak does; `join` replaces it with the cluster's ring
-  (refused once the node's ring has other members and not itself). Every new ring is
-  written to disk before the node acts on it.
+  (a no-op for a node already in a ring with others; a node that left or was removed may
+  join again, and hands off whatever it still holds). Every new ring is written to disk
+  before the node acts on it.
 - The claimant (kvstore/claimant.py): every change (join, leave, remove) goes to the
   lowest-named member believed up (`POST /internal/v1/gossip/change`, forwarded by whoever
   receives it, at most 3 hops), which computes the next ring (version + 1) under a lock,
@@ -198,9 +199,6 @@ class Membership:
         """Join the cluster `seed` belongs to (retrying an unreachable seed a while)."""
         if seed == self.name or (self.name in self.ring.members and len(self.ring.members) > 1):
             return  # bootstrapping node, or already a member (restart with --join)
-        if len(self.ring.members) > 1:
-            raise MembershipError(f"{self.name} is not a member of its own ring; restart it "
-                                  "with an empty data folder to join another cluster")
         deadline = self._clock() + self.config.join_timeout_s
         while True:
             try:
@@ -289,7 +287,9 @@ class Membership:
         self.ring = ring
         rv, rd = gossip.ring_id(ring)
         status = self._me.status
-        if self.name not in ring.members and status == "up" and len(ring.members) > 0:
+        if self.name in ring.members:
+            status = "up"  # (again, after a leave and a new join)
+        elif status == "up":
             status = "leaving"
         self._me = self._me.beat(ring_version=rv, ring_digest=rd, status=status)
         self._live.monitor(set(ring.members) - {self.name}, self._clock())

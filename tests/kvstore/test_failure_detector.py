@@ -113,3 +113,25 @@ def test_the_detector_is_pure() -> None:
     imported |= {n.module.split(".")[0] for n in ast.walk(tree)
                  if isinstance(n, ast.ImportFrom) and n.module}
     assert not imported & {"time", "asyncio", "socket", "os", "aiohttp", "random"}
+
+
+def test_liveness_new_nodes_start_up_silent_ones_go_down_and_come_back() -> None:
+    live = fd.Liveness(DetectorConfig(initial_interval_s=0.1, min_mean_s=0.05))
+    live.monitor({"a", "b"}, 0.0)
+    assert live.up == {"a", "b"}
+    t = 0.0
+    for _ in range(20):
+        t += 0.1
+        live.arrival("a", t)
+    assert live.judge(t) == ["b"]  # b stayed silent for 2 s
+    assert live.up == {"a"} and live.judge(t) == []
+    assert live.arrival("b", t) is True and live.up == {"a", "b"}
+    assert live.arrival("b", t + 0.1) is False  # already up
+
+
+def test_liveness_monitors_exactly_the_members_it_is_given() -> None:
+    live = fd.Liveness()
+    live.monitor({"a", "b"}, 0.0)
+    live.monitor({"b", "c"}, 1.0)
+    assert live.up == {"b", "c"} and live.detector.tracked() == {"b", "c"}
+    assert live.arrival("a", 1.0) is False and "a" not in live.up  # not monitored

@@ -14,7 +14,8 @@ import msgpack
 import pytest
 from aiohttp import web
 
-from kvstore.errors import MembershipError
+from kvstore import claimant, ring_file
+from kvstore.errors import InvalidRing, MembershipError
 from kvstore.membership import RING_FILE, Membership, MembershipConfig
 from kvstore.ring import Ring
 from tests.waiting import async_wait_until
@@ -174,7 +175,11 @@ def test_4_8_leave_and_remove_go_through_the_claimant(tmp_path: Path) -> None:
             rest[0].m.ring.check()
             with pytest.raises(MembershipError, match="not a member"):
                 await rest[0].m.remove(victim.name)
-            await leaver.stop()
+            assert leaver.m.status()["status"] == "left"
+            await leaver.m.join(rest[0].name)  # a node that left may join again
+            await converge([*rest, leaver])
+            assert leaver.name in rest[0].m.ring.members
+            assert leaver.m.status()["status"] == "up"
         finally:
             await stop_all(nodes)
     run(main())
@@ -264,3 +269,70 @@ def test_hostile_bodies_get_400_and_change_nothing(tmp_path: Path) -> None:
         finally:
             await stop_all(nodes)
     run(main())
+
+
+# ---------------------------------------------------------------- the claimant (pure)
+
+
+def test_4_8_the_claimant_is_the_lowest_named_live_member() -> None:
+    ring = Ring.new(16).join("b:2").join("a:1").join("c:3")
+    assert claimant.claimant(ring, lambda n: True) == "a:1"
+    assert claimant.claimant(ring, lambda n: n != "a:1") == "b:2"
+    assert claimant.claimant(ring, lambda n: False) is None
+    assert claimant.claimant(Ring.new(16), lambda n: True) is None
+
+
+def test_4_8_changes_are_idempotent_and_refusals_say_why() -> None:
+    ring = Ring.new(16).join("a:1").join("b:2")
+    joined = claimant.next_ring(ring, "join", "c:3", node_alive=True)
+    assert joined.version == ring.version + 1 and "c:3" in joined.members
+    assert claimant.next_ring(joined, "join", "c:3", node_alive=True) is joined
+    left = claimant.next_ring(joined, "leave", "c:3", node_alive=True)
+    assert "c:3" not in left.members
+    assert claimant.next_ring(left, "leave", "c:3", node_alive=True) is left
+    with pytest.raises(MembershipError, match="alive"):
+        claimant.next_ring(joined, "remove", "c:3", node_alive=True)
+    removed = claimant.next_ring(joined, "remove", "c:3", node_alive=False)
+    assert removed.members == ring.members
+    with pytest.raises(MembershipError, match="not a member"):
+        claimant.next_ring(ring, "remove", "z:9", node_alive=False)
+    alone = Ring.new(16).join("a:1")
+    with pytest.raises(MembershipError, match="last member"):
+        claimant.next_ring(alone, "leave", "a:1", node_alive=True)
+    with pytest.raises(MembershipError, match="unknown operation"):
+        claimant.next_ring(ring, "promote", "a:1", node_alive=True)
+    with pytest.raises(MembershipError):
+        claimant.next_ring(ring, "join", "", node_alive=True)  # not a node name
+
+
+# ---------------------------------------------------------------- the ring file
+
+
+def test_a_damaged_ring_file_stops_the_node_instead_of_starting_on_a_guess(
+        tmp_path: Path) -> None:
+    async def main() -> None:
+        folder = tmp_path / "n"
+        folder.mkdir()
+        good = Ring.new(RING_SIZE).join("127.0.0.1:1").to_bytes()
+        for damaged in (b"", b"\x00" * 10, good[:-3], good[:5] + b"\xff" + good[6:]):
+            (folder / RING_FILE).write_bytes(damaged)
+            m = Membership("127.0.0.1:1", folder, ring_size=RING_SIZE, config=CONFIG)
+            with pytest.raises(InvalidRing):
+                await m.start()
+            await m.stop()
+            assert (folder / RING_FILE).read_bytes() == damaged  # left for the operator
+    run(main())
+
+
+def test_a_leftover_temp_file_is_ignored_and_writes_replace_atomically(tmp_path: Path) -> None:
+    folder = tmp_path / "n"
+    folder.mkdir()
+    ring = Ring.new(RING_SIZE).join("127.0.0.1:1")
+    (folder / (RING_FILE + ".tmp")).write_bytes(b"half a ring")  # a crash mid-write
+    ring_file.write_atomically(folder / RING_FILE, ring.to_bytes())
+    assert ring_file.read_ring(folder / RING_FILE) == ring
+    assert not (folder / (RING_FILE + ".tmp")).exists()
+    assert ring_file.read_ring(folder / "absent") is None
+    ring_file.remove_durably(folder / RING_FILE)
+    ring_file.remove_durably(folder / RING_FILE)  # removing twice is fine
+    assert ring_file.read_ring(folder / RING_FILE) is None

@@ -11,6 +11,7 @@ aiohttp server on 127.0.0.1.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 import socket
 from pathlib import Path
@@ -32,7 +33,9 @@ CONFIG = MembershipConfig(interval_s=0.05, join_timeout_s=10.0, n_val=N)
 
 
 class FullNode:
-    def __init__(self, root: Path, port: int = 0) -> None:
+    def __init__(self, root: Path, port: int = 0, *, n_val: int = N,
+                 gate: asyncio.Event | None = None) -> None:
+        self.n_val, self.gate = n_val, gate
         self.sock = socket.socket()
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(("127.0.0.1", port))
@@ -49,14 +52,17 @@ class FullNode:
         await self.peers.start()
 
         async def deliver(node: str, items) -> None:
+            if self.gate is not None:
+                await self.gate.wait()  # a slow link: the test decides when it delivers
             await self.peers.merge_many(node, items, 10.0)
 
-        self.m = Membership(self.name, self.dir, ring_size=RING_SIZE, config=CONFIG,
+        config = dataclasses.replace(CONFIG, n_val=self.n_val)
+        self.m = Membership(self.name, self.dir, ring_size=RING_SIZE, config=config,
                             store=self.replica, deliver=deliver)
         self.coordinator = Coordinator(
             self.name, replica=self.replica, hints=self.hints, peers=self.peers,
-            ring=lambda: self.m.ring, is_alive=self.m.is_alive, n=N, r=2, w=2,
-            timeout_s=5.0)
+            ring=lambda: self.m.ring, is_alive=self.m.is_alive, n=self.n_val,
+            r=min(2, self.n_val), w=min(2, self.n_val), timeout_s=5.0)
         app = web.Application()
         app.add_routes(ReplicaApi(replica=self.replica, hints=self.hints,
                                   coordinator=self.coordinator).routes())
@@ -248,3 +254,41 @@ def test_4_9_a_join_and_a_leave_under_steady_writes_lose_no_acknowledged_write(
             await asyncio.gather(*tasks, return_exceptions=True)
             await stop_all(nodes)
     run(main())
+
+
+def test_4_9_a_node_restarted_mid_transfer_resumes_from_its_handoff_file(
+        tmp_path: Path) -> None:
+    async def main() -> None:
+        gate = asyncio.Event()  # closed: a's pushes hang in delivery
+        a = await FullNode(tmp_path, n_val=1, gate=gate).start()
+        nodes = [a]
+        try:
+            latest = await write_keys(a, range(100), b"v")
+            b = await FullNode(tmp_path, n_val=1).start()
+            nodes.append(b)
+            await b.m.join(a.name)
+            ring = a.m.ring
+            assert ring.version == 2 and (a.dir / "ring.handoff").exists()
+            assert await async_wait_until(
+                lambda: a.m.transfers.stats()["pending"] > 0 and a.m.converged(), timeout=30)
+            await a.stop()  # killed mid-transfer: nothing was delivered
+            assert a.m.transfers.counts["keys_sent"] == 0
+            a2 = await FullNode(tmp_path, a.port, n_val=1).start()  # same name and folder
+            nodes[0] = a2
+            assert a2.m.ring == ring
+            assert a2.m.transfers.base is not None and a2.m.transfers.base.version == 1
+            await settle(nodes)
+            assert not (a2.dir / "ring.handoff").exists()
+            for key, value in latest.items():
+                (owner,) = ring.preference_list(key, 1)
+                other = a2 if owner == b.name else b
+                assert (await by_name(nodes, owner).replica.get(key)).values == [value]
+                assert (await other.replica.get(key)).siblings == ()
+        finally:
+            gate.set()
+            await stop_all(nodes)
+    run(main())
+
+
+def by_name(nodes: list[FullNode], name: str) -> FullNode:
+    return next(n for n in nodes if n.name == name)
