@@ -9,6 +9,7 @@ state machine refuses leave the table as it was.
 from __future__ import annotations
 
 import base64
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,8 @@ from typing import Any
 import pytest
 
 from lockservice.sequencer import LockMode, Sequencer
-from tests.lockservice.cluster import LockCluster, running_cluster
+from lockservice.server import LockServer
+from tests.lockservice.cluster import REPO, LockCluster, running_cluster
 
 
 @pytest.fixture(scope="module")
@@ -179,3 +181,24 @@ def test_sequencer_check_says_current_for_the_holder(cluster: LockCluster,
     _, reply = cluster.request("POST", "/lock/v1/sequencers/check", {"sequencer": older},
                                ok=(200,))
     assert reply == {"current": False}
+
+
+def test_openapi_document_lists_exactly_the_served_routes(tmp_path: Path) -> None:
+    """docs/openapi-lock.yaml names every /lock/v1/ route and method the server has."""
+    server = LockServer.open(node_id=1, addresses={1: "127.0.0.1:1"}, data_dir=str(tmp_path))
+    try:
+        routes = server.routes()
+    finally:
+        server.driver.storage.close()
+    served = {(r.method.lower(), re.sub(r"\{(\w+):[^}]*\}", r"{\1}", r.path))
+              for r in routes if r.path.startswith("/lock/v1/") and r.method != "*"}
+    documented: set[tuple[str, str]] = set()
+    path = None
+    for line in (REPO / "docs" / "openapi-lock.yaml").read_text().splitlines():
+        if m := re.fullmatch(r"  (/lock/v1/\S+):", line):
+            path = m.group(1)
+        elif (m := re.fullmatch(r"    (get|post|put|delete):", line)) and path:
+            documented.add((m.group(1), path))
+        elif re.fullmatch(r"\S.*", line):
+            path = None
+    assert documented == served
