@@ -18,7 +18,10 @@ Theory of operation (shared/DESIGN.md "One node")
   any case.
 - Wiring: the coordinator reads the ring and liveness from membership; handoff delivers
   hints with the internal `merge_many` call on the owner; a sequencer on a write is
-  checked with `lockservice.fencing.SequencerCache` when a lock service is configured.
+  checked with `lockservice.fencing.SequencerCache` when a lock service is configured
+  (`--lock-peers`; a voter asks its own LockServer, others ask the voters over HTTP).
+  The cache is not fed lock events, so a sequencer stays "current" for up to its ttl_s
+  (0.5 s) after its lock changed hands (the trade-off fencing.py documents).
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from aiohttp import web
 from kvstore import http_api
 from kvstore.config import ConfigError, NodeConfig, add_arguments, from_args
 from kvstore.coordinator import Coordinator
-from kvstore.errors import SequencerRejected
+from kvstore.errors import InvalidRequest, QuorumFailed, SequencerRejected
 from kvstore.handoff import Handoff
 from kvstore.hints import HintStore
 from kvstore.membership import Membership, MembershipConfig
@@ -100,18 +103,41 @@ class Node:
             self._closers.append(self.lock.stop)
 
     def _start_lock_service(self):
-        """The lock voter (when --lock-id) and the fence for sequencers (when --lock-peers)."""
+        """The lock voter (with --lock-id) and the fence for sequencers (with --lock-peers):
+        a voter asks its own LockServer, any other node asks the voters over HTTP; the
+        answers are cached briefly (lockservice.fencing.SequencerCache, its ttl_s)."""
         cfg = self.config
-        if cfg.lock_id is None:
+        if not cfg.lock_peers:
             return None
-        from lockservice.server import LockServer
+        from lockservice.errors import BadSequencerToken
+        from lockservice.fencing import SequencerCache
 
-        self.lock = LockServer.open(node_id=cfg.lock_id, addresses=dict(cfg.lock_peers),
-                                    data_dir=str(self.data / "lock"), sync=cfg.sync != "none")
+        if cfg.lock_id is not None:
+            from lockservice.server import LockServer
+
+            self.lock = LockServer.open(node_id=cfg.lock_id, addresses=dict(cfg.lock_peers),
+                                        data_dir=str(self.data / "lock"),
+                                        sync=cfg.sync != "none")
+            checker = self.lock.check_sequencer
+        else:
+            from lockservice.async_client import AsyncLockClient
+
+            client = AsyncLockClient(list(cfg.lock_peers.values()))
+            self._closers.append(client.members.close)
+            checker = client.check_sequencer
+        cache = SequencerCache(checker, rejected=SequencerRejected)
 
         async def fence(token: str) -> None:
-            if not await self.lock.check_sequencer(token):
-                raise SequencerRejected("the lock service says it is not current")
+            try:
+                await cache.check(token)
+            except BadSequencerToken as exc:
+                raise InvalidRequest(f"sequencer: {exc}") from None
+            except (SequencerRejected, asyncio.CancelledError):
+                raise
+            except Exception as exc:  # no leader, unreachable voters: nothing was written
+                raise QuorumFailed("fence", 1, 0, indeterminate=False,
+                                   detail=f"the lock service cannot check the sequencer:"
+                                          f" {exc}") from None
         return fence
 
     async def _serve(self) -> None:

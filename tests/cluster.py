@@ -19,7 +19,9 @@ Usage (a module-scoped fixture shares one cluster between the tests of a file):
   `internal(node, op, fields)` for the msgpack internal API (answers status and the
   decoded map). All synchronous, with a timeout.
 - The processes run `python -m kvstore.node` with the flags of kvstore/config.py (the same
-  flags `kv serve` takes); `extra_args` are added to every node's command line.
+  flags `kv serve` takes); `extra_args` are added to every node's command line. With
+  `lock_voters=k` the first k nodes are lock-service voters (`--lock-id 1..k`) and every
+  node gets `--lock-peers` naming them (`Cluster.lock_peers`).
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from kvstore.ring import partition_of
 from kvstore.vclock import SiblingSet
 from tests.waiting import wait_until
 
-READY_S = 60.0  # a node's start on a loaded 2-core machine
+READY_S = 120.0  # a node's start, or a cluster's convergence, on a loaded 2-core machine
 STOP_S = 10.0  # SIGTERM, then SIGKILL after this long
 REQUEST_S = 30.0
 
@@ -125,12 +127,21 @@ class NodeProcess:
 class Cluster:
     """`size` real nodes on 127.0.0.1 under `root`; see the module docstring."""
 
-    def __init__(self, root: Path, size: int = 3, extra_args: list[str] | None = None) -> None:
+    def __init__(self, root: Path, size: int = 3, extra_args: list[str] | None = None, *,
+                 lock_voters: int = 0) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.names = [f"127.0.0.1:{port}" for port in free_ports(size)]
-        self.nodes = [NodeProcess(name, self.root, list(extra_args or [])) for name in
-                      self.names]
+        self.lock_peers = {i + 1: name for i, name in enumerate(self.names[:lock_voters])}
+        peers = ",".join(f"{i}={name}" for i, name in self.lock_peers.items())
+        self.nodes = []
+        for i, name in enumerate(self.names):
+            args = list(extra_args or [])
+            if lock_voters:
+                args += ["--lock-peers", peers]
+                if i < lock_voters:
+                    args += ["--lock-id", str(i + 1)]
+            self.nodes.append(NodeProcess(name, self.root, args))
 
     def __enter__(self) -> Cluster:
         try:
