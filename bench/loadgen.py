@@ -322,11 +322,11 @@ class _Recorder:
         self.err: list[list[Any]] = []
         self.kinds: dict[str, int] = {}
 
-    def success(self, t0: float, t1: float, out: Outcome) -> None:
+    def success(self, cid: int, t0: float, t1: float, out: Outcome) -> None:
         if t1 >= self.warm_until:
             w = self.warm_until
             self.ok.append([round(t0 - w, 6), round(t1 - w, 6), out.label,
-                            dict(out.parts) or None, out.order])  # fmt: skip
+                            dict(out.parts) or None, out.order, cid])  # fmt: skip
 
     def failure(self, t0: float, t1: float, exc: BaseException) -> None:
         if t1 >= self.warm_until:
@@ -360,7 +360,7 @@ async def _async_worker(spec: LoadSpec, wl: Workload, ids: list[int]) -> dict[st
                     rec.failure(t0, mono(), exc)
                     await asyncio.sleep(spec.error_backoff_s)
                 else:
-                    rec.success(t0, mono(), out)
+                    rec.success(cid, t0, mono(), out)
 
         async def cpu_sampler() -> None:
             await asyncio.sleep(max(0.0, warm_until - time.monotonic()))
@@ -395,7 +395,7 @@ def _thread_worker(spec: LoadSpec, wl: ThreadWorkload, ids: list[int]) -> dict[s
                 time.sleep(spec.error_backoff_s)
             else:
                 with lock:
-                    rec.success(t0, time.monotonic(), out)
+                    rec.success(cid, t0, time.monotonic(), out)
 
     threads = [threading.Thread(target=client, args=(c,), daemon=True) for c in ids]
     for t in threads:
@@ -471,7 +471,8 @@ def longest_gap(times: list[float], start: float, end: float) -> tuple[float, fl
 @dataclass
 class LoadResult:
     """A run's figures. Times are seconds after the warm-up instant; `ok` and `err` keep
-    the raw records (t0, t1, label, parts, order) for checks such as FIFO and failover."""
+    the raw records ([t0, t1, label, parts, order, client] and [t0, t1, error kind]) for
+    checks such as FIFO and failover."""
 
     target: str
     workload: str
@@ -487,6 +488,7 @@ class LoadResult:
     error_kinds: dict[str, int]
     longest_gap_s: float
     longest_gap_at_s: float
+    longest_client_gap_s: float  # the longest any one client went without a success
     client_cores: float
     server_cores: float
     server_cores_by_pid: dict[int, float]
@@ -596,6 +598,9 @@ def run(
                     if w.poll() is None:
                         w.kill()
                     w.wait(5)
+                for pipe in (w.stdin, w.stdout):
+                    with contextlib.suppress(Exception):
+                        pipe.close()  # type: ignore[union-attr]
     result = _merge(spec, target, procs, results, cpu_start, cpu_last, load0, load1, fired)
     result.t0_monotonic = warm_until
     return result
@@ -611,7 +616,7 @@ def _merge(spec: LoadSpec, target: str, procs: int, results: list[dict[str, Any]
     lat_all: list[float] = []
     by_label: dict[str, list[float]] = {}
     by_part: dict[str, list[float]] = {}
-    for t0, t1, label, parts, _order in in_window:
+    for t0, t1, label, parts, _order, _cid in in_window:
         ms = (t1 - t0) * 1000
         lat_all.append(ms)
         by_label.setdefault(label, []).append(ms)
@@ -619,6 +624,10 @@ def _merge(spec: LoadSpec, target: str, procs: int, results: list[dict[str, Any]
             by_part.setdefault(name, []).append(pms)
     errs = [e for e in err if e[1] <= dur]
     gap, gap_at = longest_gap([r[1] for r in in_window], 0.0, dur)
+    per_client: dict[int, list[float]] = {c: [] for c in range(spec.clients)}
+    for r in in_window:
+        per_client.setdefault(r[5], []).append(r[1])
+    client_gap = max((longest_gap(ts, 0.0, dur)[0] for ts in per_client.values()), default=dur)
     labels = {k: latency_summary(v) | {"rate": len(v) / dur} for k, v in by_label.items()}
     by_pid = {pid: (cpu_last[pid] - cpu_start[pid]) / dur for pid in cpu_start}
     return LoadResult(
@@ -636,6 +645,7 @@ def _merge(spec: LoadSpec, target: str, procs: int, results: list[dict[str, Any]
         error_kinds=dict(Counter(e[2] for e in errs)),
         longest_gap_s=gap,
         longest_gap_at_s=gap_at,
+        longest_client_gap_s=client_gap,
         client_cores=sum(r["cpu_s"] for r in results) / dur,
         server_cores=sum(by_pid.values()),
         server_cores_by_pid=by_pid,

@@ -138,7 +138,7 @@ def overtakes(result: LoadResult, order_means: str, margin_s: float) -> int:
     """Pairs (A, B) where A queued before B but B was granted first; the client-clock side
     of the comparison needs a lead of more than `margin_s` (see the module docstring)."""
     items = []
-    for t0, t1, _label, _parts, order in result.ok:
+    for t0, t1, _label, _parts, order, _cid in result.ok:
         if order is None:
             continue
         items.append((order, t1) if order_means == "enqueue" else (t0, order))
