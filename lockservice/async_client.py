@@ -44,7 +44,9 @@ from lockservice.sequencer import LockMode, Sequencer
 log = logging.getLogger(__name__)
 
 Callback = Callable[[Transition], object]
-WAIT_CHUNK_MS = 3_600_000  # an unbounded wait asks in chunks of the server's longest wait
+# An unbounded wait asks again after the longest wait a member accepts (docs/lock-api.md);
+# between two asks the lock may go to a later waiter (the server cancels a timed-out wait).
+WAIT_CHUNK_MS = 300_000
 
 
 class AsyncLockClient:
@@ -79,7 +81,12 @@ class AsyncLockClient:
 
     async def open(self) -> int:
         sent = time.monotonic()
-        body = await calls.ok(self._call("POST", "/lock/v1/sessions", {"ttl_ms": self.ttl_ms}))
+        try:
+            body = await calls.ok(self._call("POST", "/lock/v1/sessions",
+                                             {"ttl_ms": self.ttl_ms}))
+        except BaseException:
+            await self.members.close()  # nothing else was started
+            raise
         self.session_id = calls.field(body, "session", int)
         self._apply([self.lease.open(sent, calls.field(body, "lease_ms", int))])
         await self._prefer_leader()
