@@ -5,6 +5,7 @@ One cluster serves the whole module; each test uses its own lock names and sessi
 
 from __future__ import annotations
 
+import base64
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -146,3 +147,36 @@ def test_waiting_acquire_whose_client_goes_away_leaves_the_queue(cluster: LockCl
                      "the abandoned waiter to leave the queue")
     cluster.request("POST", "/lock/v1/locks/gone/x/release", {"session": a}, ok=(204,))
     assert cluster.lock_info("gone/x")["holders"] == []
+
+
+def b64(raw: bytes) -> str:
+    return base64.b64encode(raw).decode()
+
+
+def test_entries_compare_and_set_and_ephemerals_end_with_their_session(
+        cluster: LockCluster) -> None:
+    """Chubby's small files: versions, CAS without ABA, ephemeral entries (§2.3)."""
+    owner, watcher = cluster.open_session(10_000), cluster.open_session(60_000)
+    cluster.request("POST", f"/lock/v1/sessions/{watcher}/watches", {"prefix": "ent/"},
+                    ok=(204,))
+    _, v1 = cluster.request("PUT", "/lock/v1/entries/ent/a", {"value": b64(b"one"),
+                                                               "expected_version": 0}, ok=(200,))
+    code, clash = cluster.request("PUT", "/lock/v1/entries/ent/a",
+                                  {"value": b64(b"x"), "expected_version": 0}, ok=(200, 409))
+    assert (code, clash["error"]) == (409, "version_mismatch")
+    _, v2 = cluster.request("PUT", "/lock/v1/entries/ent/a",
+                            {"value": b64(b"two"), "expected_version": v1["version"]}, ok=(200,))
+    assert v2["version"] > v1["version"]
+    for member in cluster.ids:
+        code, got = cluster.try_call(member, "GET", "/lock/v1/entries/ent/a")
+        assert (code, got) == (200, {"value": b64(b"two"), "version": v2["version"]})
+    cluster.request("PUT", "/lock/v1/entries/ent/eph",
+                    {"value": b64(b""), "ephemeral_session": owner}, ok=(200,))
+    cluster.request("DELETE", f"/lock/v1/sessions/{owner}", ok=(204,))
+    cluster.request("GET", "/lock/v1/entries/ent/eph", ok=(404,))
+    cluster.request("DELETE", f"/lock/v1/entries/ent/a?expected_version={v2['version']}",
+                    ok=(204,))
+    _, ka = cluster.request("POST", f"/lock/v1/sessions/{watcher}/keepalive", {}, ok=(200,))
+    assert [(e["kind"], e["name"]) for e in ka["events"]] == [
+        ("entry_changed", "ent/a"), ("entry_changed", "ent/a"), ("entry_changed", "ent/eph"),
+        ("entry_deleted", "ent/eph"), ("entry_deleted", "ent/a")]
