@@ -9,9 +9,10 @@ leader: its wall clock in milliseconds (the table keeps the maximum it has seen)
   GrantFreshLeases(now) before anything else; until that is applied in T it proposes nothing
   (requests wait up to `leader_wait_s`), so no session is judged by the new leader's clock
   before it has had a fresh lease. Only then does the expiry timer run.
-- Expiry: every `expire_interval_s` the leader proposes ExpireSessions(now) when a lease it
-  knows has ended or a lock-delay with waiters has ended (the command moves the clock, which
-  grants those waiters). Nothing is proposed while everything is quiet.
+- Expiry: every `expire_interval_s` (default: one Raft tick) the leader proposes
+  ExpireSessions(now) when a lease it knows has ended or a lock-delay with waiters has ended
+  (the command moves the clock, which grants those waiters). Nothing is proposed while
+  everything is quiet.
 - Writes (lockservice/operations.py) run on the leader; elsewhere they raise NoLeader with
   the leader's id, and the HTTP layer forwards them. Linearizable reads wait for a ReadIndex
   (they work on any member: the core asks the leader); stale reads use the local table.
@@ -80,11 +81,12 @@ class _Applier:
 
 class LockServer(Operations):
     def __init__(self, driver: Driver, fsm: LockStateMachine, signals: Signals, *,
-                 expire_interval_s: float = 0.05, leader_wait_s: float = 3.0,
+                 expire_interval_s: float | None = None, leader_wait_s: float = 3.0,
                  max_hold_s: float = 30.0) -> None:
         self.driver, self.fsm, self.signals = driver, fsm, signals
         self.id = driver.id
-        self.expire_interval_s = expire_interval_s
+        # Also how soon a new leader notices it leads and grants fresh leases.
+        self.expire_interval_s = expire_interval_s or driver.tick_s
         self.leader_wait_s = leader_wait_s
         self.max_hold_s = max_hold_s  # longest a KeepAlive long-poll is held
         self.fresh_term = 0  # the term in which this member's GrantFreshLeases was applied
