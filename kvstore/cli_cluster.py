@@ -1,4 +1,6 @@
-"""`kv cluster up|down|status` (a local cluster of real processes) and `kv serve`.
+"""`kv cluster up|down|status` (a local cluster of real processes), the membership
+commands `kv cluster join|leave|remove|members` (sent to one node of any cluster over
+/admin/v1/, kvstore/membership_http.py) and `kv serve`.
 
 See kvstore/local_cluster.py for the folder layout and how nodes are started and stopped.
 """
@@ -6,6 +8,7 @@ See kvstore/local_cluster.py for the folder layout and how nodes are started and
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 from kvstore.local_cluster import (
@@ -50,6 +53,25 @@ def register(commands: argparse._SubParsersAction) -> None:
                                              "unless every node is ready")
     add_cluster_options(status)
     status.set_defaults(func=run_status)
+    _register_membership(verbs)
+
+
+def _register_membership(verbs: argparse._SubParsersAction) -> None:
+    """join, leave, remove, members: operator commands sent to one node (any cluster)."""
+    from kvstore.cli_data import add_node_options
+
+    join = verbs.add_parser("join", help="make the node (--node) join the cluster of SEED")
+    join.add_argument("seed", metavar="SEED", help="a member of the cluster, HOST:PORT")
+    leave = verbs.add_parser("leave", help="make the node (--node) hand its partitions off "
+                                           "and leave the ring")
+    remove = verbs.add_parser("remove", help="remove a dead member NODE from the ring "
+                                             "(asked of a live node, --node)")
+    remove.add_argument("dead", metavar="NODE", help="the dead member, HOST:PORT")
+    members = verbs.add_parser("members", help="membership as the node (--node) sees it")
+    for parser, func in ((join, run_join), (leave, run_leave), (remove, run_remove),
+                         (members, run_members)):
+        add_node_options(parser)
+        parser.set_defaults(func=func)
 
 
 def run_up(args: argparse.Namespace) -> int:
@@ -101,6 +123,48 @@ def run_status(args: argparse.Namespace) -> int:
         what = "ready" if s.healthy else ("starting or not answering" if s.pid else "stopped")
         print(f"  node{s.index:<3} {s.name:<22} {pid:<11} {what}")
     return 0 if ready == len(states) else 3
+
+
+def _admin(args: argparse.Namespace, op: str, body: dict | None = None) -> dict:
+    from kvstore.cli_data import client_for
+
+    with client_for(args) as kv:
+        return kv.admin(op, body)
+
+
+def _print_members(doc: dict, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(doc))
+        return
+    print(f"{doc.get('node')}: {doc.get('status')}, ring version {doc.get('ring_version')}, "
+          f"claimant {doc.get('claimant')}, converged {doc.get('converged')}")
+    for name, m in sorted((doc.get("members") or {}).items()):
+        role = "member" if m.get("member") else "not a member"
+        health = "up" if m.get("alive") else "DOWN"
+        print(f"  {name:<24} {health:<5} {m.get('status', '?'):<9} {role:<13} "
+              f"{m.get('partitions', 0):>5} partitions")
+
+
+def run_join(args: argparse.Namespace) -> int:
+    _print_members(_admin(args, "join", {"seed": args.seed}), args.json)
+    return 0
+
+
+def run_leave(args: argparse.Namespace) -> int:
+    doc = _admin(args, "leave")
+    print(json.dumps(doc) if args.json else f"{doc.get('node')} is leaving (ring version "
+          f"{doc.get('ring_version')}); `kv cluster members` shows when it has left")
+    return 0
+
+
+def run_remove(args: argparse.Namespace) -> int:
+    _print_members(_admin(args, "remove", {"node": args.dead}), args.json)
+    return 0
+
+
+def run_members(args: argparse.Namespace) -> int:
+    _print_members(_admin(args, "members"), args.json)
+    return 0
 
 
 # -- kv serve ------------------------------------------------------------------------------

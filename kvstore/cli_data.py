@@ -59,7 +59,7 @@ def add_node_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 
-def _client(args: argparse.Namespace) -> Client:
+def client_for(args: argparse.Namespace) -> Client:
     nodes = [n for arg in args.node for n in arg.split(",") if n.strip()] if args.node \
         else default_nodes()
     wait = 10.0 if args.timeout is None else args.timeout + 1
@@ -124,7 +124,7 @@ def _text(value: bytes) -> str | None:
 
 def run_get(args: argparse.Namespace) -> int:
     key = _arg_bytes(args.key, args.hex, "KEY")
-    with _client(args) as kv:
+    with client_for(args) as kv:
         got: GetResponse = kv.get(key, r=args.r, timeout=args.timeout)
     if args.json:
         print(json.dumps({"values": [b64(v) for v in got.values],
@@ -164,7 +164,7 @@ def run_put(args: argparse.Namespace) -> int:
             value = _arg_bytes(value.decode("ascii", "replace").strip(), True, "VALUE")
     else:
         value = _arg_bytes(args.value, args.hex, "VALUE")
-    with _client(args) as kv:
+    with client_for(args) as kv:
         context = kv.put(key, value, _context(kv, key, args), w=args.w,
                          sequencer=args.sequencer, timeout=args.timeout)
     print(json.dumps({"context": context.decode("ascii")}) if args.json else "OK")
@@ -173,7 +173,7 @@ def run_put(args: argparse.Namespace) -> int:
 
 def run_delete(args: argparse.Namespace) -> int:
     key = _arg_bytes(args.key, args.hex, "KEY")
-    with _client(args) as kv:
+    with client_for(args) as kv:
         context = kv.delete(key, _context(kv, key, args), w=args.w,
                             sequencer=args.sequencer, timeout=args.timeout)
     print(json.dumps({"context": context.decode("ascii")}) if args.json else "OK")
@@ -181,7 +181,7 @@ def run_delete(args: argparse.Namespace) -> int:
 
 
 def run_ring(args: argparse.Namespace) -> int:
-    with _client(args) as kv:
+    with client_for(args) as kv:
         ring = kv.ring()
     if args.json:
         print(json.dumps(ring))

@@ -26,6 +26,7 @@ the node as `timeout_ms` (its quorum deadline) and the client waits a second lon
 from __future__ import annotations
 
 import http.client
+import json
 import logging
 import threading
 from collections.abc import Sequence
@@ -107,6 +108,16 @@ class Client:
     def _info(self, path: str) -> dict:
         node, (status, _headers, body) = self._send(Call("GET", path, {}, b"", True), None)
         return read_json(status, body, node)
+
+    def admin(self, op: str, body: dict | None = None) -> dict:
+        """An operator command (`join`, `leave`, `remove`; kvstore/membership_http.py) on
+        the first node that answers, or `members` (GET)."""
+        if op == "members":
+            return self._info("/admin/v1/members")
+        call = Call("POST", f"/admin/v1/{op}", {"Content-Type": "application/json"},
+                    json.dumps(body or {}).encode())
+        node, (status, _headers, answer) = self._send(call, None)
+        return read_json(status, answer, node)
 
     def close(self) -> None:
         for conn in getattr(self._local, "conns", {}).values():

@@ -177,7 +177,7 @@ def read_write(status: int, headers: Mapping[str, str], body: bytes, node: str) 
 
 def read_json(status: int, body: bytes, node: str) -> dict:
     doc = _json(body)
-    if status == 200 and isinstance(doc, dict):
+    if status in (200, 202) and isinstance(doc, dict):
         return doc
     raise error_from(status, doc, node)
 

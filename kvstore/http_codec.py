@@ -30,6 +30,7 @@ from urllib.parse import quote_from_bytes, unquote_to_bytes
 from kvstore.errors import (
     InvalidContext,
     InvalidRequest,
+    MembershipError,
     NodeUnavailable,
     QuorumFailed,
     RinglockError,
@@ -198,6 +199,8 @@ def error_from(status: int, body: Any, node: str) -> RinglockError:
             return SequencerRejected(str(body.get("detail", message)))
         if code == "sibling_limit":
             return SiblingLimitExceeded(int(body["siblings"]), int(body["limit"]))
+        if code == "membership":
+            return MembershipError(message.removeprefix("membership change refused: "))
         if code == "quorum":
             return QuorumFailed(str(body["op"]), int(body["needed"]), int(body["got"]),
                                 indeterminate=bool(body["indeterminate"]),

@@ -19,11 +19,12 @@ from pathlib import Path
 
 import pytest
 
+from kvstore.cli import main
 from kvstore.client import Client
 from kvstore.errors import QuorumFailed
 from kvstore.local_cluster import ClusterError, LocalCluster, serve_flags
 from lockservice.sequencer import LockMode, Sequencer
-from tests.kvstore.api_cluster import error_of, free_base_port, request
+from tests.kvstore.api_cluster import error_of, free_base_port, request, running_cluster
 from tests.waiting import wait_until
 
 
@@ -144,3 +145,27 @@ def test_a_pid_file_naming_another_process_is_never_signalled(tmp_path: Path) ->
     (cluster.folder / "node1.pid").write_text(f"{os.getpid()}\n")  # a reused pid: us
     assert [s.pid for s in cluster.status()] == [None]
     assert cluster.down() == 0  # and we are still here
+
+
+def test_membership_commands_join_leave_and_refuse(tmp_path: Path, capsys) -> None:
+    """`kv cluster join|members|leave|remove` against real nodes (Dynamo §4.8.1: an
+    operator issues membership changes explicitly). In-process `main` for speed."""
+    def run(*args: str) -> tuple[int, str, str]:
+        code = main(list(args))
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    with running_cluster(tmp_path / "a", nodes=2) as a, \
+            running_cluster(tmp_path / "b", nodes=1) as b, Client([a.names[0]]) as seed_client:
+        seed, newcomer = a.names[0], b.names[0]
+        code, out, err = run("cluster", "join", seed, "--node", newcomer)
+        assert code == 0, err
+        assert wait_until(lambda: newcomer in seed_client.admin("members")["members"])
+        code, out, _ = run("cluster", "members", "--node", seed)
+        assert code == 0 and newcomer in out and "up" in out
+        code, _, err = run("cluster", "remove", a.names[1], "--node", seed)
+        assert code == 1 and "is alive" in err and "Traceback" not in err
+        code, out, _ = run("cluster", "leave", "--node", newcomer)
+        assert code == 0 and "is leaving" in out
+        assert wait_until(lambda: {m["name"] for m in seed_client.ring()["members"]}
+                          == set(a.names))
