@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from kvstore.cli_cluster import kv_command, start_cluster
 from kvstore.client import Client
@@ -79,18 +80,28 @@ def _cluster_demo(cluster: LocalCluster) -> int:
               f"{len(both.values)} siblings {sorted(v.decode() for v in both.values)}")
         a.put(b"colour", b"+".join(sorted(both.values)), both.context)
         merged = b.get(b"colour")
+        if len(both.values) != 2 or merged.values != [b"green+red"]:
+            print(f"kv demo FAILED: siblings {both.values!r}, then {merged.values!r}",
+                  file=sys.stderr)
+            return 1
         print(f"  a write with their context resolves them -> {_show(merged.value or b'')}")
     kv = kv_command()
-    where = "" if str(cluster.folder).endswith("/" + DEFAULT_DIR) else f" --dir {cluster.folder}"
-    print("demo OK\n\nNext, try:\n"
-          f"  {kv} put mykey 'my value'        # write (any node; --node HOST:PORT picks one)\n"
-          f"  {kv} get mykey                   # read; --json shows siblings and the context\n"
-          f"  {kv} ring                        # who owns which partitions, who is up\n"
-          f"  {kv} cluster status{where}        # the node processes and their logs\n"
-          f"  curl -s localhost:{cluster.base_port}/kv/greeting   # the HTTP API "
-          "(docs/openapi.yaml)\n"
-          f"  {kv} cluster down{where}          # stop the cluster (data stays in "
-          f"{cluster.folder})")
+    default = cluster.folder == Path(DEFAULT_DIR).resolve()
+    where = "" if default else f" --dir {cluster.folder}"
+    node = "" if default else f" --node {first}"  # else kv finds ./ringlock-cluster's nodes
+    hints = [
+        (f"{kv} put{node} mykey 'my value'", "write (any node; --node HOST:PORT picks one)"),
+        (f"{kv} get{node} mykey", "read; --json shows siblings and the context"),
+        (f"{kv} ring{node}", "who owns which partitions, who is up"),
+        (f"{kv} cluster status{where}", "the node processes and their logs"),
+        (f"curl -s localhost:{cluster.base_port}/kv/greeting", "the HTTP API "
+                                                               "(docs/openapi.yaml)"),
+        (f"{kv} cluster down{where}", f"stop the cluster (data stays in {cluster.folder})"),
+    ]
+    width = max(len(command) for command, _ in hints)
+    print("demo OK\n\nNext, try:")
+    for command, why in hints:
+        print(f"  {command:<{width}}  # {why}")
     return 0
 
 
