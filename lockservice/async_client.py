@@ -1,24 +1,25 @@
 """AsyncLockClient: one session with a lock-service group, on the caller's event loop.
 
 Theory of operation (Chubby §2.8). `open()` creates a session with a TTL and starts two
-tasks: the keepalive loop, which keeps one KeepAlive long-poll outstanding (it carries the
-acknowledgement of the events seen, and its answer carries the renewed lease and new
-events), and the watchdog, which wakes at the next deadline of the local lease
-(lockservice/lease.py) so that jeopardy and loss are noticed on time even while a
-KeepAlive hangs at a stopped member. Callbacks `on_jeopardy`, `on_safe`, `on_lost` get the
-`Transition`; they run on the loop and must not block.
+tasks: the keepalive loop, which sends KeepAlives (each acknowledges the events seen; its
+answer carries the renewed lease and new events), and the watchdog, which wakes at the
+next deadline of the local lease (lockservice/lease.py) so that jeopardy and loss are
+noticed on time even while a KeepAlive hangs at a stopped member. Callbacks
+`on_jeopardy`, `on_safe`, `on_lost` get the `Transition`; they run on the loop and must
+not block.
 
-Why the keepalive caps its long polls. The leader holds a KeepAlive until the lease has
-a third of its TTL left (or an event is pending), then extends the lease and answers with
-`lease_ms`, the lease left at that instant. The client only knows when it sent the request,
-so it must count `lease_ms` from the send time (lockservice/lease.py); a poll held for 2/3
-of the TTL would leave almost nothing. So while HEALTHY a poll is abandoned after
-`hold_cap` = TTL/10 and sent again (an abandoned poll extends nothing: the server checks
-that its client is still there), and every answer bounds the server's lease end within
-hold_cap + margin. A client without watches has nothing to hear early: it sleeps until the
-server will answer at once (a third of the TTL left, by its own lower bound) and sends one
-poll per cycle. This keeps the local lease healthy when TTL/3 > hold_cap + margin + round
-trip, i.e. a round trip under about a tenth of the TTL with the default margin.
+When the keepalive sends. The leader holds a KeepAlive until the lease has a third of its
+TTL left (or an event is pending), then extends the lease and answers with `lease_ms`, the
+lease left at that instant. The client knows only when it sent the request, so it counts
+`lease_ms` from the send time (lockservice/lease.py); an answer held for 2/3 of the TTL
+would leave little. So a client without watches (nothing to hear early) sleeps until the
+server will answer at once: a third of the TTL before the latest the server's lease can
+end (`server_end_at_most`), one KeepAlive per cycle. A client with watches keeps a long
+poll out for its events but abandons it after `hold_cap` = (TTL/3 - margin)/2 and sends
+another (an abandoned poll extends nothing: the server checks that its client is still
+there), so every answer arrives at most `hold_cap` after its send. Either way the local
+lease stays healthy while a round trip (with the commit) takes under (TTL/3 - margin)/2:
+about 230 ms at a 2 s TTL, 1.2 s at the default 10 s (margin TTL/10).
 In JEOPARDY the same KeepAlive goes to every member at once until one answers (a stopped
 member cannot hold up the others) or the grace period ends. LOST is final: every held lock
 is invalid, watches end with SessionLost, and later calls that need the session raise it.
@@ -88,7 +89,8 @@ class AsyncLockClient:
             await self.members.close()  # nothing else was started
             raise
         self.session_id = calls.field(body, "session", int)
-        self._apply([self.lease.open(sent, calls.field(body, "lease_ms", int))])
+        self._apply([self.lease.open(sent, calls.field(body, "lease_ms", int),
+                                     time.monotonic())])
         await self._prefer_leader()
         self._tasks = [asyncio.create_task(self._keepalive_loop(), name="lock-keepalive"),
                        asyncio.create_task(self._watchdog(), name="lock-watchdog")]
@@ -251,20 +253,21 @@ class AsyncLockClient:
 
     async def _keepalive_loop(self) -> None:
         path = f"/lock/v1/sessions/{self.session_id}/keepalive"
-        hold_cap = self.ttl_ms / 1000 / 10
+        ttl_s, margin = self.ttl_ms / 1000, self.lease.safety_margin_s
+        hold_cap = (ttl_s / 3 - margin) / 2
         while self.lease.state is not LeaseState.LOST:
             if self.lease.state is LeaseState.HEALTHY and not self._watches:
                 # Nothing to hear early: send when the server will answer at once.
-                wake_at = (self.lease.expires_at + self.lease.safety_margin_s
-                           - self.ttl_ms / 3000 - hold_cap / 2)
-                await self._sleep_until(wake_at)
+                await self._sleep_until(self.lease.server_end_at_most - ttl_s / 3)
             sent = time.monotonic()
             try:
                 if self.lease.state is LeaseState.HEALTHY:
-                    # A poll held longer than `hold_cap` is abandoned (the server extends
-                    # nothing for it) and sent again: every answer tells the lease's end
-                    # within hold_cap + margin, since only its send time is known here.
-                    left = max(0.05, min(hold_cap, self.lease.remaining(sent)))
+                    left = max(0.05, self.lease.remaining(sent))
+                    if self._watches:
+                        # A long poll held past `hold_cap` is abandoned (the server extends
+                        # nothing for it) and sent again, so that no answer comes too long
+                        # after its send time, from which the lease is counted.
+                        left = min(left, hold_cap)
                     reply = await self._call("POST", path, {"ack": self._ack}, timeout_s=left,
                                              attempt_timeout_s=left)
                 else:  # jeopardy: every member at once, until the grace period ends

@@ -30,7 +30,7 @@ import sys
 from collections.abc import Awaitable, Callable
 
 from lockservice.async_client import AsyncLockClient
-from lockservice.client_errors import ClientError
+from lockservice.client_errors import ClientError, LockLost
 from lockservice.election import Election
 from lockservice.errors import LockServiceError
 from lockservice.handles import HeldLock
@@ -54,8 +54,6 @@ def register(subcommands: argparse._SubParsersAction) -> None:
     run.add_argument("--timeout", type=float, default=None,
                      help="seconds to wait for the lock (default: forever; 0: try once)")
     run.add_argument("--shared", action="store_true", help="take the lock in shared mode")
-    run.add_argument("--lock-delay", type=int, default=None, metavar="MS",
-                     help="lock-delay if this session expires holding it (server default)")
     _child(run)
     run.set_defaults(func=lambda a: _main(_lock_run, a))
 
@@ -86,6 +84,8 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def _child(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--lock-delay", type=int, default=None, metavar="MS",
+                   help="lock-delay if this session expires holding it (server default)")
     p.add_argument("--kill-after", type=float, default=1.0, metavar="S",
                    help="SIGKILL this long after SIGTERM when the lock is lost (default 1)")
     # REMAINDER keeps CMD's own options; options given after NAME are parsed in _main.
@@ -170,7 +170,7 @@ async def _lock_run(args: argparse.Namespace) -> int:
 
 async def _elect(args: argparse.Namespace) -> int:
     async with _client(args) as client:
-        election = Election(client)
+        election = Election(client, lock_delay_ms=args.lock_delay)
 
         async def get() -> HeldLock:
             await election.campaign(args.name, args.value)
@@ -179,6 +179,9 @@ async def _elect(args: argparse.Namespace) -> int:
 
         try:
             return await _holding_run(args, client, get, f"leadership of {args.name!r}")
+        except LockLost as exc:
+            print(f"kv elect: {exc}", file=sys.stderr)
+            return EXIT_LOST
         except ClientError as exc:
             print(f"kv elect: {exc}", file=sys.stderr)
             return 1
@@ -188,8 +191,11 @@ async def _elect(args: argparse.Namespace) -> int:
 
 
 async def _lock_status(args: argparse.Namespace) -> int:
-    async with _client(args) as client:
+    client = _client(args)  # a read needs no session
+    try:
         info = await client.lock_status(args.name, stale=args.stale)
+    finally:
+        await client.close()
     if args.json:
         print(json.dumps(info, sort_keys=True))
         return 0
@@ -205,8 +211,11 @@ async def _lock_status(args: argparse.Namespace) -> int:
 
 
 async def _leader(args: argparse.Namespace) -> int:
-    async with _client(args) as client:
+    client = _client(args)
+    try:
         leader = await Election(client).leader(args.name)
+    finally:
+        await client.close()
     if leader is None:
         print(f"election {args.name!r} has no leader", file=sys.stderr)
         return EXIT_NO_LEADER

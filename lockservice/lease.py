@@ -30,6 +30,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+RATE_SLACK = 0.001  # the server's clock may run this much slower than ours
+
 
 class LeaseState(enum.Enum):
     NEW = "new"  # not opened yet
@@ -56,6 +58,10 @@ class LocalLease:
         self.grace_s = grace_s
         self.state = LeaseState.NEW
         self.expires_at = float("-inf")  # Invariant: the local end of the lease (seconds)
+        # The latest the server's lease can end, as far as the answers tell: an answer that
+        # arrived at `now` saying `lease_ms` was sent by the server at or before `now`.
+        # Not a safety bound: it tells the client when a KeepAlive will be answered at once.
+        self.server_end_at_most = float("-inf")
 
     @classmethod
     def for_ttl(cls, ttl_ms: int, *, safety_margin_ms: int | None = None,
@@ -74,11 +80,13 @@ class LocalLease:
 
     # -- inputs ---------------------------------------------------------------------------
 
-    def open(self, sent_at: float, lease_ms: int) -> Transition:
-        """The session was created by a request sent at `sent_at`; `lease_ms` remained."""
+    def open(self, sent_at: float, lease_ms: int, now: float | None = None) -> Transition:
+        """The session was created by a request sent at `sent_at` and answered at `now`
+        (default: `sent_at`); `lease_ms` remained."""
         if self.state is not LeaseState.NEW:
             raise ValueError("a LocalLease is opened once; a new session needs a new lease")
         self.expires_at = self._local_end(sent_at, lease_ms)
+        self._saw(sent_at if now is None else now, lease_ms)
         return self._move(LeaseState.HEALTHY, sent_at, "session opened")
 
     def renewed(self, sent_at: float, lease_ms: int, now: float) -> list[Transition]:
@@ -93,6 +101,7 @@ class LocalLease:
         if self.state is LeaseState.LOST:
             return changes
         self.expires_at = max(self.expires_at, self._local_end(sent_at, lease_ms))
+        self._saw(now, lease_ms)
         if self.state is LeaseState.JEOPARDY and now < self.expires_at:
             changes.append(self._move(LeaseState.HEALTHY, now, "lease renewed"))
         return changes
@@ -143,6 +152,10 @@ class LocalLease:
         if lease_ms < 0:
             raise ValueError("lease_ms is not negative")
         return sent_at + lease_ms / 1000 - self.safety_margin_s
+
+    def _saw(self, answered_at: float, lease_ms: int) -> None:
+        end = answered_at + lease_ms / 1000 * (1 + RATE_SLACK)
+        self.server_end_at_most = max(self.server_end_at_most, end)
 
     def _move(self, new: LeaseState, at: float, reason: str) -> Transition:
         old, self.state = self.state, new

@@ -133,3 +133,12 @@ def test_holding_implies_the_server_lease_has_not_ended(steps) -> None:
             assert now < server_end - 0.2 + 1e-9
         if lease.state is L:
             assert not lease.holding_at(now)
+
+
+def test_the_latest_server_end_follows_the_answers_arrival() -> None:
+    lease = LocalLease(safety_margin_s=0.5, grace_s=1.0)
+    lease.open(100.0, 5000, now=100.3)
+    assert lease.server_end_at_most == pytest.approx(105.305)
+    lease.renewed(sent_at=101.0, lease_ms=5000, now=102.0)  # held for a while, say
+    assert lease.expires_at == pytest.approx(105.5)  # safety counts from the send
+    assert lease.server_end_at_most == pytest.approx(107.005)  # scheduling from arrival
