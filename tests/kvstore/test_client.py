@@ -8,6 +8,7 @@ resolver picks one, and a write with the read's context collapses them on the se
 from __future__ import annotations
 
 import asyncio
+import socket
 
 import pytest
 
@@ -117,6 +118,20 @@ def test_failover_skips_nodes_that_cannot_be_reached(cluster) -> None:
             kv.get(b"failover")
         with pytest.raises(NodeUnavailable):
             kv.put(b"failover", b"lost")
+
+
+def test_a_node_that_never_answers_times_out_then_reads_fail_over(cluster) -> None:
+    with socket.socket() as silent:  # accepts connections (backlog), never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        mute = f"127.0.0.1:{silent.getsockname()[1]}"
+        with Client([mute, cluster.names[0]], timeout=0.5) as kv:
+            assert kv.get(b"victim-of-nothing").values == []  # answered by the second node
+        with Client([mute, cluster.names[0]], timeout=0.5) as kv, \
+                pytest.raises(NodeUnavailable, match="may still have been applied"):
+            kv.put(b"slow", b"v")  # a sent write is never retried elsewhere
+        with Client(cluster.names) as kv:
+            assert kv.get(b"slow").values == []  # and indeed it was not applied anywhere
 
 
 def test_ring_health_and_status(cluster) -> None:
