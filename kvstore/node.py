@@ -17,7 +17,8 @@ Theory of operation (shared/DESIGN.md "One node")
   return (exit status 0). A second signal during shutdown is ignored; the stores close in
   any case.
 - Wiring: the coordinator reads the ring and liveness from membership; handoff delivers
-  hints with the internal `merge_many` call on the owner; a sequencer on a write is
+  hints, and membership's partition transfers (kvstore/transfer.py) stream data to new
+  owners, both with the internal `merge_many` call on the receiver; a sequencer on a write is
   checked with `lockservice.fencing.SequencerCache` when a lock service is configured
   (`--lock-peers`; a voter asks its own LockServer, others ask the voters over HTTP).
   The cache is not fed lock events, so a sequencer stays "current" for up to its ttl_s
@@ -51,7 +52,7 @@ from kvstore.vclock import SiblingSet
 logger = logging.getLogger(__name__)
 
 SHUTDOWN_S = 2.0  # in-flight requests get this long after a stop signal
-HANDOFF_TIMEOUT_S = 30.0  # one merge_many batch delivered to a returning owner
+DELIVER_TIMEOUT_S = 30.0  # one merge_many batch (hinted handoff, partition transfer)
 
 
 class Node:
@@ -77,8 +78,11 @@ class Node:
         self.peers = Peers(self.name)
         await self.peers.start()
         self._closers.append(self.peers.close)
+        # Membership keeps its own small session: gossip must not queue behind data
+        # traffic in the peers' pool, or a busy node would look dead.
         self.membership = Membership(self.name, self.data, ring_size=cfg.ring_size,
-                                     config=MembershipConfig(n_val=cfg.n))
+                                     config=MembershipConfig(n_val=cfg.n),
+                                     store=self.replica, deliver=self._deliver)
         await self.membership.start()
         self._closers.append(self.membership.stop)
         if self.membership.ring.ring_size != cfg.ring_size:
@@ -158,7 +162,7 @@ class Node:
         logger.info("%s: serving on http://%s/", self.name, self.name)
 
     async def _deliver(self, owner: str, items: list[tuple[bytes, SiblingSet]]) -> None:
-        await self.peers.merge_many(owner, items, HANDOFF_TIMEOUT_S)
+        await self.peers.merge_many(owner, items, DELIVER_TIMEOUT_S)
 
     def status(self) -> dict:
         """Node-wide counters for /status and the internal status op."""
