@@ -1,7 +1,8 @@
 """Events the state machine queues for sessions (Chubby §2.5), read by the KeepAlive long-poll.
 
 A session receives the events whose `name` starts with one of its watch prefixes, plus
-`LOCK_GRANTED` for its own queued requests whatever it watches. Each session numbers its
+`LOCK_GRANTED` for its own queued requests and `LEADER_CHANGED` (name "") whatever it
+watches. Each session numbers its
 events 1, 2, 3, ...; a `KeepAlive(ack=n)` forgets those up to `n`. A queue holds at most
 `Limits.max_events_per_session`; beyond that the oldest is dropped and counted.
 """
@@ -20,6 +21,7 @@ class EventKind(enum.IntEnum):
     ENTRY_CHANGED = 4  # entry `name` now has `version`
     ENTRY_DELETED = 5  # entry `name` was deleted (explicitly or with its ephemeral session)
     SESSION_EXPIRED = 6  # `session` expired while holding `name`, now under lock-delay
+    LEADER_CHANGED = 7  # to every session: a new leader took over (Chubby's master fail-over)
 
 
 @dataclass(frozen=True, slots=True)

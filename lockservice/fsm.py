@@ -10,7 +10,8 @@ Rules it keeps:
 - Sessions (Chubby §2.8): the id is the log index of the OpenSession that made it. A lease
   ends at `expires_at`; KeepAlive extends it. A session whose lease ended keeps its locks
   (its client is in jeopardy) until the leader proposes its expiry, and may not acquire,
-  keep alive or write. A new leader proposes GrantFreshLeases before any expiry.
+  keep alive or write. A new leader proposes GrantFreshLeases before any expiry; it also
+  tells every session, with a LEADER_CHANGED event (Chubby §2.9's master fail-over event).
 - CloseSession releases locks and ephemeral entries at once; expiry releases them with the
   holder's lock-delay (Chubby §2.4): no grant of that lock before `clock >= delay_until`.
 - Locks: EXCLUSIVE or SHARED; waiters are served in FIFO order, a request queues behind any
@@ -188,6 +189,7 @@ class LockStateMachine:
             case c.GrantFreshLeases():
                 for s in self.sessions.values():
                     s.expires_at = max(s.expires_at, self.clock + s.ttl_ms)
+                    self._queue_event(s, EventKind.LEADER_CHANGED, "", 0, 0, 0)
                 return FreshLeases(len(self.sessions))
             case c.Acquire():
                 return self._acquire(cmd)

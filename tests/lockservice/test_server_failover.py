@@ -82,6 +82,7 @@ def test_sessions_and_held_locks_survive_a_leader_sigkill(cluster: LockCluster) 
     assert code == 200
     loop = KeepAliveLoop(cluster, holder)
     try:
+        before = time.monotonic()
         elapsed = _failover(cluster, prober, "fo/probe")
         after = time.monotonic()
         cluster.wait(lambda: loop.ok_since(after), 30, "a keepalive after the fail-over")
@@ -93,6 +94,8 @@ def test_sessions_and_held_locks_survive_a_leader_sigkill(cluster: LockCluster) 
     finally:
         loop.stop()
     assert {code for _, code, _ in loop.answers} == {200}, loop.answers
+    kinds = [e["kind"] for at, _, body in loop.answers if at > before for e in body["events"]]
+    assert "leader_changed" in kinds
     print(f"fail-over: {elapsed:.3f} s from SIGKILL to the next granted acquire")
 
 
