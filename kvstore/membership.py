@@ -63,6 +63,7 @@ log = logging.getLogger(__name__)
 
 RING_FILE = ring_file.RING_FILE
 MAX_HOPS = 3
+MAX_OUTSIDERS = 64  # states kept of nodes outside the ring (leavers, joiners): shown only
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +138,12 @@ class Membership:
 
     def ring_id(self) -> tuple[int, int]:
         return (self._me.ring_version, self._me.ring_digest)
+
+    def states(self) -> dict[str, NodeState]:
+        """What we gossip: our own state and those of ring members (not outsiders')."""
+        out = {n: s for n, s in self._view.items() if n in self.ring.members}
+        out[self.name] = self._me
+        return out
 
     def acts_on_our_ring(self, node: str) -> bool:
         """True when `node` is up and its last gossiped state names our ring."""
@@ -333,8 +340,7 @@ class Membership:
         return chosen
 
     def _message(self, ring_for: str | None) -> GossipMessage:
-        states = dict(self._view)
-        states[self.name] = self._me
+        states = self.states()
         ring = None
         if ring_for is not None:
             peer = self._view.get(ring_for)
@@ -364,6 +370,9 @@ class Membership:
                 raise WireError(f"gossiped ring has {ring.ring_size} partitions, ours "
                                 f"{self.ring.ring_size}")
         self._view, newer = gossip.merge_views(self._view, msg.states, me=self.name)
+        outsiders = [n for n in self._view if n not in self.ring.members]
+        for n in outsiders[MAX_OUTSIDERS:]:  # bounded: anyone can send us states
+            del self._view[n]
         now = self._clock()
         for n in newer:
             if self._live.arrival(n, now):

@@ -23,6 +23,7 @@ with a message and changes nothing.
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import logging
 from typing import TYPE_CHECKING, Any
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_ADMIN_BODY = 4096
+LARGE_BODY = 1 << 20  # aiohttp wants larger request bodies as a file-like object
 OPS = ("join", "leave", "remove")
 
 
@@ -51,10 +53,13 @@ def _error(status: int, code: str, message: str) -> web.Response:
 async def _body(request: web.Request, limit: int) -> bytes:
     if request.content_length is not None and request.content_length > limit:
         raise WireError(f"body of {request.content_length} bytes is over the {limit} limit")
-    data = await request.content.read(limit + 1)
-    if len(data) > limit:
-        raise WireError(f"body is over the {limit} byte limit")
-    return data
+    chunks, size = [], 0
+    while chunk := await request.content.read(1 << 16):  # b"" at the end of the body
+        size += len(chunk)
+        if size > limit:
+            raise WireError(f"body is over the {limit} byte limit")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 async def _json(request: web.Request) -> dict[str, Any]:
@@ -106,8 +111,7 @@ def routes(m: Membership) -> list[web.RouteDef]:
         except WireError as exc:
             return _error(400, "bad_request", str(exc))
         ring = m.ring.to_bytes() if gossip.ring_wins(m.ring_id(), peer_id) else None
-        states = dict(m._view)
-        states[m.name] = m._me
+        states = m.states()
         answer = gossip.GossipMessage(m.name, gossip.delta(states, msg.states), ring)
         return web.Response(body=answer.encode(), content_type="application/x-msgpack")
 
@@ -192,7 +196,8 @@ async def post(session: aiohttp.ClientSession, target: str, path: str, body: byt
     """POST a msgpack body to `target`; the answer's bytes. Raises NodeUnavailable on a
     transport error or an unexpected status, MembershipError on 409 (a refused change)."""
     try:
-        async with session.post(f"http://{target}{path}", data=body,
+        data_arg = io.BytesIO(body) if len(body) > LARGE_BODY else body
+        async with session.post(f"http://{target}{path}", data=data_arg,
                                 timeout=aiohttp.ClientTimeout(total=timeout_s),
                                 headers={"Content-Type": "application/x-msgpack"}) as resp:
             data = await resp.read()
