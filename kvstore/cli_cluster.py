@@ -77,6 +77,11 @@ def _register_membership(verbs: argparse._SubParsersAction) -> None:
 def run_up(args: argparse.Namespace) -> int:
     cluster = LocalCluster(args.dir, nodes=args.nodes, host=args.host,
                            base_port=args.base_port)
+    asked = (args.nodes, args.host, args.base_port)
+    if cluster.exists and asked != (cluster.size, cluster.host, cluster.base_port):
+        print(f"note: the cluster in {cluster.folder} has {cluster.size} nodes from "
+              f"{cluster.names[0]}; that layout is kept (remove the folder for a new one)",
+              file=sys.stderr)
     start_cluster(cluster)
     kv = kv_command()
     print(f"cluster ready: {', '.join(cluster.names)}\n"

@@ -159,6 +159,8 @@ def _context(kv: Client, key: bytes, args: argparse.Namespace) -> str | bytes | 
 def run_put(args: argparse.Namespace) -> int:
     key = _arg_bytes(args.key, args.hex, "KEY")
     if args.value == "-":
+        if sys.stdin.isatty():
+            print("kv put: reading the value from stdin (end it with Ctrl-D)", file=sys.stderr)
         value = sys.stdin.buffer.read()
         if args.hex:
             value = _arg_bytes(value.decode("ascii", "replace").strip(), True, "VALUE")

@@ -84,6 +84,7 @@ def test_up_status_crash_restart_down(tmp_path: Path) -> None:
         again = kv("cluster", "up", *where)
         assert again.returncode == 0, again.stdout + again.stderr
         assert "restarting a 5-node cluster" in again.stdout
+        assert "that layout is kept" in again.stderr  # saved ports, not the default 7001
         assert "started node 1/5" not in again.stdout  # node 1 was still running
         got = kv("get", "--json", "--node", names[4], "kept")
         assert "across restarts" in json.loads(got.stdout)["text"]
