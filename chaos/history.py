@@ -56,7 +56,8 @@ class Record:
     def to_json(self) -> str:
         body = {"type": self.type.value, "process": self.process, "f": self.f,
                 "key": self.key, "value": self.value, "time": self.time, **self.extra}
-        return json.dumps(body, separators=(",", ":"), sort_keys=True)
+        # default=repr: a client library's odd return value must never break the recording
+        return json.dumps(body, separators=(",", ":"), sort_keys=True, default=repr)
 
     @classmethod
     def from_json(cls, line: str) -> Record:

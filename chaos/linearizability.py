@@ -63,25 +63,33 @@ class Register:
 
 
 class VersionedRegister:
-    """A register whose writes bump a version, as the lock service's entries do.
+    """A register whose writes get a version from the service, as the lock service's
+    entries do (a table-wide revision: larger than any before, not predictable).
 
-    State (value, version); version 0 means absent. read -> result [value, version].
-    write v -> version + 1. cas [expected_version, v]: ok iff the version is expected.
-    delete: value None, version 0.
+    State (value, version); (None, 0) is absent; version None means "written by an
+    operation whose answer we never saw", which the next read reveals.
+    read -> result [value, version] or None for absent.
+    write v -> result: the new version (None when indeterminate).
+    cas [expected_version, v]: ok iff the version is expected -> result: the new version.
+    delete: back to absent.
     """
 
     def init(self) -> Hashable:
         return (None, 0)
 
     def step(self, state: Any, op: Operation) -> tuple[bool, Hashable]:
-        version = state[1]
+        value, version = state
         if op.f == "read":
-            return tuple(op.result or (None, 0)) == state, state
+            seen = tuple(op.result) if op.result else (None, 0)
+            fits = seen[0] == value and (version is None or seen[1] == version)
+            return fits, seen
         if op.f == "write":
-            return True, (op.value, version + 1)
+            return True, (op.value, op.result)
         if op.f == "cas":
             expected, new = op.value
-            return (True, (new, version + 1)) if version == expected else (False, state)
+            if version is not None and version != expected:
+                return False, state
+            return True, (new, op.result)
         if op.f == "delete":
             return True, (None, 0)
         raise ValueError(f"a versioned register has no operation {op.f!r}")

@@ -60,13 +60,25 @@ def test_cas_must_see_the_expected_value():
     assert not check(ops, Register()).valid
 
 
-def test_versioned_register_counts_versions():
-    ops = [op("write", "a", start=0, end=1), op("cas", [1, "b"], start=2, end=3),
-           op("read", result=["b", 2], start=4, end=5), op("delete", start=6, end=7),
+def test_versioned_register_follows_the_services_versions():
+    ops = [op("write", "a", result=7, start=0, end=1),
+           op("cas", [7, "b"], result=9, start=2, end=3),
+           op("read", result=["b", 9], start=4, end=5), op("delete", start=6, end=7),
            op("read", result=None, start=8, end=9)]
     assert check(ops, VersionedRegister()).valid
-    bad = [*ops[:2], op("cas", [1, "c"], start=4, end=5)]  # version 1 is gone
+    bad = [*ops[:2], op("cas", [7, "c"], result=12, start=4, end=5)]  # version 7 is gone
     assert not check(bad, VersionedRegister()).valid
+    wrong_version = [ops[0], op("read", result=["a", 8], start=2, end=3)]
+    assert not check(wrong_version, VersionedRegister()).valid
+
+
+def test_versioned_register_learns_an_indeterminate_writes_version_from_a_read():
+    ops = [op("write", "a", start=0, end=INF, kind=OpType.INFO),
+           op("read", result=["a", 5], start=2, end=3),
+           op("cas", [5, "b"], result=6, start=4, end=5)]
+    assert check(ops, VersionedRegister()).valid
+    assert not check([*ops[:2], op("cas", [4, "b"], result=6, start=4, end=5)],
+                     VersionedRegister()).valid
 
 
 def test_keys_are_checked_separately():
