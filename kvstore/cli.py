@@ -1,7 +1,8 @@
 """The `kv` command: one entry point for users and operators.
 
 Subcommands register themselves in `build_parser()` from the modules that implement them
-(kvstore/cli_demo.py, cli_data.py, cli_cluster.py); each is a function that takes the
+(kvstore/cli_demo.py, cli_data.py, cli_cluster.py, and lockservice/cli.py for the lock
+service's commands); each is a function that takes the
 parsed arguments and returns the process exit code. Errors the store raises on purpose
 (kvstore/errors.py) and OS errors end the command with a one-line message on stderr and
 exit status 1, never a traceback; usage errors exit 2, Ctrl-C 130.
@@ -16,8 +17,14 @@ from importlib.metadata import version
 from kvstore import cli_cluster, cli_data, cli_demo
 from kvstore.errors import RinglockError
 
+LOCK_COMMANDS = {"lock": "hold a lock while a command runs; lock status",
+                 "elect": "campaign for NAME; run CMD while leader",
+                 "leader": "the current leader of election NAME"}
 
-def build_parser() -> argparse.ArgumentParser:
+
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The parser; the lock service's commands are imported only when one is asked for
+    (they load aiohttp, which would add most of a second to every `kv get`)."""
     parser = argparse.ArgumentParser(
         prog="kv",
         description="ringlock: a replicated key-value store and lock service.",
@@ -28,11 +35,20 @@ def build_parser() -> argparse.ArgumentParser:
     cli_data.register(commands)
     cli_cluster.register(commands)
     cli_cluster.register_serve(commands)
+    words = sys.argv[1:] if argv is None else argv
+    command = next((w for w in words if not w.startswith("-")), None)
+    if command in LOCK_COMMANDS:
+        from lockservice import cli as lock_cli
+
+        lock_cli.register(commands)  # kv lock run|status, kv elect, kv leader
+    else:
+        for name, summary in LOCK_COMMANDS.items():
+            commands.add_parser(name, help=summary, add_help=False)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)

@@ -155,3 +155,16 @@ def test_serve_checks_its_flags(run) -> None:
     out = run("serve", "--name", "127.0.0.1:1", "--data", "x", "--r", "5")
     assert out.returncode == 2 and b"must not exceed n" in out.stderr
     assert b"Traceback" not in out.stderr
+
+
+def test_lock_commands_are_wired_and_load_only_when_asked(run) -> None:
+    help_text = subprocess.run([sys.executable, "-m", "kvstore.cli", "--help"],
+                               capture_output=True, text=True).stdout
+    assert all(f"    {c} " in help_text for c in ("lock", "elect", "leader"))
+    code = subprocess.run([sys.executable, "-c", "import sys, kvstore.cli; "
+                           "kvstore.cli.build_parser(['get', 'k']); "
+                           "sys.exit('lockservice.cli' in sys.modules)"]).returncode
+    assert code == 0  # `kv get` does not pay for the lock client's imports
+    out = run("leader", "jobs", "--members", f"127.0.0.1:{free_base_port(1)}",
+              "--request-timeout", "0.5")
+    assert out.returncode == 1 and b"no lock-service member answered" in out.stderr
