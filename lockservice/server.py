@@ -43,6 +43,7 @@ from raft.driver import Driver
 from raft.driver_errors import ProposalLost, ProposalOutcomeUnknown
 from raft.errors import NotLeader, RaftError
 from raft.server import raft_routes
+from raft.transport import source_address
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +119,9 @@ class LockServer(Operations):
         return [*lock_routes(self), *raft_routes(self.driver.id, self.driver.deliver)]
 
     async def start(self) -> None:
-        self.http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None))
+        local = source_address(self.driver.addresses.get(self.driver.id, ""))
+        self.http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None),
+                                          connector=aiohttp.TCPConnector(local_addr=local))
         await self.driver.start()
         self._task = asyncio.get_running_loop().create_task(self._leader_duties())
 
