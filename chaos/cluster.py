@@ -133,6 +133,18 @@ class ChaosCluster:
             self._spawn(n, join=first.name)
         self.wait_healthy(rest)
         self._wait_formed()
+        self.wait_lock_leader()
+
+    def wait_lock_leader(self, timeout: float = READY_S) -> Node | None:
+        """The lock service's leader once one is elected (None without lock members)."""
+        if not any(n.lock_id for n in self.nodes):
+            return None
+        deadline = time.monotonic() + timeout
+        while (leader := self.lock_leader()) is None:
+            if time.monotonic() > deadline:
+                raise ClusterError(f"no lock-service leader after {timeout:.0f} s")
+            time.sleep(0.1)
+        return leader
 
     def _spawn(self, node: Node, join: str | None) -> None:
         cmd = [sys.executable, "-m", "kvstore.node", "--name", node.name,
@@ -248,7 +260,7 @@ class ChaosCluster:
     def lock_leader(self) -> Node | None:
         for n in self.nodes:
             if n.lock_id and n.running and not n.paused:
+                answer = self.get_json(n, "/lock/v1/leader")
                 with contextlib.suppress(KeyError, TypeError, StopIteration):
-                    answer = self.get_json(n, "/lock/v1/leader")
                     return self.node(answer["address"])
         return None

@@ -56,6 +56,7 @@ from kvstore.claimant import claimant, next_ring
 from kvstore.errors import InvalidRing, MembershipError, NodeUnavailable, WireError
 from kvstore.failure_detector import DetectorConfig, Liveness
 from kvstore.gossip import GossipMessage, NodeState
+from kvstore.peers import source_address
 from kvstore.ring import DEFAULT_RING_SIZE, Ring
 from kvstore.transfer import Items, Transfers
 
@@ -176,7 +177,8 @@ class Membership:
             log.info("%s: created a new cluster (ring v1 holding only this node)", self.name)
         self._set_ring(ring)
         if self._session is None:
-            self._session = aiohttp.ClientSession()
+            self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(
+                local_addr=source_address(self.name)))
         self._loop_task = asyncio.create_task(self._run(), name=f"gossip {self.name}")
         if self.transfers is not None:
             base = await asyncio.to_thread(ring_file.read_ring,

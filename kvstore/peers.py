@@ -22,6 +22,7 @@ Theory of operation
 from __future__ import annotations
 
 import io
+import ipaddress
 import logging
 import time
 
@@ -40,6 +41,21 @@ BATCH_BYTES = 8 << 20  # merge_many bodies are split below this size
 LARGE_BODY = 1 << 20  # aiohttp wants larger bodies as a file-like object, not bytes
 
 
+def source_address(name: str) -> tuple[str, int] | None:
+    """Where a node named `name` (HOST:PORT) binds its outgoing connections.
+
+    A node on its own loopback address other than 127.0.0.1 (a chaos or test cluster:
+    127.0.0.11, 127.0.0.12, ...) sends from it, so a firewall rule on two nodes' addresses
+    cuts exactly their link; anywhere else the operating system picks, as usual.
+    """
+    host = name.rpartition(":")[0]
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    return (host, 0) if ip.version == 4 and ip.is_loopback and host != "127.0.0.1" else None
+
+
 class Peers:
     """The node's client side of the internal API. Requires: `start()` before calls."""
 
@@ -52,7 +68,8 @@ class Peers:
 
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(limit=0, limit_per_host=POOL_PER_HOST,
-                                         keepalive_timeout=KEEPALIVE_S)
+                                         keepalive_timeout=KEEPALIVE_S,
+                                         local_addr=source_address(self.name))
         self._session = aiohttp.ClientSession(
             connector=connector, headers={"Content-Type": wire.CONTENT_TYPE},
             skip_auto_headers=("User-Agent",))
@@ -126,18 +143,25 @@ class Peers:
             self._failed(node, f"bad reply: {exc}")
             raise NodeUnavailable(node, f"{wire.op_of(req)}: bad reply ({exc})") from None
 
+    async def _ack_call(self, node: str, req: wire.Request, timeout_s: float) -> None:
+        data = await self.call(node, req, timeout_s)
+        try:
+            wire.decode_ack(data)
+        except Exception as exc:
+            self._failed(node, f"bad reply: {exc}")
+            raise NodeUnavailable(node, f"{wire.op_of(req)}: bad reply ({exc})") from None
+
     # -- ops ------------------------------------------------------------------------------
 
     async def get(self, node: str, key: bytes, timeout_s: float) -> SiblingSet:
         return await self._state_call(node, wire.GetRequest(key), timeout_s)
 
-    async def merge(self, node: str, key: bytes, state: SiblingSet,
-                    timeout_s: float) -> SiblingSet:
-        return await self._state_call(node, wire.MergeRequest(key, state), timeout_s)
+    async def merge(self, node: str, key: bytes, state: SiblingSet, timeout_s: float) -> None:
+        await self._ack_call(node, wire.MergeRequest(key, state), timeout_s)
 
     async def hint(self, node: str, owner: str, key: bytes, state: SiblingSet,
-                   timeout_s: float) -> SiblingSet:
-        return await self._state_call(node, wire.HintRequest(owner, key, state), timeout_s)
+                   timeout_s: float) -> None:
+        await self._ack_call(node, wire.HintRequest(owner, key, state), timeout_s)
 
     async def coordinate(self, node: str, req: wire.CoordinateRequest,
                          timeout_s: float) -> SiblingSet:
@@ -152,14 +176,14 @@ class Peers:
         for key, state in items:
             item_size = len(key) + len(vclock.encode(state)) + 16
             if batch and (size + item_size > BATCH_BYTES or len(batch) >= wire.MAX_ITEMS):
-                await self.call(node, wire.MergeManyRequest(tuple(batch)),
-                                deadline - time.monotonic())
+                await self._ack_call(node, wire.MergeManyRequest(tuple(batch)),
+                                     deadline - time.monotonic())
                 batch, size = [], 0
             batch.append((key, state))
             size += item_size
         if batch:
-            await self.call(node, wire.MergeManyRequest(tuple(batch)),
-                            deadline - time.monotonic())
+            await self._ack_call(node, wire.MergeManyRequest(tuple(batch)),
+                                 deadline - time.monotonic())
 
     async def status(self, node: str, timeout_s: float) -> dict:
         return wire.unpack_map(await self.call(node, wire.StatusRequest(), timeout_s))

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import email.utils
+import os
 import random
 import time
 import urllib.request
 
 import pytest
 
+from chaos import grudge
 from chaos.cluster import ChaosCluster, ClusterError, faketime_env
+from chaos.firewall import IptablesFirewall
 from chaos.nemesis import Nemesis
 from kvstore.client import Client
+from tests.waiting import wait_until
 
 
 class NoNetwork:
@@ -107,3 +111,27 @@ def test_every_fault_begins_ends_and_heals(cluster, kind):
     assert not network.dropped
     assert all(n.running and not n.paused and n.skew_s == 0 for n in cluster.nodes)
     assert all(cluster.healthy(n) for n in cluster.nodes)
+
+
+def _alive(cluster, view, target) -> bool:
+    ring = cluster.get_json(view, "/ring")
+    return {m["name"]: m["alive"] for m in ring["members"]}[target.name]
+
+
+@pytest.mark.skipif(IptablesFirewall.available() is not None,
+                    reason=f"iptables unusable: {IptablesFirewall.available()}")
+def test_an_isolated_node_is_seen_down_and_comes_back_after_the_heal(cluster):
+    """Nodes send from their own addresses, so a firewall rule pair cuts exactly one node."""
+    firewall = IptablesFirewall(f"RLTEST-{os.getpid()}")
+    firewall.setup()
+    try:
+        a, _, x = cluster.nodes
+        firewall.drop(grudge.dropped_links(grudge.isolate([n.host for n in cluster.nodes],
+                                                          x.host)))
+        assert wait_until(lambda: not _alive(cluster, a, x), timeout=60, interval=0.1)
+        assert wait_until(lambda: not _alive(cluster, x, a), timeout=60, interval=0.1)
+        firewall.heal()
+        assert wait_until(lambda: _alive(cluster, a, x) and _alive(cluster, x, a), timeout=60,
+                          interval=0.1)
+    finally:
+        firewall.close()
