@@ -14,8 +14,6 @@ answered when its LOCK_GRANTED event is applied, or at `wait_ms` with CancelWait
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -74,18 +72,25 @@ class Operations(_Base):
                                  lambda: self.no_session(session))
 
     async def _wait(self, session: int, until: Callable[[], bool], timeout_s: float) -> None:
-        """Wait until `until()` holds, the wait times out, or this member stops leading."""
+        """Wait until `until()` holds, the wait times out, or this member stops leading.
+
+        Woken only by the session's events, its end, a change of leadership and the timer:
+        an idle long poll costs nothing until its time comes."""
         ev = self.signals.subscribe(session)
-        deadline = time.monotonic() + timeout_s
+        loop = asyncio.get_running_loop()
+        expired: list[bool] = []
+
+        def expire() -> None:
+            expired.append(True)
+            ev.set()
+
+        timer = loop.call_later(timeout_s, expire)
         try:
-            while not until() and self.is_ready_leader():
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return
+            while not until() and self.is_ready_leader() and not expired:
                 ev.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(ev.wait(), min(left, 0.5))
+                await ev.wait()
         finally:
+            timer.cancel()
             self.signals.unsubscribe(session, ev)
 
     # -- sessions ------------------------------------------------------------------------

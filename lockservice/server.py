@@ -16,6 +16,17 @@ leader: its wall clock in milliseconds (the table keeps the maximum it has seen)
 - Writes (lockservice/operations.py) run on the leader; elsewhere they raise NoLeader with
   the leader's id, and the HTTP layer forwards them. Linearizable reads wait for a ReadIndex
   (they work on any member: the core asks the leader); stale reads use the local table.
+
+Mounting (lockservice/node.py does exactly this; so does `kv serve --lock-id`):
+
+    server = LockServer.open(node_id=1, addresses={1: "h:p", ...}, data_dir="DIR/lock")
+    app.add_routes(server.routes())          # /lock/v1/... and the Raft endpoints
+    runner = web.AppRunner(app, handler_cancellation=True)
+    await server.start(); ...; await server.stop()
+
+`handler_cancellation=True` matters: a long poll or waiting acquire whose client went away
+is cancelled at once (a waiting acquire then leaves the queue); without it they are noticed
+only when their wait ends (a held KeepAlive then still extends nothing).
 """
 
 from __future__ import annotations
