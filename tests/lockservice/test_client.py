@@ -9,8 +9,6 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -26,20 +24,17 @@ from lockservice.events import EventKind
 from lockservice.lease import LeaseState
 from lockservice.members import parse_members
 from lockservice.sequencer import Sequencer
-from tests.lockservice.cluster import LockCluster, running_cluster
+from tests.lockservice.cluster import LockCluster
 from tests.lockservice.proxy import Partition
+from tests.lockservice.shared_cluster import members, shared_lock_cluster
 from tests.waiting import wait_until
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LockCluster]:
-    root: Path = tmp_path_factory.mktemp("client")
-    with running_cluster(root) as c:
-        yield c
+def cluster(request: pytest.FixtureRequest,
+            tmp_path_factory: pytest.TempPathFactory) -> LockCluster:
+    return shared_lock_cluster(request, tmp_path_factory)
 
-
-def members(cluster: LockCluster) -> list[str]:
-    return [f"127.0.0.1:{p}" for p in cluster.ports.values()]
 
 
 def test_lock_yields_a_sequencer_and_is_released_on_exit(cluster: LockCluster) -> None:

@@ -11,7 +11,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,21 +19,18 @@ from lockservice.async_client import AsyncLockClient
 from lockservice.client_errors import ClientError, LockLost
 from lockservice.election import Election, Leader, decode_leader, encode_leader
 from lockservice.lease import LeaseState
-from tests.lockservice.cluster import REPO, LockCluster, running_cluster
+from tests.lockservice.cluster import REPO, LockCluster
 from tests.lockservice.proxy import Partition
+from tests.lockservice.shared_cluster import members, shared_lock_cluster
 from tests.lockservice.test_lock_cli import CHILD, lines
 from tests.waiting import wait_until
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LockCluster]:
-    root: Path = tmp_path_factory.mktemp("election")
-    with running_cluster(root) as c:
-        yield c
+def cluster(request: pytest.FixtureRequest,
+            tmp_path_factory: pytest.TempPathFactory) -> LockCluster:
+    return shared_lock_cluster(request, tmp_path_factory)
 
-
-def members(cluster: LockCluster) -> list[str]:
-    return [f"127.0.0.1:{p}" for p in cluster.ports.values()]
 
 
 def test_records_round_trip_and_junk_is_refused() -> None:

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -18,7 +16,8 @@ from lockservice.errors import BadSequencerToken
 from lockservice.events import Event, EventKind
 from lockservice.fencing import SequencerCache
 from lockservice.sequencer import LockMode, Sequencer
-from tests.lockservice.cluster import LockCluster, running_cluster
+from tests.lockservice.cluster import LockCluster
+from tests.lockservice.shared_cluster import shared_lock_cluster
 
 A1 = Sequencer("a", LockMode.EXCLUSIVE, 1, 7).to_token()
 A2 = Sequencer("a", LockMode.EXCLUSIVE, 2, 8).to_token()
@@ -155,10 +154,9 @@ def test_the_cache_stays_bounded() -> None:
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LockCluster]:
-    root: Path = tmp_path_factory.mktemp("fencing")
-    with running_cluster(root) as c:
-        yield c
+def cluster(request: pytest.FixtureRequest,
+            tmp_path_factory: pytest.TempPathFactory) -> LockCluster:
+    return shared_lock_cluster(request, tmp_path_factory)
 
 
 def test_a_stale_holder_is_fenced_once_its_lock_moves_on(cluster: LockCluster) -> None:

@@ -12,7 +12,6 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,8 +20,9 @@ from lockservice.cli import main
 from lockservice.client import LockClient
 from lockservice.sequencer import Sequencer
 from lockservice.supervise import exit_status
-from tests.lockservice.cluster import REPO, LockCluster, running_cluster
+from tests.lockservice.cluster import REPO, LockCluster
 from tests.lockservice.proxy import Partition
+from tests.lockservice.shared_cluster import members, shared_lock_cluster
 from tests.waiting import wait_until
 
 # A child that logs its start, a heartbeat every 10 ms, and SIGTERM (then exits 0, or
@@ -43,14 +43,10 @@ CHILD = textwrap.dedent("""
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LockCluster]:
-    root: Path = tmp_path_factory.mktemp("cli")
-    with running_cluster(root) as c:
-        yield c
+def cluster(request: pytest.FixtureRequest,
+            tmp_path_factory: pytest.TempPathFactory) -> LockCluster:
+    return shared_lock_cluster(request, tmp_path_factory)
 
-
-def members(cluster: LockCluster) -> list[str]:
-    return [f"127.0.0.1:{p}" for p in cluster.ports.values()]
 
 
 def kv(addresses: list[str], *args: str, **kw) -> subprocess.Popen[str]:
@@ -76,7 +72,8 @@ def lines(log: Path, kind: str) -> list[list[str]]:
     return [ln.split()[1:] for ln in log.read_text().splitlines() if ln.startswith(kind + " ")]
 
 
-def test_lock_run_hands_over_the_sequencer_and_exit_code(cluster: LockCluster) -> None:
+def test_lock_run_hands_over_the_sequencer_and_exit_code(cluster: LockCluster,
+                                                         capsys) -> None:
     code, out, err = finish(kv(members(cluster), "lock", "run", "cli/a", "--", "sh", "-c",
                                'echo "$RINGLOCK_SEQUENCER"; exit 41'))
     assert code == 41, err  # CMD's own status
@@ -85,9 +82,9 @@ def test_lock_run_hands_over_the_sequencer_and_exit_code(cluster: LockCluster) -
         assert Sequencer.from_token(token).name == "cli/a"
         assert not client.check_sequencer(token)  # released when kv exited
         held = client.acquire("cli/a")
-        code, _, err = finish(kv(members(cluster), "lock", "run", "cli/a", "--timeout", "0.2",
-                                 "--", "true"))
-        assert code == 1 and "busy" in err
+        code = main(["lock", "run", "cli/a", "--members", ",".join(members(cluster)),
+                     "--timeout", "0.2", "--", "true"])  # in-process: busy before any child
+        assert code == 1 and "busy" in capsys.readouterr().err
         client.release(held)
     assert [exit_status(c) for c in (0, 3, -signal.SIGTERM)] == [0, 3, 128 + signal.SIGTERM]
 
@@ -166,14 +163,18 @@ def test_a_killed_kv_takes_its_child_with_it(cluster: LockCluster, tmp_path: Pat
 
 
 def test_elect_runs_the_command_while_leader_then_resigns(cluster: LockCluster,
-                                                         capsys) -> None:
+                                                         tmp_path: Path, capsys) -> None:
+    child, log = tmp_path / "child.py", tmp_path / "child.log"
+    child.write_text(CHILD)
     addresses = ",".join(members(cluster))
-    script = ("import subprocess, sys; r = subprocess.run([sys.executable, '-m', "
-              "'lockservice.cli', 'leader', 'cli/el', '--json'], capture_output=True, "
-              "text=True); print(r.stdout, end='')")
-    code, out, err = finish(kv(members(cluster), "elect", "cli/el", "--value", "node-7", "--",
-                               sys.executable, "-c", script))
+    proc = kv(members(cluster), "elect", "cli/el", "--value", "node-7", "--", sys.executable,
+              str(child), str(log))
+    assert wait_until(lambda: lines(log, "start"), 60), finish(proc, 5)
+    assert main(["leader", "cli/el", "--members", addresses, "--json"]) == 0
+    out = capsys.readouterr().out
+    assert '"value": "node-7"' in out and lines(log, "start")[0][2] in out  # its sequencer
+    proc.send_signal(signal.SIGTERM)  # passed on to the command, which exits 0
+    code, _, err = finish(proc)
     assert code == 0, err
-    assert '"value": "node-7"' in out  # `kv leader` saw it while the command ran
     assert main(["leader", "cli/el", "--members", addresses]) == 3  # resigned at the end
     assert "no leader" in capsys.readouterr().err
