@@ -118,7 +118,7 @@ def lock_routes(server: LockServer) -> list[web.RouteDef]:
                 return error(413, "too_large", str(exc))
             request["raw_body"] = raw
             try:
-                body = await _body_of(raw)
+                body = {} if request.method == "GET" else _body_of(raw)
                 return await handler(request, body)
             except BadRequest as exc:
                 return error(exc.status, "bad_request", str(exc))
@@ -261,7 +261,7 @@ def lock_routes(server: LockServer) -> list[web.RouteDef]:
     ]
 
 
-async def _body_of(raw: bytes) -> dict[str, Any]:
+def _body_of(raw: bytes) -> dict[str, Any]:
     if not raw.strip():
         return {}
     try:
