@@ -176,3 +176,34 @@ def test_member_lists_are_checked() -> None:
         AsyncLockClient([])
     with pytest.raises(ValueError):
         AsyncLockClient(["127.0.0.1:1"], ttl_ms=100, safety_margin_ms=100)
+
+
+def test_members_that_answer_junk_are_passed_over(cluster: LockCluster) -> None:
+    """Hostile or broken members (not HTTP, not JSON, not an object) never reach the
+    caller as answers: the client moves on to the next member."""
+    answers = [b"\x00\xffnot http at all\r\n\r\n",
+               b"HTTP/1.1 201 Created\r\nContent-Length: 6\r\n\r\n<html>",
+               b"HTTP/1.1 201 Created\r\nContent-Type: application/json\r\n"
+               b"Content-Length: 2\r\n\r\n[]"]
+
+    async def run() -> None:
+        def serve(answer: bytes):
+            async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+                await reader.read(65536)
+                writer.write(answer)
+                await writer.drain()
+                writer.close()
+            return handle
+
+        servers = [await asyncio.start_server(serve(a), "127.0.0.1", 0) for a in answers]
+        try:
+            junk = [f"127.0.0.1:{s.sockets[0].getsockname()[1]}" for s in servers]
+            async with AsyncLockClient(junk + members(cluster), ttl_ms=5000) as c:
+                held = await c.acquire("client/junk")
+                assert held.valid and await c.check_sequencer(held.token)
+        finally:
+            for s in servers:
+                s.close()
+                await s.wait_closed()
+
+    asyncio.run(run())

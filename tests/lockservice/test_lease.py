@@ -142,3 +142,17 @@ def test_the_latest_server_end_follows_the_answers_arrival() -> None:
     lease.renewed(sent_at=101.0, lease_ms=5000, now=102.0)  # held for a while, say
     assert lease.expires_at == pytest.approx(105.5)  # safety counts from the send
     assert lease.server_end_at_most == pytest.approx(107.005)  # scheduling from arrival
+
+
+def test_the_lease_module_reads_no_clock_and_does_no_io() -> None:
+    import ast
+    from pathlib import Path
+
+    import lockservice.lease
+
+    tree = ast.parse(Path(lockservice.lease.__file__).read_text())
+    imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import)
+                for a in n.names}
+    imported |= {n.module.split(".")[0] for n in ast.walk(tree)
+                 if isinstance(n, ast.ImportFrom) and n.module}
+    assert imported <= {"__future__", "enum", "dataclasses"}
