@@ -368,31 +368,58 @@ def _short() -> Any:
     return aiohttp.ClientTimeout(total=1.0)
 
 
-async def keepalive_sessions(url: str, count: int, ttl_ms: int, seconds: float,
+async def keepalive_sessions(urls: list[str], count: int, ttl_ms: int, seconds: float,
                              mark: Any = None) -> dict[str, Any]:  # fmt: skip
-    """Open `count` sessions on the leader at `url`, keep each alive with back-to-back long
-    polls for `seconds` (the server answers shortly before the lease ends), close them;
-    returns keepalives answered and failed. `mark("start")` / `mark("end")` bound the
-    caller's CPU window."""
+    """Open `count` sessions on the leader, keep each alive with back-to-back long polls for
+    `seconds` (the server answers shortly before the lease ends), close them. A poll that
+    fails for want of a leader (503, refused connection) is retried after 0.1 s on the
+    leader found anew, as the client library does; a session the server calls expired
+    (410) or unknown (404) is lost and no longer polled. Returns keepalives answered,
+    failures by kind, sessions lost, and the leader before and after. `mark("start")` /
+    `mark("end")` bound the caller's CPU window."""
     import aiohttp
 
     answered = failures = 0
+    kinds: dict[str, int] = {}
+    lost: set[int] = set()
     timeout = aiohttp.ClientTimeout(total=ttl_ms / 1000 + 30)
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0),
                                      timeout=timeout) as s:  # fmt: skip
+        leader = {"url": urls[0]}
+
+        async def find_leader() -> str | None:
+            for u in urls:
+                with contextlib.suppress(Exception):
+                    async with s.get(u + "/lock/v1/leader", timeout=_short()) as r:
+                        body = await r.json()
+                        if body.get("address"):
+                            leader["url"] = "http://" + body["address"]
+                            return leader["url"]
+            return None
 
         async def post(path: str, body: dict[str, Any], method: str = "POST") -> Any:
-            async with s.request(method, url + path, data=json.dumps(body), headers=JSON) as r:
+            async with s.request(method, leader["url"] + path, data=json.dumps(body),
+                                 headers=JSON) as r:  # fmt: skip
                 data = await r.read()
                 if r.status >= 300:
-                    raise OpFailed(f"ringlock {path} http {r.status}")
+                    code = ""
+                    with contextlib.suppress(ValueError, AttributeError):
+                        code = json.loads(data).get("error", "")
+                    raise OpFailed(f"http {r.status} {code}")
                 return json.loads(data) if data else None
 
+        leader_before = await find_leader()
         sem = asyncio.Semaphore(32)
 
         async def open_one() -> int:
             async with sem:
-                return (await post("/lock/v1/sessions", {"ttl_ms": ttl_ms}))["session"]
+                for _attempt in range(50):  # an election may be under way
+                    try:
+                        return (await post("/lock/v1/sessions", {"ttl_ms": ttl_ms}))["session"]
+                    except (OpFailed, OSError, TimeoutError):
+                        await asyncio.sleep(0.2)
+                        await find_leader()
+                raise RuntimeError("ringlock: could not open a session in 50 tries")
 
         ids = await asyncio.gather(*(open_one() for _ in range(count)))
         end = time.monotonic() + seconds
@@ -409,9 +436,15 @@ async def keepalive_sessions(url: str, count: int, ttl_ms: int, seconds: float,
                     ack = max([ack, *(e.get("seq", 0) for e in out.get("events", []))])
                 except TimeoutError:
                     return  # the window ended while this long poll was held
-                except Exception:
+                except Exception as exc:
                     failures += 1
+                    kind = str(exc) if isinstance(exc, OpFailed) else type(exc).__name__
+                    kinds[kind] = kinds.get(kind, 0) + 1
+                    if kind.startswith(("http 410", "http 404")):
+                        lost.add(sid)
+                        return
                     await asyncio.sleep(0.1)
+                    await find_leader()
 
         tasks = [asyncio.create_task(keep(sid)) for sid in ids]
         if mark:
@@ -419,11 +452,14 @@ async def keepalive_sessions(url: str, count: int, ttl_ms: int, seconds: float,
         await asyncio.gather(*tasks)
         if mark:
             mark("end")
+        leader_after = await find_leader()
 
         async def close(sid: int) -> None:
             async with sem:
                 with contextlib.suppress(Exception):
                     await post(f"/lock/v1/sessions/{sid}", {}, method="DELETE")
 
-        await asyncio.gather(*(close(sid) for sid in ids))
-    return {"sessions": count, "keepalives": answered, "failures": failures}
+        await asyncio.gather(*(close(sid) for sid in ids if sid not in lost))
+    return {"sessions": count, "keepalives": answered, "failures": failures,
+            "failure_kinds": kinds, "sessions_lost": len(lost),
+            "leader_before": leader_before, "leader_after": leader_after}  # fmt: skip
