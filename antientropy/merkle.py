@@ -43,7 +43,7 @@ import hashlib
 import struct
 from collections.abc import Iterable
 
-from kvstore.errors import RinglockError
+from antientropy.errors import InvalidTree
 from kvstore.ring import key_hash
 
 MAGIC = b"RLMT"  # on disk: do not change
@@ -53,10 +53,6 @@ _HEADER = struct.Struct(">4sBBBBI")  # magic, version, fanout, depth, partition 
 _MOD = 1 << (8 * HASH_BYTES)
 _MASK64 = (1 << 64) - 1
 MAX_SEGMENT_BITS = 24  # 16M leaves (256 MiB): anything larger is a mistake or hostile
-
-
-class InvalidTree(RinglockError, ValueError):
-    """A tree's parameters or serialised bytes are invalid."""
 
 
 def entry_hash(key: bytes, value: bytes) -> int:
@@ -205,7 +201,11 @@ class MerkleTree:
 class Descent:
     """The comparing side of an exchange, sans-I/O: `request()` names the other replica's
     nodes it needs next as (level, indices), `feed()` takes their hashes, in order;
-    when `request()` answers None, `segments` holds the differing segments."""
+    when `request()` answers None, `segments` holds the differing segments.
+
+    The other side may send hashes cut to their first `width` bytes (an exchange sends 8
+    to halve its bytes; two different nodes then look equal with probability 2**-64);
+    they are compared with the same prefix of ours."""
 
     def __init__(self, tree: MerkleTree) -> None:
         self.tree = tree
@@ -222,7 +222,8 @@ class Descent:
             raise ValueError("feed() needs one hash per requested node")
         self.fetched += len(remote)
         local = self.tree.nodes(self.level, self._ask)
-        differ = [i for i, a, b in zip(self._ask, local, remote, strict=True) if a != b]
+        differ = [i for i, a, b in zip(self._ask, local, remote, strict=True)
+                  if a[:len(b)] != b or not b]
         if self.level == self.tree.depth:
             self.segments = differ
             self._ask = None

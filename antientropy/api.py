@@ -1,0 +1,155 @@
+"""HTTP routes of anti-entropy: the exchange's internal calls and the operator's view.
+
+Internal (msgpack bodies, antientropy/codec.py; a bad body answers 400 with
+`{"error": "invalid", "message": ...}` in msgpack and changes nothing; over
+codec.MAX_BODY_BYTES answers 413):
+
+    POST /internal/v1/aae/nodes | keys | merge
+
+Operator (JSON; errors are `{"error": code, "message": sentence}` with 400, or 502 when
+the peer failed):
+
+    GET  /admin/v1/aae            status: settings, totals (exchanges, keys repaired,
+                                  bytes, durations, failures), trees, and per partition
+                                  {tree_age_s, last_exchange, last_peer, keys_repaired}
+    POST /admin/v1/aae/exchange   {"peer"?: "h:p", "partitions"?: [int], "mode"?: "tree" |
+                                  "full", "limited"?: bool} -> {"exchanges": [result...]}:
+                                  exchange now with `peer` (default: every live replica);
+                                  `limited` false skips the rate limit (default true)
+    POST /admin/v1/aae/schedule   {"enabled"?, "interval_s"?, "keys_per_s"?, "bytes_per_s"?}
+                                  -> the settings now
+    POST /admin/v1/aae/rebuild    {"partitions"?: [int]} -> 202: queue tree rebuilds
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from antientropy import codec
+from antientropy.errors import InvalidMessage, PeerFailed
+
+if TYPE_CHECKING:
+    from antientropy.service import AntiEntropy
+
+logger = logging.getLogger(__name__)
+
+MAX_ADMIN_BODY = 1 << 16
+_EXCHANGE = {"peer", "partitions", "mode", "limited"}
+_SCHEDULE = {"enabled", "interval_s", "keys_per_s", "bytes_per_s"}
+
+
+def routes(aae: AntiEntropy) -> list[web.RouteDef]:
+    async def status(_request: web.Request) -> web.Response:
+        return _json(200, aae.status())
+
+    return [*(web.post(f"/internal/v1/aae/{op}", _internal(aae, op))
+              for op in ("nodes", "keys", "merge")),
+            web.get("/admin/v1/aae", status),
+            web.post("/admin/v1/aae/exchange", _admin(aae, _exchange)),
+            web.post("/admin/v1/aae/schedule", _admin(aae, _schedule)),
+            web.post("/admin/v1/aae/rebuild", _admin(aae, _rebuild))]
+
+
+def _internal(aae: AntiEntropy, op: str):
+    async def handle(request: web.Request) -> web.Response:
+        if (request.content_length or 0) > codec.MAX_BODY_BYTES:
+            return _packed(413, {"error": "too_large", "message": "body over the limit"})
+        try:
+            body = await request.content.read(codec.MAX_BODY_BYTES + 1)
+            while len(body) <= codec.MAX_BODY_BYTES and (more := await request.content.read(
+                    codec.MAX_BODY_BYTES + 1 - len(body))):
+                body += more
+            if len(body) > codec.MAX_BODY_BYTES:
+                return _packed(413, {"error": "too_large", "message": "body over the limit"})
+            reply = await aae.responder.handle(op, body)
+        except InvalidMessage as exc:
+            logger.debug("aae %s from %s refused: %s", op, request.remote, exc)
+            return _packed(400, {"error": "invalid", "message": str(exc)[:2000]})
+        return web.Response(body=reply, content_type=codec.CONTENT_TYPE)
+
+    handle.__name__ = f"aae_{op}"
+    return handle
+
+
+def _packed(status: int, obj: dict) -> web.Response:
+    return web.Response(status=status, body=codec.pack(obj), content_type=codec.CONTENT_TYPE)
+
+
+def _json(status: int, obj: Any) -> web.Response:
+    return web.Response(status=status, text=json.dumps(obj), content_type="application/json")
+
+
+def _admin(aae: AntiEntropy, action):
+    async def handle(request: web.Request) -> web.Response:
+        try:
+            data = await request.content.read(MAX_ADMIN_BODY + 1)
+            if len(data) > MAX_ADMIN_BODY:
+                raise InvalidMessage("body over 64 KiB")
+            body = json.loads(data) if data.strip() else {}
+            if not isinstance(body, dict):
+                raise InvalidMessage("body must be a JSON object")
+            return await action(aae, body)
+        except (InvalidMessage, ValueError) as exc:
+            return _json(400, {"error": "invalid", "message": str(exc)})
+        except PeerFailed as exc:
+            return _json(502, {"error": "peer_failed", "message": str(exc)})
+    return handle
+
+
+def _fields(body: dict, allowed: set[str]) -> None:
+    if body.keys() - allowed:
+        raise InvalidMessage(f"unknown fields {sorted(body.keys() - allowed)}; allowed: "
+                             f"{sorted(allowed)}")
+
+
+async def _exchange(aae: AntiEntropy, body: dict) -> web.Response:
+    _fields(body, _EXCHANGE)
+    sched = aae.scheduler
+    shared = sched.shared()
+    peer, partitions = body.get("peer"), body.get("partitions")
+    mode, limited = body.get("mode", "tree"), body.get("limited", True)
+    if peer is not None and peer not in shared:
+        raise InvalidMessage(f"{peer!r:.80} shares no partition with this node")
+    if mode not in ("tree", "full") or not isinstance(limited, bool):
+        raise InvalidMessage('mode must be "tree" or "full", limited a boolean')
+    if partitions is not None and (not isinstance(partitions, list) or not all(
+            type(p) is int and 0 <= p < aae.trees.ring_size for p in partitions)):
+        raise InvalidMessage(f"partitions must be a list of ints in 0..{aae.trees.ring_size - 1}")
+    results = []
+    for other in [peer] if peer is not None else sorted(shared):
+        if peer is None and not sched.is_alive(other):
+            continue
+        chosen = [p for p in shared[other] if partitions is None or p in partitions]
+        r = await sched.exchange(other, chosen, full=mode == "full", limited=limited)
+        results.append(r.as_dict())
+    return _json(200, {"exchanges": results})
+
+
+async def _schedule(aae: AntiEntropy, body: dict) -> web.Response:
+    _fields(body, _SCHEDULE)
+    if "enabled" in body and not isinstance(body["enabled"], bool):
+        raise InvalidMessage("enabled must be a boolean")
+    for name in _SCHEDULE - {"enabled"}:
+        value = body.get(name)
+        if value is not None and (type(value) not in (int, float) or not 0 <= value <= 1e12
+                                  or (name == "interval_s" and value < 0.05)):
+            raise InvalidMessage(f"{name} must be a number >= 0 (interval_s >= 0.05)")
+    aae.scheduler.configure(**body)
+    return _json(200, aae.scheduler.settings())
+
+
+async def _rebuild(aae: AntiEntropy, body: dict) -> web.Response:
+    _fields(body, {"partitions"})
+    partitions = body.get("partitions")
+    if partitions is not None and (not isinstance(partitions, list) or not all(
+            type(p) is int and 0 <= p < aae.trees.ring_size for p in partitions)):
+        raise InvalidMessage("partitions must be a list of partition numbers")
+    aae.trees.rebuild(partitions)
+    return _json(202, {"queued": aae.trees.pending()})
+
+
+__all__ = ["routes"]
