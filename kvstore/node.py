@@ -20,7 +20,9 @@ Theory of operation (shared/DESIGN.md "One node")
   hints, and membership's partition transfers (kvstore/transfer.py) stream data to new
   owners, both with the internal `merge_many` call on the receiver; a sequencer on a write is
   checked with `lockservice.fencing.SequencerCache` when a lock service is configured
-  (`--lock-peers`; a voter asks its own LockServer, others ask the voters over HTTP).
+  (`--lock-peers`; a voter asks its own LockServer, others ask the voters over HTTP);
+  anti-entropy (antientropy/service.py, DIR/aae) opens right after the replica store, so
+  its Merkle trees see every write, and serves /internal/v1/aae/ and /admin/v1/aae.
   The cache is not fed lock events, so a sequencer stays "current" for up to its ttl_s
   (0.5 s) after its lock changed hands (the trade-off fencing.py documents).
 """
@@ -37,6 +39,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from antientropy.service import AntiEntropy
 from kvstore import http_api
 from kvstore.config import ConfigError, NodeConfig, add_arguments, from_args
 from kvstore.coordinator import Coordinator
@@ -73,6 +76,13 @@ class Node:
         self.replica = await ReplicaStore.open(self.data / "replicas", node=self.name,
                                                ring_size=cfg.ring_size, sync=cfg.sync)
         self._closers.append(self.replica.close)
+        # Anti-entropy (antientropy/service.py): its trees follow the store from before
+        # any write; exchanges start one interval after the node serves.
+        self.aae = AntiEntropy(self.data / "aae", self.replica, name=self.name, n=cfg.n,
+                               ring=lambda: self.membership.ring,
+                               is_alive=lambda node: self.membership.is_alive(node))
+        await self.aae.open()
+        self._closers.append(self.aae.close)
         self.hints = await HintStore.open(self.data / "hints", sync=cfg.sync)
         self._closers.append(self.hints.close)
         self.peers = Peers(self.name)
@@ -149,6 +159,7 @@ class Node:
         app.add_routes(ReplicaApi(replica=self.replica, hints=self.hints,
                                   coordinator=self.coordinator, status=self.status).routes())
         app.add_routes(self.membership.routes())
+        app.add_routes(self.aae.routes())
         if self.lock is not None:
             app.add_routes(self.lock.routes())
         info = http_api.NodeInfo(name=self.name, ring=lambda: self.membership.ring,
