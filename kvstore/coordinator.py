@@ -47,6 +47,7 @@ from dataclasses import dataclass
 
 from kvstore import quorum, vclock, wire
 from kvstore.errors import InvalidRequest, NodeUnavailable, QuorumFailed
+from kvstore.fanout import Calls
 from kvstore.peers import Peers
 from kvstore.ring import Ring
 from kvstore.vclock import SiblingSet, VersionVector
@@ -102,16 +103,16 @@ class Coordinator:
         r = min(r, len(plan.primaries)) or r
         tally = quorum.Tally(r, list(plan.targets))
         replies: dict[str, SiblingSet] = {}
-        results: asyncio.Queue = asyncio.Queue()
+        calls = Calls(self._spawn)
         for node in plan.targets:
-            self._spawn(self._ask(results, node, self._get_one(node, key, deadline)))
-        await self._collect(tally, results, deadline, replies)
+            calls.send(node, self._get_one(node, key, deadline))
+        await self._collect(tally, calls, deadline, replies)
         if not tally.reached:
             self.counts["quorum_failed"] += 1
             raise QuorumFailed("get", r, len(tally.acked), indeterminate=False,
                                detail=self._why(tally, plan))
         merged = vclock.merge_all(replies.values())
-        self._spawn(self._repair(key, plan, tally, results, dict(replies), deadline))
+        self._spawn(self._repair(key, plan, tally, calls, dict(replies), deadline))
         return GetResult(merged, vclock.context(merged))
 
     async def put(self, key: bytes, value: bytes, *, context: bytes | None = None,
@@ -133,8 +134,11 @@ class Coordinator:
 
     async def local_get(self, key: bytes) -> SiblingSet:
         """This node's copy: its replica state synced with any hints it holds for the key."""
-        state, hinted = await asyncio.gather(self.replica.get(key), self.hints.get(key))
-        return vclock.sync(state, hinted) if hinted.siblings or hinted.clock.entries else state
+        state = await self.replica.get(key)
+        if not self.hints.owners():  # the healthy cluster's case: no second look-up
+            return state
+        hinted = await self.hints.get(key)
+        return vclock.sync(state, hinted) if hinted.clock.entries else state
 
     async def close(self) -> None:
         """Cancel background replication and repair (their deadlines bound them anyway)."""
@@ -180,11 +184,11 @@ class Coordinator:
         owners = {p: None for p in others} | {f.node: f.for_node for f in plan.fallbacks}
         tally = quorum.Tally(w, [self.name, *owners])
         tally.ok(self.name)
-        results: asyncio.Queue = asyncio.Queue()
+        calls = Calls(self._spawn)
         for node, owner in owners.items():
-            self._send_write(results, node, owner, req.key, state, deadline)
+            self._send_write(calls, node, owner, req.key, state, deadline)
         answered = asyncio.get_running_loop().create_future()
-        self._spawn(self._replicate(req.key, state, tally, results, owners, list(plan.spares),
+        self._spawn(self._replicate(req.key, state, tally, calls, owners, list(plan.spares),
                                     deadline, answered))
         if not await answered:
             self.counts["quorum_failed"] += 1
@@ -193,7 +197,7 @@ class Coordinator:
         logger.debug("%s %r acked by %s", req.op, req.key[:64], tally.acked)
         return state
 
-    def _send_write(self, results: asyncio.Queue, node: str, owner: str | None, key: bytes,
+    def _send_write(self, calls: Calls, node: str, owner: str | None, key: bytes,
                     state: SiblingSet, deadline: float) -> None:
         left = deadline - time.monotonic()
         if owner is None:
@@ -201,29 +205,28 @@ class Coordinator:
         else:
             self.counts["hinted"] += 1
             call = self.peers.hint(node, owner, key, state, left)
-        self._spawn(self._ask(results, node, call))
+        calls.send(node, call)
 
     async def _replicate(self, key: bytes, state: SiblingSet, tally: quorum.Tally,
-                         results: asyncio.Queue, owners: dict[str, str | None],
+                         calls: Calls, owners: dict[str, str | None],
                          spares: list[str], deadline: float, answered: asyncio.Future) -> None:
         """Count acks, replace failed targets with spares; resolve `answered` once decided."""
         while not tally.finished:
             if (tally.reached or tally.hopeless) and not answered.done():
                 answered.set_result(tally.reached)
-            try:
-                node, reply = await asyncio.wait_for(results.get(),
-                                                     deadline - time.monotonic())
-            except TimeoutError:
-                break
-            if not isinstance(reply, BaseException):
-                tally.ok(node)
-                continue
-            tally.fail(node)
-            if spares:  # a stand-in stores a hint for the primary the failed node served
-                spare, owner = spares.pop(0), owners[node] or node
-                owners[spare] = owner
-                tally.add(spare)
-                self._send_write(results, spare, owner, key, state, deadline)
+            results = await calls.next(deadline)
+            if not results:
+                break  # the deadline passed
+            for node, reply in results:
+                if not isinstance(reply, BaseException):
+                    tally.ok(node)
+                    continue
+                tally.fail(node)
+                if spares:  # a stand-in stores a hint for the primary the failed node served
+                    spare, owner = spares.pop(0), owners[node] or node
+                    owners[spare] = owner
+                    tally.add(spare)
+                    self._send_write(calls, spare, owner, key, state, deadline)
         if not answered.done():
             answered.set_result(tally.reached)
 
@@ -257,10 +260,9 @@ class Coordinator:
         return await self.peers.get(node, key, deadline - time.monotonic())
 
     async def _repair(self, key: bytes, plan: quorum.Plan, tally: quorum.Tally,
-                      results: asyncio.Queue, replies: dict[str, SiblingSet],
-                      deadline: float) -> None:
+                      calls: Calls, replies: dict[str, SiblingSet], deadline: float) -> None:
         """Wait for late replies, then send the merge of all to primaries that were behind."""
-        await self._collect(tally, results, deadline, replies, until_finished=True)
+        await self._collect(tally, calls, deadline, replies, until_finished=True)
         primaries = {n: s for n, s in replies.items() if plan.owner_of(n) is None}
         merged = vclock.merge_all(replies.values())
         until = time.monotonic() + REPAIR_TIMEOUT_S
@@ -277,27 +279,18 @@ class Coordinator:
 
     # -- plumbing -------------------------------------------------------------------------
 
-    async def _ask(self, results: asyncio.Queue, node: str, call: Awaitable) -> None:
-        try:
-            reply = await call
-        except Exception as exc:
-            logger.debug("%s failed: %s", node, exc)
-            reply = exc
-        results.put_nowait((node, reply))
-
-    async def _collect(self, tally: quorum.Tally, results: asyncio.Queue, deadline: float,
+    async def _collect(self, tally: quorum.Tally, calls: Calls, deadline: float,
                        replies: dict[str, SiblingSet], *, until_finished: bool = False) -> None:
         while not tally.finished and (until_finished or not (tally.reached or tally.hopeless)):
-            try:
-                node, reply = await asyncio.wait_for(results.get(),
-                                                     deadline - time.monotonic())
-            except TimeoutError:
-                return
-            if isinstance(reply, BaseException):
-                tally.fail(node)
-            else:
-                tally.ok(node)
-                replies[node] = reply
+            results = await calls.next(deadline)
+            if not results:
+                return  # the deadline passed
+            for node, reply in results:
+                if isinstance(reply, BaseException):
+                    tally.fail(node)
+                else:
+                    tally.ok(node)
+                    replies[node] = reply
 
     def _spawn(self, coro: Awaitable) -> asyncio.Task:
         task = asyncio.ensure_future(coro)

@@ -8,11 +8,11 @@ Theory of operation
   refusals (QuorumFailed, SequencerRejected, SiblingLimitExceeded, NotApplied) answer
   with the status and body of `wire.encode_error`, so the calling node raises them again.
 - get: this node's copy of the key (replica state synced with hints held for it). merge:
-  `ReplicaStore.merge`, answering the merged state. merge_many: one batch (transfer and
-  hinted handoff). hint: a durable hint for `owner` in the HintStore (a hint naming this
-  node itself is merged into the replica store instead). coordinate: a forwarded client
-  write, run by the Coordinator. status: counters for operators and tests (ring, hints,
-  replica, peers, coordinator), as a msgpack map.
+  `ReplicaStore.merge` (answers an empty ack once durable). merge_many: one batch
+  (transfer and hinted handoff). hint: a durable hint for `owner` in the HintStore (a
+  hint naming this node itself is merged into the replica store instead). coordinate: a
+  forwarded client write, run by the Coordinator. status: counters for operators and
+  tests (ring, hints, replica, peers, coordinator), as a msgpack map.
 - Ops are POST only; other methods get aiohttp's 405.
 """
 
@@ -65,12 +65,14 @@ class ReplicaApi:
         if isinstance(req, wire.GetRequest):
             return wire.encode_state_reply(await self.coordinator.local_get(req.key))
         if isinstance(req, wire.MergeRequest):
-            return wire.encode_state_reply(await self.replica.merge(req.key, req.state))
+            await self.replica.merge(req.key, req.state)
+            return wire.ACK
         if isinstance(req, wire.MergeManyRequest):
             await self.replica.merge_many(list(req.items))
-            return wire.pack({})
+            return wire.ACK
         if isinstance(req, wire.HintRequest):
-            return wire.encode_state_reply(await self._hint(req))
+            await self._hint(req)
+            return wire.ACK
         if isinstance(req, wire.CoordinateRequest):
             return wire.encode_state_reply(await self.coordinator.coordinate(req))
         return wire.pack(_plain(self.status()))

@@ -9,8 +9,9 @@ Theory of operation
   with `WireError` (the server answers 400) before anything is touched.
 - Sibling sets travel as `vclock.encode` bytes and are decoded with `vclock.decode`, which
   checks every invariant; keys are 1..`MAX_KEY_BYTES` raw bytes.
-- Replies are msgpack maps too: `{"state": <encoded SiblingSet>}` for get, merge, hint and
-  coordinate; `{}` for merge_many; a free-form map for status. A refusal is
+- Replies are msgpack maps too: `{"state": <encoded SiblingSet>}` for get and coordinate;
+  `{}` (an ack: the state is durable there) for merge, merge_many and hint, whose callers
+  need nothing back; a free-form map for status. A refusal is
   `{"error": code, "message": text, ...fields}` with an HTTP status from `ERRORS`, and
   `decode_error` turns it back into the same typed exception on the calling node, so a
   forwarded write fails at the client exactly as a local one would.
@@ -247,6 +248,14 @@ def op_of(req: Request) -> str:
 
 
 # -- replies ----------------------------------------------------------------------------------
+
+ACK = b"\x80"  # msgpack {}: the reply of merge, merge_many and hint
+
+
+def decode_ack(data: bytes) -> None:
+    if unpack_map(data):
+        raise WireError("an ack is an empty map")
+
 
 def encode_state_reply(state: SiblingSet) -> bytes:
     return pack({"state": vclock.encode(state)})

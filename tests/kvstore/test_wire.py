@@ -137,3 +137,10 @@ def test_unknown_errors_become_node_unavailable() -> None:
     assert type(back) is NodeUnavailable and "boom" in str(back)
     assert type(wire.decode_error("n", 502, b"<html>")) is NodeUnavailable
     assert type(wire.decode_error("n", 503, body(error="quorum"))) is NodeUnavailable
+
+
+def test_acks_are_empty_maps() -> None:
+    assert wire.decode_ack(wire.ACK) is None
+    for bad in (body(x=1), b"\x90", b""):
+        with pytest.raises(WireError):
+            wire.decode_ack(bad)
