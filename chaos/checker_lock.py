@@ -4,8 +4,9 @@ Theory of operation. Every client runs in the harness process, so one monotonic 
 orders them all. A client *believes* it holds lock L from the completion of its successful
 `acquire` (result: the sequencer's generation) until the first of: the invoke of its
 `release`, its `lost` record (the client library reported jeopardy or loss; the record's
-time is when it stopped acting as holder), or the end of the history (it never learned;
-then its belief extends to infinity). The lock service promises (shared/DESIGN.md):
+value, else its time, is when it stopped acting as holder), or the end of the history
+(it never learned; then its belief extends to infinity). The lock service promises
+(shared/DESIGN.md):
 
 1. Mutual exclusion as the clients see it: no two processes' belief intervals for the same
    exclusive lock overlap. (A client's lease is shorter than the server's, so a client that
@@ -66,9 +67,17 @@ def belief_intervals(ops: Iterable[Operation], *, begin: str = "acquire",
                 holding[op.key] = (op.end, op.result)
             elif op.f in end and op.key in holding:
                 start, gen = holding.pop(op.key)
-                out.append(Interval(op.key, process, start, op.start, gen))
+                out.append(Interval(op.key, process, start, _ended(op), gen))
         out.extend(Interval(k, process, s, INF, g) for k, (s, g) in holding.items())
     return out
+
+
+def _ended(op: Operation) -> float:
+    """When a belief ended: a `lost` record may carry the instant (it is written once the
+    client's operation in flight is over); otherwise the invoke of the ending operation."""
+    if op.f == "lost" and type(op.value) is int:
+        return min(op.value, op.start)
+    return op.start
 
 
 def overlaps(intervals: Iterable[Interval]) -> list[tuple[Interval, Interval]]:

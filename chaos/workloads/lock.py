@@ -4,8 +4,9 @@ Every client has its own session (TTL `ttl_ms`). It acquires the lock (waiting u
 operation timeout), writes its generation to a key of the store with its sequencer (a
 fenced put: the store asks the lock service whether the sequencer is still current and
 refuses it with 409 otherwise), holds a moment, and releases. When its client library puts
-the session in jeopardy while it holds the lock, it records `lost` at that instant and
-stops acting as holder. The checker (chaos/checker_lock.py) proves from the history that
+the session in jeopardy while it holds the lock, it stops acting as holder at that instant
+and records `lost` (with that instant as its value) as soon as its operation in flight
+ends. The checker (chaos/checker_lock.py) proves from the history that
 no two clients believed they held the lock at once, that generations only increased, and
 that the store never accepted a write from a stale holder after a newer one.
 
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from typing import Any
 
 from chaos import checker_lock
@@ -50,6 +52,16 @@ class LockWorkload(Workload):
 
     async def open(self) -> None:
         self._store = AsyncClient(self.env.kv_nodes, timeout=self.env.op_timeout_s)
+        self._lost_at: dict[int, dict[str, int]] = {}
+
+    def _flush_lost(self, process: int) -> None:
+        """Record each `lost` once the process is between operations; its value is the
+        instant the client library ended the belief (the checker uses it)."""
+        lost_at = self._lost_at.get(process, {})
+        for name, at in sorted(lost_at.items()):
+            self.env.recorder.add(OpType.INVOKE, process, "lost", name, at)
+            self.env.recorder.add(OpType.OK, process, "lost", name, at)
+        lost_at.clear()
 
     async def close(self) -> None:
         await self._store.close()
@@ -59,13 +71,14 @@ class LockWorkload(Workload):
             await self._session(process, stop, pause_s)
 
     async def _session(self, process: int, stop: asyncio.Event, pause_s: float) -> None:
-        env, rec = self.env, self.env.recorder
+        env = self.env
         holding: dict[str, int] = {}  # lock name -> generation, while believed held
+        self._lost_at[process] = lost_at = {}  # lock name -> when the belief ended (ns)
 
-        def jeopardy(*_: object) -> None:
+        def jeopardy(*_: object) -> None:  # may run while an operation is in flight
+            now = time.monotonic_ns()
             for name in list(holding):
-                rec.add(OpType.INVOKE, process, "lost", name)
-                rec.add(OpType.OK, process, "lost", name)
+                lost_at[name] = now
                 holding.pop(name)
 
         members = list(env.lock_members)
@@ -101,10 +114,15 @@ class LockWorkload(Workload):
 
         kind, generation = await rec.perform(process, "acquire", name, None, acquire, classify,
                                              timeout_s=timeout)
+        self._flush_lost(process)
         if kind is OpType.INFO:
             return False
         if kind is OpType.OK:
             holding[name] = generation
+            if not box["held"].valid:  # granted, but the lease is already in doubt
+                holding.pop(name)
+                self._lost_at[process][name] = time.monotonic_ns()
+                self._flush_lost(process)
         elif env.unsafe:  # act as holder without a grant
             generation = max(holding.values(), default=0)
             rec.add(OpType.INVOKE, process, "acquire", name)
@@ -121,7 +139,9 @@ class LockWorkload(Workload):
         if name in holding:  # (jeopardy may have ended the belief already)
             await rec.perform(process, "write", name, generation, write, classify,
                               timeout_s=timeout)
+            self._flush_lost(process)
             await asyncio.sleep(HOLD_S)
+            self._flush_lost(process)
         if name in holding:
             holding.pop(name)
             rec.add(OpType.INVOKE, process, "release", name)

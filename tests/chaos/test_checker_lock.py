@@ -61,3 +61,10 @@ def test_one_leader_at_a_time():
     bad = [o(1, "campaign", 0, 1), o(2, "campaign", 1, 2)]
     v = check_election(bad)
     assert not v.valid and v.acquisitions == 2
+
+
+def test_a_lost_record_written_late_ends_belief_at_the_instant_it_carries():
+    ops = [o(1, "acquire", 0, 1, result=5), o(2, "acquire", 3, 4, result=6),
+           o(1, "lost", 6, 6, value=2)]  # recorded at 6, after the op in flight; lost at 2
+    assert check(ops).valid
+    assert not check([*ops[:2], o(1, "lost", 6, 6)]).valid  # no instant: ends at 6
