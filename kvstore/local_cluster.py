@@ -11,8 +11,9 @@ Layout of the folder (default `./ringlock-cluster`):
 `up` starts node 1 alone (it creates the ring), waits for its /health, then starts the
 others with `--join <node 1>` in parallel, waits for each /health and then until every
 node's /ring lists every member (the cluster has formed). The first `lock_members` nodes
-(3 by default) are also lock-service members (`--lock-id I --lock-peers ...`) when
-`kv serve` has those flags. Nodes are started with `os.posix_spawn` in a new session,
+(3 by default) are also lock-service members (`--lock-id I`), and every node gets
+`--lock-peers` so that any node can check a write's sequencer (fencing), when `kv serve`
+has those flags. Nodes are started with `os.posix_spawn` in a new session,
 stdin from /dev/null and output to their log, so they outlive the command and ignore the
 terminal's Ctrl-C. `down` sends SIGTERM, waits up to `grace` seconds, then SIGKILLs what
 is left. A pid file is trusted only while /proc/PID/cmdline is still a `serve` of that
@@ -124,9 +125,11 @@ class LocalCluster:
                "--data", str(self._path(i))]
         if i > 0:
             cmd += ["--join", self.names[0]]
-        if i < self.lock_members and "--lock-id" in flags:
+        if self.lock_members and "--lock-peers" in flags:  # every node fences writes
             peers = ",".join(f"{j + 1}={self.names[j]}" for j in range(self.lock_members))
-            cmd += ["--lock-id", str(i + 1), "--lock-peers", peers]
+            cmd += ["--lock-peers", peers]
+            if i < self.lock_members:
+                cmd += ["--lock-id", str(i + 1)]
         return cmd + list(self.serve_args)
 
     # -- up ---------------------------------------------------------------------------------

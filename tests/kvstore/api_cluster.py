@@ -22,7 +22,9 @@ def free_base_port(count: int) -> int:
     """A port p such that p..p+count-1 are all free on 127.0.0.1 right now."""
     rng = random.Random()
     for _ in range(200):
-        base = rng.randrange(20000, 45000)
+        # Below Linux's ephemeral range (32768-60999), which bind(0) and outgoing
+        # connections draw from: a port found free here is not handed out meanwhile.
+        base = rng.randrange(20000, 32700 - count)
         socks = []
         try:
             for port in range(base, base + count):
