@@ -11,6 +11,7 @@ exit status 1, never a traceback; usage errors exit 2, Ctrl-C 130.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from importlib.metadata import version
 
@@ -40,6 +41,9 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     if command in LOCK_COMMANDS:
         from lockservice import cli as lock_cli
 
+        members = cli_data.local_lock_members()
+        if members:  # after `kv cluster up`, `kv lock ...` finds the members by itself
+            os.environ.setdefault(lock_cli.ENV_MEMBERS, ",".join(members))
         lock_cli.register(commands)  # kv lock run|status, kv elect, kv leader
     else:
         for name, summary in LOCK_COMMANDS.items():

@@ -36,18 +36,28 @@ EXIT_NOT_FOUND = 1
 EXIT_SIBLINGS = 3
 
 
+def _local_cluster() -> tuple[list[str], int]:
+    """The node names and lock-member count of ./ringlock-cluster, if it has run."""
+    try:
+        doc = json.loads((Path(DEFAULT_DIR) / "cluster.json").read_text())
+        names, locks = doc["nodes"], int(doc.get("lock_members", 0))
+        if isinstance(names, list) and names and all(isinstance(n, str) for n in names):
+            return names, locks
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        pass
+    return [], 0
+
+
+def local_lock_members() -> list[str]:
+    names, locks = _local_cluster()
+    return names[:locks]
+
+
 def default_nodes() -> list[str]:
     env = os.environ.get("KV_NODES", "").strip()
     if env:
         return [n.strip() for n in env.split(",") if n.strip()]
-    saved = Path(DEFAULT_DIR) / "cluster.json"
-    try:
-        names = json.loads(saved.read_text())["nodes"]
-        if isinstance(names, list) and names and all(isinstance(n, str) for n in names):
-            return names
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
-    return ["127.0.0.1:7001"]
+    return _local_cluster()[0] or ["127.0.0.1:7001"]
 
 
 def add_node_options(parser: argparse.ArgumentParser) -> None:

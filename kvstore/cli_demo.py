@@ -19,7 +19,13 @@ from pathlib import Path
 
 from kvstore.cli_cluster import kv_command, start_cluster
 from kvstore.client import Client
-from kvstore.local_cluster import DEFAULT_BASE_PORT, DEFAULT_DIR, DEFAULT_NODES, LocalCluster
+from kvstore.local_cluster import (
+    DEFAULT_BASE_PORT,
+    DEFAULT_DIR,
+    DEFAULT_NODES,
+    LocalCluster,
+    serve_flags,
+)
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -96,6 +102,13 @@ def _cluster_demo(cluster: LocalCluster) -> int:
         (f"{kv} cluster status{where}", "the node processes and their logs"),
         (f"curl -s localhost:{cluster.base_port}/kv/greeting", "the HTTP API "
                                                                "(docs/openapi.yaml)"),
+    ]
+    if cluster.lock_members and "--lock-id" in serve_flags():
+        members = "" if default else " --members " + ",".join(
+            cluster.names[:cluster.lock_members])
+        hints.append((f"{kv} lock run{members} jobs -- sh -c 'echo $RINGLOCK_SEQUENCER'",
+                      "run a command holding a lock (its sequencer fences writes)"))
+    hints += [
         (f"{kv} cluster down{where}", f"stop the cluster (data stays in {cluster.folder})"),
     ]
     width = max(len(command) for command, _ in hints)

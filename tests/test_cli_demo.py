@@ -10,13 +10,13 @@ import sys
 from pathlib import Path
 
 from kvstore.cli import main
-from kvstore.local_cluster import LocalCluster
+from kvstore.local_cluster import LocalCluster, serve_flags
 from tests.kvstore.api_cluster import free_base_port
 
 
-def run_kv(*args: str) -> subprocess.CompletedProcess[str]:
+def run_kv(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "kvstore.cli", *args],
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=300, cwd=cwd)
 
 
 def test_demo_runs_end_to_end_and_reports_what_it_did(tmp_path: Path) -> None:
@@ -53,10 +53,12 @@ def test_demo_rejects_too_few_keys(capsys) -> None:
 
 
 def test_demo_starts_a_cluster_writes_reads_and_says_what_next(tmp_path: Path) -> None:
-    folder = tmp_path / "cluster"
+    """The README's main job, run where the user is: ./ringlock-cluster in the current
+    folder, which later `kv` commands there find by themselves."""
+    folder = tmp_path / "ringlock-cluster"
     port = free_base_port(3)
     try:
-        out = run_kv("demo", "--dir", str(folder), "--nodes", "3", "--base-port", str(port))
+        out = run_kv("demo", "--nodes", "3", "--base-port", str(port), cwd=tmp_path)
         assert out.returncode == 0, out.stdout + out.stderr
         lines = out.stdout
         assert f"starting a 3-node cluster in {folder}" in lines
@@ -64,8 +66,14 @@ def test_demo_starts_a_cluster_writes_reads_and_says_what_next(tmp_path: Path) -
         assert f"get greeting through 127.0.0.1:{port + 2} -> 'hello from ringlock'" in lines
         assert "2 siblings ['green', 'red']" in lines and "resolves them -> 'green+red'" in lines
         assert "demo OK" in lines and "Next, try:" in lines and "cluster down" in lines
+        # The next steps work as printed, from the same folder, with no --node.
+        assert run_kv("get", "greeting", cwd=tmp_path).stdout == "hello from ringlock"
+        if "--lock-id" in serve_flags():
+            assert "lock run jobs --" in lines
+            held = run_kv("lock", "run", "jobs", "--", "true", cwd=tmp_path)
+            assert held.returncode == 0, held.stderr
         # A second run uses the running cluster and still reads exactly one value.
-        again = run_kv("demo", "--dir", str(folder))
+        again = run_kv("demo", cwd=tmp_path)
         assert again.returncode == 0, again.stdout + again.stderr
         assert "using the running 3-node cluster" in again.stdout
         assert "-> 'hello from ringlock'" in again.stdout
