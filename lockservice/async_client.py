@@ -8,43 +8,29 @@ noticed on time even while a KeepAlive hangs at a stopped member. Callbacks
 `on_jeopardy`, `on_safe`, `on_lost` get the `Transition`; they run on the loop and must
 not block.
 
-When the keepalive sends. The leader holds a KeepAlive until the lease has a third of its
-TTL left (or an event is pending), then extends the lease and answers with `lease_ms`, the
-lease left at that instant. The client knows only when it sent the request, so it counts
-`lease_ms` from the send time (lockservice/lease.py); an answer held for 2/3 of the TTL
-would leave little. So a client without watches (nothing to hear early) sleeps until the
-server will answer at once: a third of the TTL before the latest the server's lease can
-end (`server_end_at_most`), one KeepAlive per cycle. A client with watches keeps a long
-poll out for its events but abandons it after `hold_cap` = (TTL/3 - margin)/2 and sends
-another (an abandoned poll extends nothing: the server checks that its client is still
-there), so every answer arrives at most `hold_cap` after its send. Either way the local
-lease stays healthy while a round trip (with the commit) takes under (TTL/3 - margin)/2:
-about 230 ms at a 2 s TTL, 1.2 s at the default 10 s (margin TTL/10).
-In JEOPARDY the same KeepAlive goes to every member at once until one answers (a stopped
-member cannot hold up the others) or the grace period ends. LOST is final: every held lock
-is invalid, watches end with SessionLost, and later calls that need the session raise it.
+The KeepAlive timing and jeopardy: lockservice/keepalive.py. LOST is final: every held
+lock is invalid, watches end with SessionLost, and later calls that need the session
+raise it.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from lockservice import api_calls as calls
-from lockservice.client_errors import ClientError, MembersUnavailable, SessionLost
-from lockservice.handles import EntryValue, HeldLock, Watch, event_from_json, parse_mode
+from lockservice.client_errors import ClientError, SessionLost
+from lockservice.handles import EntryValue, HeldLock, Watch, parse_mode
+from lockservice.keepalive import Callback, SessionKeeper
 from lockservice.lease import LeaseState, LocalLease, Transition
 from lockservice.members import Members
 from lockservice.sequencer import LockMode, Sequencer
 
 log = logging.getLogger(__name__)
 
-Callback = Callable[[Transition], object]
 # An unbounded wait asks again after the longest wait a member accepts (docs/lock-api.md);
 # between two asks the lock may go to a later waiter (the server cancels a timed-out wait).
 WAIT_CHUNK_MS = 300_000
@@ -63,12 +49,7 @@ class AsyncLockClient:
         self.callbacks = {LeaseState.JEOPARDY: on_jeopardy, LeaseState.HEALTHY: on_safe,
                           LeaseState.LOST: on_lost}
         self.session_id: int | None = None
-        self.transitions: list[Transition] = []  # every transition so far, oldest first
-        self._ack = 0
-        self._watches: list[Watch] = []
-        self._tasks: list[asyncio.Task[None]] = []
-        self._wake = asyncio.Event()  # the watchdog's: a deadline moved
-        self._poll_now = asyncio.Event()  # the keepalive's: a watch was added, or a transition
+        self.keeper = SessionKeeper(self.members, self.lease, ttl_ms, self.callbacks)
         self._closed = False
 
     # -- session ----------------------------------------------------------------------------
@@ -89,11 +70,10 @@ class AsyncLockClient:
             await self.members.close()  # nothing else was started
             raise
         self.session_id = calls.field(body, "session", int)
-        self._apply([self.lease.open(sent, calls.field(body, "lease_ms", int),
-                                     time.monotonic())])
+        self.keeper.apply([self.lease.open(sent, calls.field(body, "lease_ms", int),
+                                           time.monotonic())])
         await self._prefer_leader()
-        self._tasks = [asyncio.create_task(self._keepalive_loop(), name="lock-keepalive"),
-                       asyncio.create_task(self._watchdog(), name="lock-watchdog")]
+        self.keeper.start(self.session_id)
         log.info("opened lock session %d (ttl %d ms)", self.session_id, self.ttl_ms)
         return self.session_id
 
@@ -102,18 +82,19 @@ class AsyncLockClient:
         if self._closed:
             return
         self._closed = True
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.keeper.stop()
         if self.session_id is not None and self.lease.state is not LeaseState.LOST:
             try:
                 await self._call("DELETE", f"/lock/v1/sessions/{self.session_id}",
                                  timeout_s=min(self.request_timeout_s, 2.0))
             except ClientError as exc:
                 log.warning("could not close session %d: %s", self.session_id, exc)
-        for watch in list(self._watches):
-            watch.close()
         await self.members.close()
+
+    @property
+    def transitions(self) -> list[Transition]:
+        """Every transition of the session so far, oldest first."""
+        return self.keeper.transitions
 
     @property
     def state(self) -> LeaseState:
@@ -228,10 +209,7 @@ class AsyncLockClient:
         """Events on names starting with `prefix` from now on (lock and entry changes)."""
         await calls.ok(self._call("POST", f"/lock/v1/sessions/{self._session()}/watches",
                                   {"prefix": prefix}))
-        watch = Watch(prefix, self._watches.remove)
-        self._watches.append(watch)
-        self._poll_now.set()  # hear its events from now on
-        return watch
+        return self.keeper.add_watch(prefix)
 
     # -- background ---------------------------------------------------------------------------
 
@@ -250,99 +228,6 @@ class AsyncLockClient:
             return
         if got.get("address") in self.members.addresses:
             self.members.current = self.members.addresses.index(got["address"])
-
-    async def _keepalive_loop(self) -> None:
-        path = f"/lock/v1/sessions/{self.session_id}/keepalive"
-        ttl_s, margin = self.ttl_ms / 1000, self.lease.safety_margin_s
-        hold_cap = (ttl_s / 3 - margin) / 2
-        while self.lease.state is not LeaseState.LOST:
-            if self.lease.state is LeaseState.HEALTHY and not self._watches:
-                # Nothing to hear early: send when the server will answer at once.
-                await self._sleep_until(self.lease.server_end_at_most - ttl_s / 3)
-            sent = time.monotonic()
-            try:
-                if self.lease.state is LeaseState.HEALTHY:
-                    left = max(0.05, self.lease.remaining(sent))
-                    if self._watches:
-                        # A long poll held past `hold_cap` is abandoned (the server extends
-                        # nothing for it) and sent again, so that no answer comes too long
-                        # after its send time, from which the lease is counted.
-                        left = min(left, hold_cap)
-                    reply = await self._call("POST", path, {"ack": self._ack}, timeout_s=left,
-                                             attempt_timeout_s=left)
-                else:  # jeopardy: every member at once, until the grace period ends
-                    left = max(0.05, self.lease.grace_ends_at - sent)
-                    reply = await self.members.race("POST", path, {"ack": self._ack},
-                                                    timeout_s=left)
-            except MembersUnavailable as exc:
-                log.debug("session %d keepalive: %s", self.session_id, exc)
-                self._apply(self.lease.poll(time.monotonic()))
-                continue
-            if reply.status in (404, 410):
-                self._apply(self.lease.ended(time.monotonic(), reply.body.get("error", "ended")))
-                return
-            try:
-                body = calls.check(reply)
-                events = [event_from_json(e) for e in calls.field(body, "events", list)]
-                lease_ms = calls.field(body, "lease_ms", int)
-            except (ClientError, ValueError) as exc:
-                log.warning("session %d keepalive answer refused: %s", self.session_id, exc)
-                await asyncio.sleep(0.1)
-                continue
-            self._dispatch(events)
-            self._apply(self.lease.renewed(sent, lease_ms, time.monotonic()))
-
-    async def _sleep_until(self, at: float) -> None:
-        """Sleep until `at` or until the watchdog or a new watch wakes the loop."""
-        self._poll_now.clear()
-        delay = at - time.monotonic()
-        if delay > 0:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(delay):
-                    await self._poll_now.wait()
-
-    async def _watchdog(self) -> None:
-        while True:
-            self._wake.clear()
-            self._apply(self.lease.poll(time.monotonic()))
-            deadline = self.lease.next_deadline()
-            if deadline is None:
-                return
-            try:
-                async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
-                    await self._wake.wait()
-            except TimeoutError:
-                pass
-
-    def _dispatch(self, events: list[Any]) -> None:
-        for event in events:
-            if event.seq <= self._ack:
-                continue  # delivered again after a failover: the ack did not reach the leader
-            self._ack = event.seq
-            for watch in self._watches:
-                if event.name.startswith(watch.prefix):
-                    watch.deliver(event)
-
-    def _apply(self, changes: list[Transition]) -> None:
-        for t in changes:
-            self.transitions.append(t)
-            self._wake.set()
-            self._poll_now.set()
-            level = logging.INFO if t.new is LeaseState.HEALTHY else logging.WARNING
-            log.log(level, "session %s: %s -> %s (%s)", self.session_id, t.old.value,
-                    t.new.value, t.reason)
-            if t.new is LeaseState.LOST:
-                for watch in self._watches:
-                    watch.deliver(SessionLost(f"session {self.session_id}: {t.reason}"))
-            callback = self.callbacks.get(t.new)
-            if t.old is LeaseState.NEW:
-                continue  # opening the session is no recovery
-            if callback is not None:
-                try:
-                    callback(t)
-                except Exception:
-                    log.exception("lock session %s callback failed", self.session_id)
-
 
 class _LockContext:
     def __init__(self, client: AsyncLockClient, name: str, kw: dict[str, Any]) -> None:

@@ -104,6 +104,9 @@ def _main(run: Callable[[argparse.Namespace], Awaitable[int]], args: argparse.Na
         return 2
     try:
         return asyncio.run(run(args))
+    except KeyboardInterrupt:
+        print(f"{name}: interrupted", file=sys.stderr)
+        return 130
     except (LockServiceError, OSError) as exc:
         print(f"{name}: {exc}", file=sys.stderr)
         return 1

@@ -119,7 +119,9 @@ def test_a_cut_off_holder_knows_before_anyone_else_gets_the_lock(
         return lambda t: (times.setdefault(state, time.monotonic()), events.append(t))
 
     try:
-        a = LockClient(partition.addresses, ttl_ms=2000, grace_ms=1000,
+        # 3 s: a TTL short enough for a quick test, long enough that a loaded machine's
+        # round trips stay within the keepalive's budget (lockservice/keepalive.py)
+        a = LockClient(partition.addresses, ttl_ms=3000, grace_ms=1000,
                        on_jeopardy=on("jeopardy"), on_lost=on("lost"))
         with a, LockClient(members(cluster), ttl_ms=5000) as b:
             held = a.acquire("client/cut", lock_delay_ms=0)

@@ -92,7 +92,7 @@ def test_a_cut_off_leader_stops_leading_before_another_is_elected(
     times: dict[str, float] = {}
 
     async def run() -> None:
-        a = AsyncLockClient(partition.addresses, ttl_ms=2000, grace_ms=500,
+        a = AsyncLockClient(partition.addresses, ttl_ms=3000, grace_ms=500,
                             on_jeopardy=lambda t: times.setdefault("a out", time.monotonic()))
         async with a, AsyncLockClient(members(cluster), ttl_ms=5000) as b:
             ea, eb = Election(a, lock_delay_ms=0), Election(b, lock_delay_ms=0)
@@ -121,7 +121,7 @@ def test_kv_elect_processes_one_leader_then_a_new_one_after_sigkill(
     logs = [tmp_path / f"c{i}.log" for i in range(3)]
     procs = [subprocess.Popen(
         [sys.executable, "-m", "lockservice.cli", "elect", "el/sched", "--value", f"c{i}",
-         "--ttl", "2000", "--lock-delay", "300", "--", sys.executable, str(child), str(log)],
+         "--ttl", "3000", "--lock-delay", "300", "--", sys.executable, str(child), str(log)],
         cwd=REPO, env=env, stderr=subprocess.DEVNULL) for i, log in enumerate(logs)]
     try:
         def started() -> list[int]:

@@ -129,7 +129,7 @@ def test_lock_run_stops_its_child_before_the_lock_passes_on(
     partition = Partition(list(cluster.ports.values()))
     try:
         cmd = [sys.executable, str(child), str(log)] + (["ignore-term"] if ignore_term else [])
-        proc = kv(partition.addresses, "lock", "run", name, "--ttl", "2000", "--lock-delay",
+        proc = kv(partition.addresses, "lock", "run", name, "--ttl", "3000", "--lock-delay",
                   "0", "--kill-after", "0.1", "--", *cmd)
         assert wait_until(lambda: lines(log, "start"), 60), finish(proc, 5)
         with LockClient(members(cluster)) as other:

@@ -39,7 +39,7 @@ def test_three_schedulers_dispatch_every_job_once_across_a_leader_kill(
         with open(tmp_path / f"s{i}.err", "wb") as err:  # the child keeps its own copy
             procs.append(subprocess.Popen(
                 [sys.executable, "examples/scheduler.py", "--name", f"s{i}", "--jobs",
-                 str(JOBS), "--interval", "0.05", "--ttl", "2000", "--lock-delay", "500",
+                 str(JOBS), "--interval", "0.05", "--ttl", "3000", "--lock-delay", "500",
                  "--lock-members", members, "--kv-nodes", members, "--dispatch-log", str(log)],
                 cwd=REPO, stdout=subprocess.DEVNULL, stderr=err))
     try:
