@@ -67,7 +67,7 @@ class RunOptions:
                              f"{', '.join(sorted(WORKLOADS))}")
         if self.rate <= 0 or self.concurrency < 1 or self.time_s <= 0:
             raise ValueError("rate, concurrency and time must be positive")
-        if self.workload in ("register", "lock") and self.lock_members < 3:
+        if self.workload in ("register", "lock", "election") and self.lock_members < 3:
             raise ValueError(f"the {self.workload} workload needs 3 or more lock members")
 
 
