@@ -145,6 +145,9 @@ HOSTILE = [
     ("POST", VICTIM, b"v", {}, 405, "method_not_allowed"),
     ("PATCH", VICTIM, b"v", {}, 405, "method_not_allowed"),
     ("POST", "/health", b"", {}, 405, "method_not_allowed"),
+    ("POST", "/ring", b"{}", {}, 405, "method_not_allowed"),
+    ("DELETE", "/status", None, {}, 405, "method_not_allowed"),
+    ("PUT", "/kv/" + "%41" * 1025, b"v", {}, 400, "invalid_request"),
     ("GET", "/nope", None, {}, 404, "not_found"),
     ("DELETE", "/kv-victim", None, {}, 404, "not_found"),
 ]
@@ -160,6 +163,19 @@ def test_hostile_requests_get_a_json_4xx_and_change_nothing(
     victim_unchanged(cluster)
     for raw in ("victim%zz", "victim%2"):  # the lenient decoding of a malformed key
         assert request(node, "GET", "/kv/" + quote_key(raw.encode()))[0] == 404
+
+
+def test_lines_past_the_http_parser_limit_are_refused_before_the_api(cluster, node) -> None:
+    """A request line or header over 8190 bytes never reaches the API: aiohttp's parser
+    answers 400 with a plain-text message (documented in docs/openapi.yaml)."""
+    for path, headers in (("/kv/" + "k" * 9000, {}), (VICTIM, {"X-Big": "a" * 9000})):
+        status, _h, body = request(node, "PUT", path, b"v", headers)
+        assert status == 400 and b"8190 bytes" in body
+    victim_unchanged(cluster)
+
+
+def test_head_of_a_missing_key_is_404_without_body(cluster, node) -> None:
+    assert request(node, "HEAD", "/kv/never-written")[:3:2] == (404, b"")
 
 
 def test_oversized_chunked_body_is_refused_without_writing(cluster, node) -> None:
