@@ -208,7 +208,11 @@ class LocalCluster:
 
     def _wait_formed(self, deadline: float, progress: Progress) -> None:
         want = set(self.names)
+        progress(f"  waiting until every node's ring lists all {len(want)} members")
         while True:
+            for i, pid in self._spawned.items():
+                if not _alive(pid):
+                    raise self._failed(i, "exited while the ring was forming")
             seen = {}
             for name in self.names:
                 try:
