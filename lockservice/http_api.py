@@ -116,7 +116,6 @@ def lock_routes(server: LockServer) -> list[web.RouteDef]:
                 raw = await read_body(request, MAX_BODY)
             except BodyTooLarge as exc:
                 return error(413, "too_large", str(exc))
-            request["raw_body"] = raw
             try:
                 body = {} if request.method == "GET" else _body_of(raw)
                 return await handler(request, body)
@@ -128,7 +127,8 @@ def lock_routes(server: LockServer) -> list[web.RouteDef]:
                 status, code = _STATUS[exc.refused.reason]
                 return error(status, code, exc.refused.detail, **exc.extra)
             except NoLeader as exc:
-                if exc.leader and writes and FORWARDED not in request.headers:
+                if (exc.leader and exc.leader != server.id and writes
+                        and FORWARDED not in request.headers):
                     return await forward(request, raw, exc.leader)
                 return error(503, "no_leader", str(exc), leader=exc.leader)
             except Unavailable as exc:
