@@ -272,11 +272,15 @@ class ReplicaStore:
             key = skey[PREFIX_BYTES:]
             yield key, decode_stored(key, raw)
 
-    async def scan_partition_raw(self, partition: int) -> AsyncIterator[tuple[bytes, bytes]]:
-        """Every (key, stored bytes) of one partition at one snapshot, in key order, not
-        decoded (anti-entropy hashes the stored bytes; decoding every state would cost far
-        more than the hash)."""
-        start, end = self._bounds(partition)
+    async def scan_partition_raw(self, partition: int, last: int | None = None
+                                 ) -> AsyncIterator[tuple[bytes, bytes]]:
+        """Every (key, stored bytes) of partitions `partition`..`last` (default: just
+        `partition`) at one snapshot, in storage order, not decoded (anti-entropy hashes
+        the stored bytes; decoding every state would cost far more than the hash)."""
+        start, _ = self._bounds(partition)
+        _, end = self._bounds(partition if last is None else last)
+        if end is not None and end <= start:
+            raise ValueError(f"last partition {last} is before {partition}")
         async for skey, raw in self._engine.scan(start, end):
             yield skey[PREFIX_BYTES:], raw
 
