@@ -7,7 +7,9 @@ set-by-union pattern. The add is `ok` once W replicas acknowledged; a QuorumFail
 says the write may have been applied, a timeout or a lost connection is `info`; an error
 that says nothing was written (a failed read before the write, a refused request) is
 `fail`. After the heal and the recovery period, a final read with R = every replica takes
-the union of what the replicas hold, and the set checker compares.
+the union of what the replicas hold, and the set checker compares. Then the convergence
+check (chaos/convergence.py): after anti-entropy, every replica of every key holds the
+same siblings; the run is valid only if both hold.
 
 Negative control (`unsafe`): an add writes only its own element with the context it read,
 so it replaces every element the read saw: the checker must report acknowledged adds lost.
@@ -20,7 +22,7 @@ import itertools
 import json
 from typing import Any
 
-from chaos import checker_set
+from chaos import checker_set, convergence
 from chaos.history import Operation, OpType
 from chaos.workloads.base import Workload, pace
 from kvstore.client import AsyncClient
@@ -76,6 +78,13 @@ class SetWorkload(Workload):
         await c.put(key.encode(), json.dumps(sorted(members)).encode(), context=got.context)
 
     async def final(self) -> None:
+        await self._final_reads()
+        keys = [f"set-{k}".encode() for k in range(self.keys)]
+        await self.env.recorder.perform(
+            -1, "converge", None, None, lambda: convergence.converge(self.env.kv_nodes, keys),
+            lambda f, e: OpType.FAIL, timeout_s=120)
+
+    async def _final_reads(self) -> None:
         rec = self.env.recorder
         for k in range(self.keys):
             key = f"set-{k}"
@@ -94,7 +103,12 @@ class SetWorkload(Workload):
 
     def check(self, ops: list[Operation]) -> dict[str, Any]:
         v = checker_set.check(ops)
-        return {"valid": v.valid, "attempted": v.attempted, "acknowledged": v.acknowledged,
+        converge = [o for o in ops if o.f == "converge"]
+        # convergence: the last check found every replica of every key equal
+        converged = bool(converge) and converge[-1].ok and converge[-1].result == []
+        return {"valid": v.valid and converged, "converged": converged,
+                "diverged_keys": converge[-1].result if converge else None,
+                "attempted": v.attempted, "acknowledged": v.acknowledged,
                 "ok": v.ok, "lost": len(v.lost), "unexpected": len(v.unexpected),
                 "recovered": len(v.recovered), "failed_but_present": len(v.failed_but_present),
                 "unread_keys": list(v.unread_keys),
