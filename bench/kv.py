@@ -86,6 +86,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--no-kill", action="store_true", help="skip the kill run")
     p.add_argument("--dir", help="work directory (default: a new one under $TMPDIR)")
     p.add_argument("--json", dest="json_out", help="write the raw figures here")
+    p.add_argument("--summarize", metavar="FILE.json", help="print the tables of a saved run")
     args = p.parse_args(argv)
     q = args.quick
     args.duration = args.duration or (3.0 if q else 10.0)
@@ -224,7 +225,12 @@ def _agg(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
             "p99": statistics.median(r["latency"]["p99_ms"] or 0 for r in rows),
             "errors": sum(r["errors"] for r in rows),
             "client": statistics.mean(r["client_cores"] for r in rows),
-            "server": statistics.mean(r["server_cores"] for r in rows)}  # fmt: skip
+            "server": statistics.mean(r["server_cores"] for r in rows),
+            # operations per CPU-second of the servers: steadier than ops/s when other
+            # work shares the cores, since it does not depend on the share a server got
+            "per_cpu": statistics.mean(r["rate"] / r["server_cores"] for r in rows
+                                       if r["server_cores"] > 0) if any(
+                r["server_cores"] > 0 for r in rows) else None}  # fmt: skip
 
 
 def _x(v: float | None) -> str:
@@ -237,8 +243,8 @@ def summarize(out: dict[str, Any], args: argparse.Namespace) -> list[tuple[str, 
     if rows:
         print("\n| config | workload | clients | ringlock ops/s | p50 ms | p99 ms | etcd ops/s "
               "| p50 ms | p99 ms | ops ratio | p99 ratio | errors rl/etcd | client CPU "
-              "rl/etcd | server CPU rl/etcd |")
-        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+              "rl/etcd | server CPU rl/etcd | ops per server CPU-s rl/etcd (ratio) |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for config in args.config_list:
         for mix in args.workload_list:
             for c in args.clients_list:
@@ -250,15 +256,17 @@ def summarize(out: dict[str, Any], args: argparse.Namespace) -> list[tuple[str, 
                 cells[(config, mix, c)] = {"rl": a, "etcd": b}
                 ra = ratio(a and a["rate"], b and b["rate"])
                 rp = ratio(a and a["p99"], b and b["p99"])
+                rc = ratio(a and a["per_cpu"], b and b["per_cpu"])
 
                 def f(d: dict[str, Any] | None, k: str, fmt: str = ".0f") -> str:
-                    return "-" if d is None else format(d[k], fmt)
+                    return "-" if d is None or d[k] is None else format(d[k], fmt)
 
                 print(f"| {config} | {mix} | {c} | {f(a, 'rate')} | {f(a, 'p50', '.1f')} | "
                       f"{f(a, 'p99', '.1f')} | {f(b, 'rate')} | {f(b, 'p50', '.1f')} | "
                       f"{f(b, 'p99', '.1f')} | {_x(ra)} | {_x(rp)} | {f(a, 'errors')}/"
                       f"{f(b, 'errors')} | {f(a, 'client', '.2f')}/{f(b, 'client', '.2f')} | "
-                      f"{f(a, 'server', '.2f')}/{f(b, 'server', '.2f')} |")  # fmt: skip
+                      f"{f(a, 'server', '.2f')}/{f(b, 'server', '.2f')} | "
+                      f"{f(a, 'per_cpu')}/{f(b, 'per_cpu')} ({_x(rc)}) |")  # fmt: skip
     scale = []
     for sync in ("interval", "always"):
         for mix in args.workload_list:
@@ -321,8 +329,23 @@ def targets(cells: dict[tuple[str, str, int], dict[str, Any]], scale: list[Any],
 # -- main ------------------------------------------------------------------------------
 
 
+def resummarize(path: str) -> int:
+    with open(path) as f:
+        out = json.load(f)
+    saved = argparse.Namespace(**out["meta"]["args"])
+    lines = summarize(out, saved)
+    print("\ntargets (issue 5):")
+    for t, m, v in lines:
+        print(f"  {v:15} {t}: {m}")
+    load0, load1 = out["meta"]["loadavg"], out["meta"]["loadavg_end"]
+    print(f"\nmachine: {busy_note(load0[0])} at start, {busy_note(load1[0])} at end")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.summarize:
+        return resummarize(args.summarize)
     root = args.dir or tempfile.mkdtemp(prefix="bench-kv-")
     out: dict[str, Any] = {"meta": machine() | {"args": {k: v for k, v in vars(args).items()}},
                            "load": [], "kill": None, "errors": []}  # fmt: skip

@@ -326,6 +326,8 @@ def summarize(out: dict[str, Any], names: list[str]) -> list[tuple[str, str, str
                      "cycle_p99": statistics.median(r["latency"]["p99_ms"] or 0 for r in rs),
                      "errors": sum(r["errors"] for r in rs),
                      "client": _mean(rs, "client_cores"), "server": _mean(rs, "server_cores"),
+                     "per_cpu": _mean([{"v": r["rate"] / r["server_cores"]} for r in rs
+                                       if r["server_cores"] > 0], "v"),
                      "ot0": sum(r.get("overtakes_0ms", 0) for r in rs),
                      "otm": sum(r.get("overtakes_margin", 0) for r in rs)}  # fmt: skip
                 agg[(phase, c, n)] = a
@@ -334,14 +336,16 @@ def summarize(out: dict[str, Any], names: list[str]) -> list[tuple[str, str, str
                       f"{_f(a['p99'])} | {a['cycle_p99']:.1f} | {a['errors']} | "
                       f"{a['client']:.2f} | {a['server']:.2f} | {ot} |")  # fmt: skip
     if rows and len(names) > 1:
-        print("\n| phase | clients | ringlock / anchor | cycles/s ratio | acquire p99 ratio |")
-        print("|---|---|---|---|---|")
+        print("\n| phase | clients | ringlock / anchor | cycles/s ratio | acquire p99 ratio | "
+              "cycles per server CPU-s ratio |")
+        print("|---|---|---|---|---|---|")
         for (phase, c, n), a in sorted(agg.items()):
             mine = agg.get((phase, c, "ringlock"))
             if n == "ringlock" or not mine:
                 continue
             print(f"| {phase} | {c} | {n} | {_x(ratio(mine['rate'], a['rate']))} | "
-                  f"{_x(ratio(mine['p99'], a['p99']))} |")
+                  f"{_x(ratio(mine['p99'], a['p99']))} | "
+                  f"{_x(ratio(mine['per_cpu'], a['per_cpu']))} |")
     ka: dict[str, dict[str, Any]] = {}
     if out["keepalive"]:
         print("\n| keepalive | sessions | TTL s | leader CPU | leader idle | members CPU | "
@@ -460,6 +464,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--fifo-margin-ms", type=float, default=50.0)
     p.add_argument("--dir", help="work directory (default: a new one under $TMPDIR)")
     p.add_argument("--json", dest="json_out", help="write the raw figures here")
+    p.add_argument("--summarize", metavar="FILE.json", help="print the tables of a saved run")
     args = p.parse_args(argv)
     q = args.quick
     args.duration = args.duration or (3.0 if q else 10.0)
@@ -478,8 +483,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def report(out: dict[str, Any], names: list[str]) -> None:
+    lines = summarize(out, names)
+    out["targets"] = [{"target": t, "measured": m, "verdict": v} for t, m, v in lines]
+    print("\ntargets (issue 7):")
+    for t, m, v in lines:
+        print(f"  {v:15} {t}: {m}")
+    print(f"\nmachine: {busy_note(out['meta']['loadavg'][0])} at start, "
+          f"{busy_note(out['meta']['loadavg_end'][0])} at end")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.summarize:
+        with open(args.summarize) as f:
+            saved = json.load(f)
+        report(saved, [t for t in TARGETS if t in saved["meta"]["args"]["target_list"]])
+        return 0
     names = [t for t in TARGETS if t in args.target_list]
     root = args.dir or tempfile.mkdtemp(prefix="bench-lock-")
     out: dict[str, Any] = {"meta": machine() | {"args": vars(args).copy()},
@@ -512,13 +532,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.dir:
             shutil.rmtree(root, ignore_errors=True)
     out["meta"]["loadavg_end"] = loadavg()
-    lines = summarize(out, names)
-    out["targets"] = [{"target": t, "measured": m, "verdict": v} for t, m, v in lines]
-    print("\ntargets (issue 7):")
-    for t, m, v in lines:
-        print(f"  {v:15} {t}: {m}")
-    print(f"\nmachine: {busy_note(load0[0])} at start, "
-          f"{busy_note(out['meta']['loadavg_end'][0])} at end")
+    report(out, names)
     for e in out["errors"]:
         print(f"ERROR {e}")
     if args.json_out:
