@@ -22,6 +22,11 @@ from kvstore.ring import Ring
 OPS = ("join", "leave", "remove")
 
 
+class NoClaimant(MembershipError):
+    """A change request went round without reaching a claimant (members disagree on the
+    ring or on who is up, for a moment); the caller retries shortly."""
+
+
 def claimant(ring: Ring, is_alive: Callable[[str], bool]) -> str | None:
     """The lowest-named member `is_alive` accepts (None when the ring has none)."""
     return min((m for m in ring.members if is_alive(m)), default=None)

@@ -52,7 +52,7 @@ import aiohttp
 from aiohttp import web
 
 from kvstore import gossip, membership_http, ring_file
-from kvstore.claimant import claimant, next_ring
+from kvstore.claimant import NoClaimant, claimant, next_ring
 from kvstore.errors import InvalidRing, MembershipError, NodeUnavailable, WireError
 from kvstore.failure_detector import DetectorConfig, Liveness
 from kvstore.gossip import GossipMessage, NodeState
@@ -225,7 +225,8 @@ class Membership:
 
     async def leave(self) -> None:
         """Leave the ring, hand every partition off, then announce status "left"."""
-        await self.change("leave", self.name)
+        if self.name in self.ring.members:
+            await self.change("leave", self.name)
         while self.transfers is not None and not self.transfers.idle():
             await asyncio.sleep(self.config.interval_s)
         self.set_status("left")
@@ -239,10 +240,24 @@ class Membership:
         await self.change("remove", node)
 
     async def change(self, op: str, node: str, hops: int = 0) -> Ring:
-        """Have the claimant apply `op` to `node`; adopt and return the resulting ring."""
+        """Have the claimant apply `op` to `node`; adopt and return the resulting ring.
+
+        A request that finds no claimant (rings still spreading) is retried for up to
+        `join_timeout_s` when it starts here (hops == 0).
+        """
+        deadline = self._clock() + self.config.join_timeout_s
+        while True:
+            try:
+                return await self._change(op, node, hops)
+            except NoClaimant:
+                if hops or self._clock() >= deadline:
+                    raise
+                await asyncio.sleep(self.config.interval_s * 5)
+
+    async def _change(self, op: str, node: str, hops: int) -> Ring:
         if hops > MAX_HOPS:
-            raise MembershipError(f"no claimant found after {MAX_HOPS} forwards; the members "
-                                  "disagree on who is up, retry shortly")
+            raise NoClaimant(f"no claimant found after {MAX_HOPS} forwards; the members "
+                             "disagree on the ring or on who is up, retry shortly")
         decider = self.claimant()
         if decider is None:
             raise MembershipError("this node has no ring")

@@ -33,6 +33,7 @@ import msgpack
 from aiohttp import web
 
 from kvstore import gossip
+from kvstore.claimant import NoClaimant
 from kvstore.errors import InvalidRing, MembershipError, NodeUnavailable, WireError
 from kvstore.ring import MAX_NODE_NAME_BYTES, Ring
 
@@ -83,6 +84,11 @@ def _node_field(obj: dict[str, Any], field: str) -> str:
     return value
 
 
+def _log_failure(task: asyncio.Task) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("leave failed: %s", task.exception())
+
+
 def status_of(m: Membership, now: float) -> dict[str, Any]:
     """What `GET /admin/v1/members` answers (Membership.status)."""
     members = {}
@@ -130,6 +136,8 @@ def routes(m: Membership) -> list[web.RouteDef]:
             ring = await m.change(obj["op"], node, hops=obj["hops"])
         except WireError as exc:
             return _error(400, "bad_request", str(exc))
+        except NoClaimant as exc:
+            return _error(409, "no_claimant", exc.reason)
         except MembershipError as exc:
             return _error(409, "membership", exc.reason)
         except NodeUnavailable as exc:
@@ -163,6 +171,7 @@ def routes(m: Membership) -> list[web.RouteDef]:
                 raise MembershipError(f"{m.name} is not a ring member")
             await m.change("leave", m.name)  # refusals answer 409 here, not in a task
             m._leave_task = asyncio.create_task(m.leave(), name=f"leave {m.name}")
+            m._leave_task.add_done_callback(_log_failure)
         return web.json_response({"status": "leaving", "node": m.name,
                                   "ring_version": m.ring.version}, status=202)
 
@@ -202,7 +211,8 @@ async def post(session: aiohttp.ClientSession, target: str, path: str, body: byt
                                 headers={"Content-Type": "application/x-msgpack"}) as resp:
             data = await resp.read()
             if resp.status == 409:
-                raise MembershipError(_error_message(data))
+                code, message = _error_of(data)
+                raise (NoClaimant if code == "no_claimant" else MembershipError)(message)
             if resp.status != 200:
                 raise NodeUnavailable(target, f"HTTP {resp.status}: {data[:200]!r}")
             return data
@@ -221,8 +231,9 @@ async def request_change(session: aiohttp.ClientSession, target: str, op: str, n
         raise NodeUnavailable(target, f"bad change answer: {exc}") from None
 
 
-def _error_message(data: bytes) -> str:
+def _error_of(data: bytes) -> tuple[str, str]:
     try:
-        return str(json.loads(data)["message"])
+        doc = json.loads(data)
+        return str(doc["error"]), str(doc["message"])
     except (ValueError, KeyError, TypeError):
-        return data[:200].decode("utf-8", "replace")
+        return "", data[:200].decode("utf-8", "replace")

@@ -64,10 +64,12 @@ async def cluster(root: Path, n: int) -> list[Node]:
 
 def same_ring(nodes: list[Node]) -> bool:
     rings = {node.m.ring for node in nodes}
-    return len(rings) == 1 and all(node.m.converged() for node in nodes)
+    return (len(rings) == 1 and all(node.m.converged() for node in nodes)
+            and set(nodes[0].m.ring.members) == {n.name for n in nodes})
 
 
 async def converge(nodes: list[Node]) -> None:
+    """Until `nodes` share one ring whose members are exactly they."""
     assert await async_wait_until(lambda: same_ring(nodes), timeout=30), [
         n.m.ring for n in nodes]
 
@@ -215,8 +217,25 @@ def test_admin_endpoints_join_members_remove(tmp_path: Path) -> None:
                                           json.dumps({"node": joiner.name}).encode())
                 assert status == 409 and json.loads(body)["error"] == "membership"
                 assert seed.m.ring.members == joiner.m.ring.members  # nothing changed
+                # the claimant itself leaves: its later requests go to the next claimant
+                third = await Node(tmp_path).start()
+                await third.m.join(seed.name)
+                nodes = [seed, joiner, third]
+                await converge(nodes)
+                first = min(nodes, key=lambda n: n.name)
+                assert first.m.claimant() == first.name
+                status, body = await post(s, first, "/admin/v1/leave", b"")
+                assert status == 202, body
+                assert await async_wait_until(
+                    lambda: first.m.status()["status"] == "left", timeout=30)
+                rest = [n for n in nodes if n is not first]
+                await converge(rest)
+                assert set(rest[0].m.ring.members) == {n.name for n in rest}
+                assert await async_wait_until(first.m._leave_task.done, timeout=30)
+                status, body = await post(s, first, "/admin/v1/leave", b"{}")
+                assert status == 409 and b"not a ring member" in body
         finally:
-            await stop_all([seed, joiner])
+            await stop_all([seed, joiner, *([third] if "third" in locals() else [])])
     run(main())
 
 

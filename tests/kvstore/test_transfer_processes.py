@@ -72,7 +72,7 @@ def test_4_9_a_join_and_a_leave_under_writes_keep_every_acknowledged_key(
         writer = Writer(cluster, via=[a, b], keys=300)
         writer.start()
         try:
-            wait_for(lambda: writer.ok >= 100, what="100 acknowledged writes")
+            wait_for(lambda: writer.ok >= 60, what="60 acknowledged writes")
             # a fifth node joins
             joiner = NodeProcess(f"127.0.0.1:{free_ports(1)[0]}", cluster.root,
                                  ["--ring-size", "64"])
@@ -81,7 +81,7 @@ def test_4_9_a_join_and_a_leave_under_writes_keep_every_acknowledged_key(
             joiner.start(join=a)
             joiner.wait_ready()
             cluster.wait_converged()
-            wait_for(lambda: writer.ok >= 250, what="writes after the join")
+            wait_for(lambda: writer.ok >= 150, what="writes after the join")
             # d leaves: hands its partitions off, says "left", then may exit
             status, body = cluster.json(d, "POST", "/admin/v1/leave", {})
             assert status == 202, body
@@ -93,12 +93,12 @@ def test_4_9_a_join_and_a_leave_under_writes_keep_every_acknowledged_key(
             assert cluster.node(d).stop() == 0
             rest = [a, b, c, joiner.name]
             cluster.wait_converged(rest)
-            wait_for(lambda: writer.ok >= 400, what="writes after the leave")
+            wait_for(lambda: writer.ok >= 220, what="writes after the leave")
         finally:
             writer.stopping.set()
             writer.join(60)
         assert writer.error is None, writer.error
-        assert writer.ok >= 400
+        assert writer.ok >= 220
         wait_for(lambda: transfers_idle(cluster, rest), what="transfers to finish")
         for key in writer.acked:
             status, doc = cluster.json(a, "GET", "/kv/" + key.decode() + "?r=3",
