@@ -173,6 +173,11 @@ def block(config: str, etcd: Any, args: argparse.Namespace, root: str,
                         r = run_cell(label, wl, urls, pids, args, mix, clients)
                         out["load"].append(row_of(r, config=config, round=rnd,
                                                   system=label.split()[0]))  # fmt: skip
+        if cluster is not None:
+            notes = cluster.health_notes()
+            out.setdefault("node_notes", {})[config] = notes
+            print(f"  ({config} nodes logged {notes['stalls']} event-loop stalls and "
+                  f"{notes['convictions']} down convictions during the block)", flush=True)
     finally:
         if cluster is not None:
             cluster.stop()
@@ -203,6 +208,7 @@ def kill_run(args: argparse.Namespace, root: str, out: dict[str, Any]) -> None:
                "failure_detection_s": FAILURE_DETECTION_S,
                "client_cores": r.client_cores, "server_cores": r.server_cores,
                "stuck_clients": r.stuck_clients}  # fmt: skip
+        row |= cluster.health_notes()
         out["kill"] = row
         kinds = ", ".join(f"{k}: {v}" for k, v in r.error_kinds.items()) or "none"
         print(f"  node {row['killed']} SIGKILLed at {kill_at:.2f} s: longest gap between "

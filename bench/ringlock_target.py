@@ -93,6 +93,15 @@ class _Processes:
         except OSError:
             return ""
 
+    def log_count(self, needle: str) -> int:
+        """Lines of all the processes' logs that contain `needle`."""
+        total = 0
+        for key in self.procs:
+            with contextlib.suppress(OSError), open(
+                    os.path.join(self.root, f"{key.replace(':', '_')}.log"), "rb") as f:
+                total += sum(1 for line in f if needle.encode() in line)
+        return total
+
     def check_alive(self) -> None:
         for key, p in self.procs.items():
             if p.poll() is not None:
@@ -166,6 +175,12 @@ class StoreCluster:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"ringlock store: timed out waiting for {what}")
             time.sleep(0.2)
+
+    def health_notes(self) -> dict[str, int]:
+        """What the nodes logged about themselves: event-loop stalls the membership noticed
+        and nodes convicted down by the failure detector (false ones, when none died)."""
+        return {"stalls": self.procs.log_count("this process stalled"),
+                "convictions": self.procs.log_count(" is down (phi")}  # fmt: skip
 
     def kill(self, index: int) -> dict[str, Any]:
         name = self.names[index]
