@@ -45,6 +45,9 @@ class AsyncLockClient:
         self.ttl_ms = ttl_ms
         self.lease = LocalLease.for_ttl(ttl_ms, safety_margin_ms=safety_margin_ms,
                                         grace_ms=grace_ms)
+        if self.lease.safety_margin_s * 3000 >= ttl_ms:
+            raise ValueError("the safety margin must be under a third of the TTL: the leader "
+                             "renews a lease when a third of it is left")
         self.request_timeout_s = request_timeout_s
         self.callbacks = {LeaseState.JEOPARDY: on_jeopardy, LeaseState.HEALTHY: on_safe,
                           LeaseState.LOST: on_lost}

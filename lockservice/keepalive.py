@@ -21,7 +21,12 @@ there), so every answer arrives at most `hold_cap` after its send. Either way th
 lease stays healthy while a round trip (with the commit) takes under (TTL/3 - margin)/2:
 about 230 ms at a 2 s TTL, 1.2 s at the default 10 s (margin TTL/10).
 In JEOPARDY the same KeepAlive goes to every member at once until one answers (a stopped
-member cannot hold up the others) or the grace period ends. LOST is final: every held lock
+member cannot hold up the others) or the grace period ends. Each attempt gets half the
+margin (at least 0.2 s), then goes again on a new connection: a connection that went
+silent is not waited on, a member that is back is asked at least twice before the
+server's lease (which ends within about a margin, unless a new leader renewed it) runs
+out, and a leader that holds the poll for a fresh lease after a failover answers the
+attempt in flight once a third of the TTL is left. LOST is final: every held lock
 is invalid, watches end with SessionLost, and later calls that need the session raise it.
 """
 
@@ -81,6 +86,7 @@ class SessionKeeper:
         path = f"/lock/v1/sessions/{self.session_id}/keepalive"
         ttl_s, margin = self.ttl_s, self.lease.safety_margin_s
         hold_cap = (ttl_s / 3 - margin) / 2
+        retry_s = max(0.2, min(ttl_s / 3, margin / 2))
         while self.lease.state is not LeaseState.LOST:
             if self.lease.state is LeaseState.HEALTHY and not self.watches:
                 # Nothing to hear early: send when the server will answer at once.
@@ -99,7 +105,8 @@ class SessionKeeper:
                 else:  # jeopardy: every member at once, until the grace period ends
                     left = max(0.05, self.lease.grace_ends_at - sent)
                     reply = await self.members.race("POST", path, {"ack": self._ack},
-                                                    timeout_s=left)
+                                                    timeout_s=left,
+                                                    attempt_timeout_s=retry_s)
             except MembersUnavailable as exc:
                 log.debug("session %d keepalive: %s", self.session_id, exc)
                 self.apply(self.lease.poll(time.monotonic()))

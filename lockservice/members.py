@@ -116,19 +116,21 @@ class Members:
                 pause = min(pause * 2, MAX_ROUND_PAUSE_S)
 
     async def race(self, method: str, path: str, body: dict[str, Any] | None, *,
-                   timeout_s: float) -> Reply:
+                   timeout_s: float, attempt_timeout_s: float | None = None) -> Reply:
         """The same request to every member at once; the first answer that is not 503 wins.
 
-        For a session in jeopardy: a stopped member cannot hold up the others, and a member
-        that holds a long poll is not given up on. The losers are cancelled.
+        For a session in jeopardy: a stopped member cannot hold up the others. Each member
+        is retried after a failure or after `attempt_timeout_s` (a connection that went
+        silent is replaced by a new one). The losers are cancelled.
         """
         deadline = time.monotonic() + timeout_s
 
         async def one(member: str) -> Reply:
             pause = ROUND_PAUSE_S
             while (left := deadline - time.monotonic()) > 0:
+                limit = left if attempt_timeout_s is None else min(left, attempt_timeout_s)
                 try:
-                    reply = await self._once(member, method, path, body, None, left)
+                    reply = await self._once(member, method, path, body, None, limit)
                 except (aiohttp.ClientError, OSError, TimeoutError, ValueError):
                     pass
                 else:

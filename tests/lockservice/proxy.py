@@ -3,7 +3,8 @@
 `Partition(targets)` listens on a free 127.0.0.1 port per target and relays bytes both
 ways on its own event loop thread. `cut()` cuts the client off as a network partition
 does: relayed connections go silent (bytes are read and dropped, nothing is answered or
-closed) and new connections are accepted and left silent too. Other clients, talking to
+closed) and new connections are accepted and left silent too; `heal()` relays new
+connections again. Other clients, talking to
 the members directly, are not affected. `close()` stops everything it started.
 """
 
@@ -76,6 +77,10 @@ class Partition:
 
     def cut(self) -> None:
         self.is_cut = True
+
+    def heal(self) -> None:
+        """New connections are relayed again (the ones that went silent stay silent)."""
+        self.is_cut = False
 
     def close(self) -> None:
         async def stop() -> None:

@@ -176,8 +176,9 @@ def test_member_lists_are_checked() -> None:
             parse_members(bad)
     with pytest.raises(ValueError):
         AsyncLockClient([])
-    with pytest.raises(ValueError):
-        AsyncLockClient(["127.0.0.1:1"], ttl_ms=100, safety_margin_ms=100)
+    for margin in (100, 34):
+        with pytest.raises(ValueError):
+            AsyncLockClient(["127.0.0.1:1"], ttl_ms=100, safety_margin_ms=margin)
 
 
 def test_members_that_answer_junk_are_passed_over(cluster: LockCluster) -> None:
@@ -209,3 +210,32 @@ def test_members_that_answer_junk_are_passed_over(cluster: LockCluster) -> None:
                 await s.wait_closed()
 
     asyncio.run(run())
+
+
+def test_jeopardy_then_recovery_within_the_grace_period_keeps_the_lock(
+        cluster: LockCluster) -> None:
+    """§2.8: a client in jeopardy that reaches a member again before its grace period ends
+    is safe again: the session and its lock were kept, with the same sequencer."""
+    partition = Partition(list(cluster.ports.values()))
+    seen: list[tuple[LeaseState, LeaseState]] = []
+
+    def on(t) -> None:
+        seen.append((t.old, t.new))
+
+    try:
+        # A wide margin: jeopardy comes 1.5 s before the server's lease could end, the time
+        # the client has to reach a member again after the partition heals.
+        with LockClient(partition.addresses, ttl_ms=6000, safety_margin_ms=1500,
+                        on_jeopardy=on, on_safe=on, on_lost=on) as a:
+            held = a.acquire("client/blink")
+            partition.cut()
+            assert wait_until(lambda: a.state is LeaseState.JEOPARDY, 30)
+            assert not held.valid
+            partition.heal()
+            assert wait_until(lambda: a.state is LeaseState.HEALTHY, 30)
+            assert held.valid and a.check_sequencer(held.token)
+            assert (LeaseState.HEALTHY, LeaseState.JEOPARDY) in seen
+            assert seen[-1] == (LeaseState.JEOPARDY, LeaseState.HEALTHY)
+            assert all(new is not LeaseState.LOST for _, new in seen)
+    finally:
+        partition.close()
