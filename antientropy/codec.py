@@ -5,8 +5,11 @@ with str keys). A body that does not decode, has a missing or unknown field, a w
 or breaks a limit raises InvalidMessage (the server answers 400, nothing changes).
 
     nodes   {ring_size: int, fanout: int, depth: int, width: int,
-             items: [[partition, level, [index, ...]], ...]}
-            -> {items: [[hash: bin(width), ...] | nil, ...]}   nil: no exact tree there
+             items: [[partition, level, [parent, ...]], ...]}
+            -> {items: [hashes: bin | nil, ...]}   nil: no exact tree there
+            (level 0: the root, parents []; level L >= 1: the `fanout` children of each
+            listed node of level L-1, in order; `hashes` is the first `width` bytes of
+            each node's hash, concatenated)
     keys    {items: [[partition, [segment, ...] | nil, [[key, clock, hash | nil], ...]], ...]}
             (segments nil: the whole partition, the naive full comparison)
             -> {items: [[give: [[key, state], ...], want: [key, ...]] | nil, ...]}

@@ -43,7 +43,7 @@ from kvstore.vclock import SiblingSet
 
 Transport = Callable[[str, str, bytes], Awaitable[bytes]]  # (peer, op, body) -> reply body
 Pace = Callable[[int, int], Awaitable[None]]
-LIST_BATCH = 10_000  # listed keys per `keys` call
+LIST_GROUP = 32  # partitions per `keys` call (and per scan)
 MERGE_BATCH_BYTES = 8 << 20  # states per `merge` call
 NODES_BATCH = 100_000  # node hashes asked for per `nodes` call
 
@@ -130,19 +130,19 @@ class Exchange:
                 size += len(indices)
             reply = await self._call("nodes", {
                 "ring_size": t.ring_size, "fanout": t.fanout, "depth": t.depth, "width": WIDTH,
-                "items": [list(a) for a in asks]})
+                "items": [[p, level, _parents(level, indices, t.fanout)]
+                          for p, level, indices in asks]})
             answers = as_list(reply.get("items"), "items", len(asks))
-            for (p, _, indices), hashes in zip(asks, answers, strict=True):
+            for (p, _, indices), blob in zip(asks, answers, strict=True):
                 d = descents[p]
-                if hashes is None:
+                if blob is None:
                     r.skipped.append(p)
                     compared.discard(p)
                     del descents[p]
                     continue
-                hashes = as_list(hashes, "hashes", len(indices))
-                if not all(isinstance(h, bytes) and len(h) == WIDTH for h in hashes):
-                    raise InvalidMessage(f"node hashes must be {WIDTH} bytes")
-                d.feed(hashes)
+                if not isinstance(blob, bytes) or len(blob) != WIDTH * len(indices):
+                    raise InvalidMessage(f"{len(indices)} node hashes of {WIDTH} bytes expected")
+                d.feed([blob[i:i + WIDTH] for i in range(0, len(blob), WIDTH)])
                 if d.request() is None:
                     del descents[p]
                     if d.segments:
@@ -151,9 +151,7 @@ class Exchange:
         r.partitions = len(compared)
         return found
 
-    async def _list(self, p: int, segments: list[int] | None) -> list:
-        rows, scanned = await segment_rows(self.replica, self.trees, p,
-                                           None if segments is None else set(segments))
+    def _listing(self, rows: dict[bytes, bytes]) -> list:
         out = []
         for key, raw in rows.items():
             try:
@@ -163,21 +161,17 @@ class Exchange:
                 continue
             digest = None if self.full else entry_digest(key, raw)
             out.append([key, [list(e) for e in state.clock.entries], digest])
-        await self.pace(scanned, 0)
         return out
 
     async def _repair(self, differing: dict[int, list[int] | None]) -> None:
-        batch: list[list] = []
-        listed = 0
-        for p, segments in differing.items():
-            listing = await self._list(p, segments)
-            batch.append([p, segments, listing])
-            listed += len(listing)
-            if listed >= LIST_BATCH:
-                await self._keys(batch)
-                batch, listed = [], 0
-        if batch:
-            await self._keys(batch)
+        order = sorted(differing)
+        for i in range(0, len(order), LIST_GROUP):
+            group = order[i:i + LIST_GROUP]
+            wanted = {p: None if differing[p] is None else set(differing[p])  # type: ignore[arg-type]
+                      for p in group}
+            rows, scanned = await segment_rows(self.replica, self.trees, wanted)
+            await self.pace(scanned, 0)
+            await self._keys([[p, differing[p], self._listing(rows[p])] for p in group])
 
     async def _keys(self, batch: list[list]) -> None:
         r = self.result
@@ -217,6 +211,12 @@ class Exchange:
         await self._call("merge", {"items": items})
         self.result.repaired_there += len(items)
         await self.pace(len(items), 0)
+
+
+def _parents(level: int, indices: list[int], fanout: int) -> list[int]:
+    """The wire form of a Descent request: the parents whose children it asks for (it
+    always asks for all `fanout` children of a node), none for the root."""
+    return [] if level == 0 else [i // fanout for i in indices[::fanout]]
 
 
 __all__ = ["Exchange", "ExchangeResult", "Pace", "Transport"]

@@ -23,17 +23,29 @@ from kvstore.ring import partition_of
 
 logger = logging.getLogger(__name__)
 
+MAX_GAP = 8  # partitions not wanted that one scan may cross rather than start another
 
-async def segment_rows(replica: ReplicaStore, trees: Trees, partition: int,
-                       segments: set[int] | None) -> tuple[dict[bytes, bytes], int]:
-    """This node's (key -> stored bytes) of `segments` of a partition (None: all of it),
-    from one raw scan; and how many keys the scan read."""
-    rows: dict[bytes, bytes] = {}
+
+async def segment_rows(replica: ReplicaStore, trees: Trees,
+                       wanted: dict[int, set[int] | None]) -> tuple[dict[int, dict], int]:
+    """partition -> {key: stored bytes} of the wanted segments of each wanted partition
+    (None: all of it), read with one raw scan per run of nearby partitions; and how
+    many keys the scans read."""
+    rows: dict[int, dict[bytes, bytes]] = {p: {} for p in wanted}
     scanned = 0
-    async for key, raw in replica.scan_partition_raw(partition):
-        scanned += 1
-        if segments is None or trees.segment_of(key) in segments:
-            rows[key] = raw
+    order = sorted(wanted)
+    runs: list[list[int]] = []
+    for p in order:
+        if runs and p - runs[-1][1] <= MAX_GAP:
+            runs[-1][1] = p
+        else:
+            runs.append([p, p])
+    for first, last in runs:
+        async for key, raw in replica.scan_partition_raw(first, last):
+            scanned += 1
+            p, segment = trees.locate(key)
+            if p in wanted and ((segments := wanted[p]) is None or segment in segments):
+                rows[p][key] = raw
     return rows, scanned
 
 
@@ -52,8 +64,7 @@ class Responder:
         if op == "nodes":
             return codec.pack({"items": self._nodes(msg)})
         if op == "keys":
-            return codec.pack({"items": [await self._keys(item)
-                                         for item in as_list(msg["items"], "items")]})
+            return codec.pack({"items": await self._keys(as_list(msg["items"], "items"))})
         items = as_items(msg["items"])
         for key, _ in items:
             if not self.holds(partition_of(key, self.trees.ring_size)):
@@ -74,29 +85,46 @@ class Responder:
         width = as_int(msg["width"], "width", 1, 16)
         out = []
         for item in as_list(msg["items"], "items"):
-            p, level, indices = as_list(item, "item", 3)
+            p, level, parents = as_list(item, "item", 3)
             p = self._partition(p)
             level = as_int(level, "level", 0, t.depth)
-            indices = [as_int(i, "index", 0, t.fanout ** level - 1)
-                       for i in as_list(indices, "indices")]
+            parents = as_list(parents, "parents")
+            if level == 0:
+                if parents:
+                    raise InvalidMessage("level 0 (the root) takes no parents")
+                indices = [0]
+            else:
+                top = t.fanout ** (level - 1) - 1
+                indices = [q * t.fanout + c for q in parents for c in range(t.fanout)
+                           if as_int(q, "parent", 0, top) >= 0]
             tree = t.tree(p) if self.holds(p) else None
-            out.append(None if tree is None else [h[:width] for h in tree.nodes(level, indices)])
+            out.append(None if tree is None else
+                       b"".join(h[:width] for h in tree.nodes(level, indices)))
         return out
 
-    async def _keys(self, item: object) -> list | None:
-        p, segments, listing = as_list(item, "item", 3)
-        p = self._partition(p)
-        if segments is not None:
-            segments = {as_int(s, "segment", 0, self.trees.segments - 1)
-                        for s in as_list(segments, "segments")}
-        theirs = [as_listed(x) for x in as_list(listing, "listing")]
-        if not self.holds(p):
-            return None
-        rows, _ = await segment_rows(self.replica, self.trees, p, segments)
-        verdict = reconcile(theirs, rows)
-        self.counts["given_keys"] += len(verdict.give)
-        self.counts["damaged"] += verdict.damaged
-        return [[[k, raw] for k, raw in verdict.give], verdict.want]
+    async def _keys(self, items: list) -> list:
+        asked: list[tuple[int, set[int] | None, list]] = []
+        for item in items:
+            p, segments, listing = as_list(item, "item", 3)
+            if segments is not None:
+                segments = {as_int(s, "segment", 0, self.trees.segments - 1)
+                            for s in as_list(segments, "segments")}
+            asked.append((self._partition(p), segments,
+                          [as_listed(x) for x in as_list(listing, "listing")]))
+        if len({p for p, _, _ in asked}) != len(asked):
+            raise InvalidMessage("a partition appears twice in one keys request")
+        held = {p: segments for p, segments, _ in asked if self.holds(p)}
+        rows, _ = await segment_rows(self.replica, self.trees, held)
+        out: list = []
+        for p, _, theirs in asked:
+            if p not in held:
+                out.append(None)
+                continue
+            verdict = reconcile(theirs, rows[p])
+            self.counts["given_keys"] += len(verdict.give)
+            self.counts["damaged"] += verdict.damaged
+            out.append([[[k, raw] for k, raw in verdict.give], verdict.want])
+        return out
 
 
 __all__ = ["Responder", "segment_rows"]

@@ -131,10 +131,10 @@ class Trees:
                 partition, partition_bits=self.bits, fanout=self.fanout, depth=self.depth)
         return tree
 
-    def segment_of(self, key: bytes) -> int:
-        """The key's segment in its partition's tree (whether or not that tree is ready)."""
+    def locate(self, key: bytes) -> tuple[int, int]:
+        """The key's partition and its segment in that partition's tree."""
         h = key_hash(key)
-        return ((h << self.bits) & _MASK64) >> (64 - self.segment_bits)
+        return h >> (64 - self.bits), ((h << self.bits) & _MASK64) >> (64 - self.segment_bits)
 
     def age(self, partition: int) -> float | None:
         built = self._built.get(partition)
@@ -148,6 +148,7 @@ class Trees:
         """Queue partitions (default: every one holding keys) for a rebuild."""
         chosen = self.replica.partitions() if partitions is None else set(partitions)
         self._queue.extend(sorted(p for p in chosen if p not in self._queue))
+        self._ready -= chosen  # not trusted from now on; the rebuild's scan sees every write
         self._wake.set()
 
     def stats(self) -> dict:
