@@ -30,6 +30,7 @@ import contextlib
 import http.client
 import json as jsonlib
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -46,20 +47,30 @@ from tests.waiting import wait_until
 READY_S = 120.0  # a node's start, or a cluster's convergence, on a loaded 2-core machine
 STOP_S = 10.0  # SIGTERM, then SIGKILL after this long
 REQUEST_S = 30.0
+PORT_RANGE = (20_000, 32_768)  # below the ephemeral range; see free_ports
 
 
 def free_ports(count: int) -> list[int]:
-    """`count` distinct ports that were free on 127.0.0.1 a moment ago."""
-    socks = []
-    try:
-        for _ in range(count):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
+    """`count` distinct ports that were free on 127.0.0.1 a moment ago.
+
+    Drawn at random below the kernel's ephemeral range (32768 and up on Linux), where the
+    source ports of the many client connections on a busy test machine are taken from,
+    so a port chosen here is not grabbed by someone's outgoing connection before the node
+    binds it (bind(0) would hand out exactly such a port).
+    """
+    rng = random.SystemRandom()
+    ports: list[int] = []
+    while len(ports) < count:
+        port = rng.randrange(*PORT_RANGE)
+        if port in ports:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        ports.append(port)
+    return ports
 
 
 class NodeProcess:
