@@ -16,6 +16,7 @@ raise it.
 from __future__ import annotations
 
 import base64
+import contextlib
 import logging
 import time
 from collections.abc import Sequence
@@ -152,14 +153,19 @@ class AsyncLockClient:
             return None
 
     async def release(self, held: HeldLock) -> None:
+        """Release `held` (invalid from now on). Quiet when the session already ended: the
+        server freed the lock with it. Raises MembersUnavailable if no member answered (the
+        lock is then freed when the session ends)."""
         if held.released:
             return
         held.released = True
         if self.lease.state is LeaseState.LOST or self._closed:
-            return  # the server frees it with the session
+            return
         reply = await self._call("POST", calls.path("locks", held.name, "release"),
                                  {"session": held.session})
-        if reply.status not in (200, 204) and reply.body.get("error") != "not_holder":
+        if reply.status in (200, 204) or reply.body.get("error") == "not_holder":
+            return
+        with contextlib.suppress(SessionLost):  # expired meanwhile: freed with the session
             calls.check(reply)
 
     def lock(self, name: str, **kw: Any) -> _LockContext:
