@@ -115,8 +115,8 @@ def test_a_cut_off_holder_knows_before_anyone_else_gets_the_lock(
     times: dict[str, float] = {}
     events = []
 
-    def on(state: str):
-        return lambda t: (times.setdefault(state, time.monotonic()), events.append(t))
+    def on(state: str):  # the last jeopardy counts (a loaded machine may blink before)
+        return lambda t: (times.__setitem__(state, time.monotonic()), events.append(t))
 
     try:
         # 3 s: a TTL short enough for a quick test, long enough that a loaded machine's
@@ -131,7 +131,7 @@ def test_a_cut_off_holder_knows_before_anyone_else_gets_the_lock(
             assert times["jeopardy"] < times["granted"]
             assert not held.valid and granted.generation > held.generation
             assert wait_until(lambda: a.state is LeaseState.LOST, 30)
-            assert [(t.old, t.new) for t in events] == [
+            assert [(t.old, t.new) for t in events[-2:]] == [
                 (LeaseState.HEALTHY, LeaseState.JEOPARDY), (LeaseState.JEOPARDY, LeaseState.LOST)]
             with pytest.raises(SessionLost):
                 a.acquire("client/cut2")

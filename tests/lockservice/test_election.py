@@ -93,7 +93,7 @@ def test_a_cut_off_leader_stops_leading_before_another_is_elected(
 
     async def run() -> None:
         a = AsyncLockClient(partition.addresses, ttl_ms=3000, grace_ms=500,
-                            on_jeopardy=lambda t: times.setdefault("a out", time.monotonic()))
+                            on_jeopardy=lambda t: times.__setitem__("a out", time.monotonic()))
         async with a, AsyncLockClient(members(cluster), ttl_ms=5000) as b:
             ea, eb = Election(a, lock_delay_ms=0), Election(b, lock_delay_ms=0)
             await ea.campaign("el/cut", "a")
