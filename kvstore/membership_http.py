@@ -89,19 +89,19 @@ def _log_failure(task: asyncio.Task) -> None:
         log.error("leave failed: %s", task.exception())
 
 
-def status_of(m: Membership, now: float) -> dict[str, Any]:
+def status_of(m: Membership) -> dict[str, Any]:
     """What `GET /admin/v1/members` answers (Membership.status)."""
+    g = m.gossiper
     members = {}
-    for name in sorted(set(m.ring.members) | set(m._view)):
-        s = m._me if name == m.name else m._view.get(name)
+    for name in sorted(set(m.ring.members) | set(g.view)):
+        s = g.me if name == m.name else g.view.get(name)
         members[name] = {
             "member": name in m.ring.members, "alive": m.is_alive(name),
-            "phi": 0.0 if name == m.name else round(m._live.detector.phi(name, now), 3),
-            "status": s.status if s else "unknown",
+            "phi": round(g.phi(name), 3), "status": s.status if s else "unknown",
             "ring_version": s.ring_version if s else None,
             "partitions": len(m.ring.owned_by(name)),
         }
-    return {"node": m.name, "status": m._me.status, "ring_version": m.ring.version,
+    return {"node": m.name, "status": g.me.status, "ring_version": m.ring.version,
             "ring_size": m.ring.ring_size, "claimant": m.claimant(),
             "converged": m.converged(), "members": members,
             "transfers": m.transfers.stats() if m.transfers else None}
@@ -112,13 +112,11 @@ def routes(m: Membership) -> list[web.RouteDef]:
         try:
             msg = gossip.decode_message(await _body(request, gossip.MAX_MESSAGE_BYTES))
             peer = msg.states.get(msg.sender)
-            peer_id = (peer.ring_version, peer.ring_digest) if peer else (-1, -1)
-            await m._absorb(msg)
+            await m.gossiper.absorb(msg)
         except WireError as exc:
             return _error(400, "bad_request", str(exc))
-        ring = m.ring.to_bytes() if gossip.ring_wins(m.ring_id(), peer_id) else None
-        states = m.states()
-        answer = gossip.GossipMessage(m.name, gossip.delta(states, msg.states), ring)
+        answer = m.gossiper.message((peer.ring_version, peer.ring_digest) if peer else None,
+                                    gossip.delta(m.states(), msg.states))
         return web.Response(body=answer.encode(), content_type="application/x-msgpack")
 
     async def handle_change(request: web.Request) -> web.Response:
