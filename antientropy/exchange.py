@@ -25,6 +25,7 @@ those repaired.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -45,6 +46,7 @@ Transport = Callable[[str, str, bytes], Awaitable[bytes]]  # (peer, op, body) ->
 Pace = Callable[[int, int], Awaitable[None]]
 LIST_GROUP = 32  # partitions per `keys` call (and per scan)
 MERGE_BATCH_BYTES = 8 << 20  # states per `merge` call
+GET_CONCURRENCY = 32  # local reads of wanted keys in flight at once
 NODES_BATCH = 100_000  # node hashes asked for per `nodes` call
 
 
@@ -194,8 +196,11 @@ class Exchange:
         r.repaired_here += len(give)
         await self.pace(len(give), 0)
         items, size = [], 0
-        for _, key in want:
-            state = await self.replica.get(key)
+        states: list[SiblingSet] = []
+        for i in range(0, len(want), GET_CONCURRENCY):  # reads overlap in worker threads
+            states += await asyncio.gather(*(self.replica.get(key) for _, key in
+                                             want[i:i + GET_CONCURRENCY]))
+        for (_, key), state in zip(want, states, strict=True):
             if not state.siblings and not state.clock.entries:
                 continue
             encoded = vclock.encode(state)

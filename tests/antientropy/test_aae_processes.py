@@ -12,7 +12,10 @@ only anti-entropy can move the data. Each node's own copy is read with the inter
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
+import subprocess
+import sys
 import time
 
 import pytest
@@ -185,3 +188,27 @@ def test_aae_endpoints_refuse_hostile_bodies_and_change_nothing(cluster) -> None
         assert status == 400 and body["error"] == "invalid", (path, body)
     status, _, body = cluster.http(a, "POST", "/admin/v1/aae/exchange", b"[1, 2")
     assert status == 400
+
+
+def test_kv_aae_status_and_exchange_report_what_happened(cluster) -> None:
+    a, b, _ = cluster.names
+    schedule(cluster, enabled=False)
+    write_on(cluster, b, b"div-31", b"for the cli")
+
+    def kv(*argv: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "antientropy.cli", "aae", *argv],
+                              capture_output=True, text=True, timeout=120)
+
+    done = kv("exchange", "--node", a, "--peer", b, "--json")
+    assert done.returncode == 0, done.stderr
+    (result,) = json.loads(done.stdout)["exchanges"]
+    assert result["peer"] == b and result["repaired_here"] == 1
+    text = kv("exchange", "--node", a, "--peer", b)
+    assert text.returncode == 0 and "repaired 0 keys here, 0 there" in text.stdout
+    status = kv("status", "--node", a)
+    assert status.returncode == 0 and "totals:" in status.stdout and "PAUSED" in status.stdout
+    doc = json.loads(kv("status", "--node", a, "--json").stdout)
+    assert len(doc["partitions"]) == 256 and doc["totals"]["keys_repaired"] >= 1
+    bad = kv("exchange", "--node", a, "--peer", "nobody:1")
+    assert bad.returncode == 1 and "shares no partition" in bad.stderr
+    schedule(cluster, **FAST)
