@@ -8,6 +8,7 @@ import asyncio
 import io
 import json
 import socket
+import time
 from pathlib import Path
 
 import aiohttp
@@ -373,3 +374,23 @@ def test_a_leftover_temp_file_is_ignored_and_writes_replace_atomically(tmp_path:
     ring_file.remove_durably(folder / RING_FILE)
     ring_file.remove_durably(folder / RING_FILE)  # removing twice is fine
     assert ring_file.read_ring(folder / RING_FILE) is None
+
+
+def test_4_8_a_stall_of_our_own_loop_convicts_nobody(tmp_path: Path) -> None:
+    """Cassandra's local-pause rule: when our own round runs late, the silence we saw
+    meanwhile is forgiven, not counted against the others."""
+    async def main() -> None:
+        nodes = await cluster(tmp_path, 2)
+        a, b = nodes
+        try:
+            await b.m.gossiper.stop()  # b's heartbeat stops rising from here on
+            skew = {"s": 0.0}
+            a.m.gossiper._clock = lambda: time.monotonic() + skew["s"]
+            skew["s"] = 5.0  # a's next round is 5 s late, as after a stalled event loop
+            await asyncio.sleep(CONFIG.interval_s * 3)
+            assert a.m.is_alive(b.name)
+            # without a late round, the same silence is convicted
+            assert await async_wait_until(lambda: not a.m.is_alive(b.name), timeout=30)
+        finally:
+            await stop_all(nodes)
+    run(main())
