@@ -48,7 +48,8 @@ class MembershipConfig:
     phi_threshold: float = 8.0  # ~18.4 rounds of silence: ~1.8 s (failure_detector.py)
     detector_window: int = 250  # intervals remembered: 25 s, so the mean adapts to load
     pause_s: float = 0.5  # a round this late means our own loop stalled: convict nobody
-    rpc_timeout_s: float = 1.0  # one gossip exchange or change request
+    rpc_timeout_s: float = 1.0  # one gossip exchange
+    change_timeout_s: float = 10.0  # one change request (the claimant fsyncs the ring)
     join_timeout_s: float = 30.0  # how long join() and changes retry (seed down, no claimant)
     n_val: int = 3  # replicas per key that transfers keep (the node's default N)
 

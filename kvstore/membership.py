@@ -235,7 +235,7 @@ class Membership:
         if self._session is None:
             raise NodeUnavailable(target, "membership is not started")
         return await membership_http.request_change(
-            self._session, target, op, node, hops, self.config.rpc_timeout_s)
+            self._session, target, op, node, hops, self.config.change_timeout_s)
 
     async def _adopt(self, ring: Ring, *, force: bool = False) -> bool:
         """Persist and act on `ring` if it wins over ours (or `force`); True if adopted."""
