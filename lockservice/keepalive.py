@@ -101,7 +101,8 @@ class SessionKeeper:
                         # after its send time, from which the lease is counted.
                         left = min(left, hold_cap)
                     reply = await self.members.call("POST", path, {"ack": self._ack},
-                                                   timeout_s=left, attempt_timeout_s=left)
+                                                   timeout_s=left, attempt_timeout_s=left,
+                                                   long_poll=bool(self.watches))
                 else:  # jeopardy: every member at once, until the grace period ends
                     left = max(0.05, self.lease.grace_ends_at - sent)
                     reply = await self.members.race("POST", path, {"ack": self._ack},

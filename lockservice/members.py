@@ -81,11 +81,13 @@ class Members:
 
     async def call(self, method: str, path: str, body: dict[str, Any] | None = None, *,
                    timeout_s: float, attempt_timeout_s: float | None = None,
-                   params: dict[str, str] | None = None) -> Reply:
+                   params: dict[str, str] | None = None, long_poll: bool = False) -> Reply:
         """One request, retried on the next member until an answer or `timeout_s` passes.
 
-        `attempt_timeout_s` bounds one try at one member (long polls pass their own);
-        raises MembersUnavailable when the deadline passes without an answer.
+        `attempt_timeout_s` bounds one try at one member; raises MembersUnavailable when
+        the deadline passes without an answer. With `long_poll`, an attempt that times out
+        was held by the member, not failed by it: the error is raised at once and the next
+        call goes to the same member.
         """
         deadline = time.monotonic() + timeout_s
         pause = ROUND_PAUSE_S
@@ -102,7 +104,12 @@ class Members:
             limit = left if attempt_timeout_s is None else min(left, attempt_timeout_s)
             try:
                 reply = await self._once(member, method, path, body, params, limit)
-            except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
+            except TimeoutError:
+                if long_poll:
+                    raise MembersUnavailable(f"{method} {path}: held by {member} past "
+                                             f"{limit:.2f} s") from None
+                last = f"{member}: TimeoutError"
+            except (aiohttp.ClientError, OSError, ValueError) as exc:
                 last = f"{member}: {type(exc).__name__} {exc}".strip()
             else:
                 if reply.status != 503:
