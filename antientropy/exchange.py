@@ -6,10 +6,12 @@ Theory of operation (Dynamo §4.7; the responder is antientropy/responder.py)
    peer's, level by level, asking only for the children of nodes that differ; the
    requests of all partitions at one level travel in one `nodes` call (hashes cut to
    codec.WIDTH bytes). Round trips: depth + 1, whatever the number of partitions.
-2. Keys: for each partition with differing segments, one raw scan collects this node's
-   keys of those segments; they go to the peer with their clocks and entry-hash prefixes
-   (`keys`, many partitions per call). The peer answers with its states for keys where it
-   is ahead or concurrent (`give`) and the keys it needs (`want`) (reconcile.py).
+2. Keys: for each partition with differing segments, this node's keys of those segments
+   (from the key index, antientropy/keyindex.py, or a raw scan of the partition while
+   the index is being built) go to the peer with their clocks and entry-hash prefixes
+   (`keys`, up to LIST_GROUP partitions per call). The peer answers with its states for
+   keys where it is ahead or concurrent (`give`) and the keys it needs (`want`)
+   (reconcile.py).
 3. Repair: the given states are merged here (ReplicaStore.merge_many: vclock.sync, as
    read repair does), then this node's states of the wanted keys (read after that merge,
    so concurrent keys carry both sides) are merged there (`merge`). Both replicas end

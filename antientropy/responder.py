@@ -10,6 +10,7 @@ only for keys of partitions this node replicates.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 
@@ -18,21 +19,34 @@ from antientropy.codec import as_int, as_items, as_list, as_listed
 from antientropy.errors import InvalidMessage
 from antientropy.reconcile import reconcile
 from antientropy.trees import Trees
+from kvstore import vclock
 from kvstore.replica import ReplicaStore
 from kvstore.ring import partition_of
 
 logger = logging.getLogger(__name__)
 
+READ_CONCURRENCY = 32  # keys read at once from the store (worker threads)
 MAX_GAP = 8  # partitions not wanted that one scan may cross rather than start another
 
 
 async def segment_rows(replica: ReplicaStore, trees: Trees,
                        wanted: dict[int, set[int] | None]) -> tuple[dict[int, dict], int]:
     """partition -> {key: stored bytes} of the wanted segments of each wanted partition
-    (None: all of it), read with one raw scan per run of nearby partitions; and how
-    many keys the scans read."""
+    (None: all of it); and how many keys were read. Keys of indexed partitions come from
+    the key index (trees.index) and are read one by one; the others from one raw scan
+    per run of nearby partitions."""
     rows: dict[int, dict[bytes, bytes]] = {p: {} for p in wanted}
-    scanned = 0
+    keys = [(p, k) for p, segments in wanted.items()
+            if segments is not None and trees.index.has(p)
+            for k in trees.index.keys_in(p, segments)]
+    for i in range(0, len(keys), READ_CONCURRENCY):
+        chunk = keys[i:i + READ_CONCURRENCY]
+        states = await asyncio.gather(*(replica.get(k) for _, k in chunk))
+        for (p, key), state in zip(chunk, states, strict=True):
+            if state.clock.entries:  # gone meanwhile: absent
+                rows[p][key] = vclock.encode(state)  # canonical: the stored bytes
+    wanted = {p: s for p, s in wanted.items() if s is None or not trees.index.has(p)}
+    scanned = len(keys)
     order = sorted(wanted)
     runs: list[list[int]] = []
     for p in order:

@@ -20,6 +20,9 @@ rebuilt from the data when they cannot be trusted)
   bytes makes the tree exact at the moment it becomes ready (all on the event loop, with
   no await in between). Trees older than `max_age_s` are rebuilt too (silent damage on
   disk then shows up as a difference within that time, as with Riak's tree expiry).
+- Key index (antientropy/keyindex.py, `index`): the same feed and the same rebuild scans
+  keep, per partition, which keys each segment holds; after a load it is filled by a
+  background scan (at the same rate) of each loaded partition.
 - Requires: `open()` returns before the store takes writes (the node opens the trees
   right after the store), so no change goes unseen between the load and observe().
 
@@ -44,6 +47,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from antientropy.errors import InvalidTree
+from antientropy.keyindex import KeyIndex
 from antientropy.merkle import MerkleTree
 from antientropy.ratelimit import TokenBucket
 from kvstore.replica import Change, ReplicaStore
@@ -82,6 +86,8 @@ class Trees:
         self._ready: set[int] = set()
         self._building: dict[int, dict[bytes, bytes | None]] = {}
         self._queue: list[int] = []
+        self.index = KeyIndex(lambda key: self.locate(key)[1])
+        self._unindexed: list[int] = []  # ready trees whose key index needs a scan
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
         self.loaded = 0
@@ -101,6 +107,8 @@ class Trees:
         for p in self._ready - set(saved):
             self._built[p] = now
         self._queue = sorted(holding - set(saved))
+        self.index.empty(set(range(self.ring_size)) - holding)
+        self._unindexed = sorted(holding & set(saved))
         self.loaded = len(saved)
         self.replica.observe(self._observe)
         logger.info("anti-entropy trees: %d loaded, %d to rebuild", len(saved), len(self._queue))
@@ -160,6 +168,8 @@ class Trees:
     def _observe(self, changes: list[Change]) -> None:
         for key, old, new in changes:
             p = partition_of(key, self.ring_size)
+            if (old is None) != (new is None):
+                self.index.note(p, key, new is not None)
             if p in self._ready:
                 self._tree(p).update(key, old, new)
             elif p in self._building:
@@ -172,6 +182,9 @@ class Trees:
             if not self._queue:
                 self._queue = sorted(p for p in self._ready if p in self._trees
                                      and self._clock() - self._built[p] > self.max_age_s)
+            if not self._queue and self._unindexed:
+                await self._scan_index(self._unindexed.pop(0))
+                continue
             if not self._queue:
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
@@ -185,27 +198,46 @@ class Trees:
             except Exception:
                 logger.exception("rebuilding the tree of partition %d failed; retrying later", p)
                 self._building.pop(p, None)
+                self.index.abort(p)
                 await asyncio.sleep(1.0)
                 self._queue.append(p)
 
     async def _rebuild(self, p: int) -> None:
         self._ready.discard(p)
         changed = self._building[p] = {}
+        self.index.begin(p)
         tree = MerkleTree(p, partition_bits=self.bits, fanout=self.fanout, depth=self.depth)
         scanned: dict[bytes, bytes] = {}
+        segments: dict[bytes, int] = {}
         async for key, raw in self.replica.scan_partition_raw(p):
             tree.update(key, None, raw)
             scanned[key] = raw
+            segments[key] = self.locate(key)[1]
             if len(scanned) % 256 == 0:
                 await asyncio.sleep(self._bucket.reserve(256, time.monotonic()))
         for key, new in changed.items():
             tree.update(key, scanned.get(key), new)
         del self._building[p]
+        self.index.finish(p, segments)
         self._trees[p], self._built[p] = tree, self._clock()
         self._ready.add(p)
         self.rebuilds += 1
         self.rebuilt_keys += len(scanned)
         logger.debug("rebuilt the tree of partition %d (%d keys)", p, len(scanned))
+
+    async def _scan_index(self, p: int) -> None:
+        """Fill the key index of a partition whose tree was loaded (a rate-limited scan)."""
+        self.index.begin(p)
+        try:
+            segments: dict[bytes, int] = {}
+            async for key, _ in self.replica.scan_partition_raw(p):
+                segments[key] = self.locate(key)[1]
+                if len(segments) % 1024 == 0:
+                    await asyncio.sleep(self._bucket.reserve(256, time.monotonic()))
+        except BaseException:
+            self.index.abort(p)
+            raise
+        self.index.finish(p, segments)
 
     # -- files (worker thread) --------------------------------------------------------------
     def _load(self) -> dict[int, tuple[float, MerkleTree]]:

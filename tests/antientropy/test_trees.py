@@ -37,6 +37,12 @@ async def _assert_exact(store: ReplicaStore, trees: Trees) -> None:
         rebuilt = MerkleTree.build(rows, p, partition_bits=3, fanout=trees.fanout,
                                    depth=trees.depth)
         assert trees.tree(p) is not None and trees.tree(p).root() == rebuilt.root(), p
+        if trees.index.has(p):  # the key index names exactly the stored keys, by segment
+            every = set(range(trees.segments))
+            assert sorted(trees.index.keys_in(p, every)) == sorted(k for k, _ in rows), p
+            for key, _ in rows:
+                segment = trees.locate(key)[1]
+                assert key in trees.index.keys_in(p, {segment}), (p, key)
 
 
 def test_a_rebuild_under_concurrent_writes_ends_exact(tmp_path: Path) -> None:
@@ -76,6 +82,8 @@ def test_trees_are_saved_on_a_clean_close_and_rebuilt_after_a_crash(tmp_path: Pa
         assert trees.loaded == RING and trees.pending() == []
         assert not (tmp_path / "aae" / "CLEAN").exists()  # a crash from here on rebuilds
         assert {p: trees.tree(p).root() for p in range(RING)} == roots
+        await async_wait_until(lambda: all(trees.index.has(p) for p in range(RING)), 60)
+        await _assert_exact(store, trees)  # the key index was rebuilt by a scan
         await store.merge(b"k1", _state(b"after the load", node="other"))
         await store.close()  # a "crash": the trees are never closed, so no CLEAN
         store, trees = await _open(tmp_path)
