@@ -159,40 +159,82 @@ def _bisect_in_place(raw: bytes, ends, n: int, user_key: bytes) -> int:
     return lo
 
 
-def search_block(raw: bytes, size: int, user_key: bytes, max_seq: int, path: str,
-                 offset: int) -> tuple[int, int, bytes] | None:
-    """Block.get without building a Block: for a block read once and not cached.
-    _layout and the search for the key's first entry inlined (the hot path of a point
-    read that misses the cache; each call saved is about 0.1 us)."""
+_U32_AT = _U32.unpack_from
+_U32_PAIR = struct.Struct("<II").unpack_from
+_U64_AT = _U64.unpack_from
+
+
+def search_block(raw, size: int, user_key: bytes, max_seq: int, path: str, offset: int,
+                 base: int = 0) -> tuple[int, int, bytes] | None:
+    """Block.get without building a Block: for a block read once and not cached. The
+    contents are raw[base:base + size]: `raw` is the block's bytes (base 0) or a whole
+    table's memory map (base = offset: searched in place, no copy). Reads only the few
+    array slots it needs with struct.unpack_from (no memoryview, no list of ends): the
+    hot path of a point read that misses the cache."""
     if size < 4:
         raise CorruptionError(path, offset, "block shorter than its entry count")
-    n = _U32.unpack_from(raw, size - 4)[0]
-    tags_at = size - 4 - 16 * n
-    if tags_at < 0:
+    end_at = base + size
+    n = _U32_AT(raw, end_at - 4)[0]
+    tags_at = end_at - 4 - 16 * n  # absolute positions in raw from here on
+    if tags_at < base:
         raise CorruptionError(path, offset, f"block of {size} bytes cannot hold {n} entries")
     if not n:
         return None
-    if _LITTLE_ENDIAN:
-        ends = memoryview(raw)[tags_at + 8 * n:size - 4].cast("I")
-    else:
-        ends = _array_struct("I", 2 * n).unpack_from(raw, tags_at + 8 * n)
-    vbase = ends[n - 1]
-    if vbase > tags_at or ends[-1] != tags_at or ends[n] < vbase:
+    ends_at = tags_at + 8 * n  # key_ends[j] at ends_at + 4 j, value_ends[j] at + 4 (n + j)
+    vbase, first_value_end = _U32_PAIR(raw, ends_at + 4 * n - 4)  # key_ends[n-1], value 0
+    if (vbase > tags_at - base or first_value_end < vbase
+            or _U32_AT(raw, end_at - 8)[0] != tags_at - base):
         raise CorruptionError(path, offset, "block entry offsets are inconsistent")
     # The key's first entry: a C-level substring search of the concatenated keys
-    # raw[:vbase], a match accepted only where a key starts and ends exactly there (a
-    # bisect of key_ends). Equal keys are adjacent, so the first whole-key match is the
-    # newest version. Much cheaper in CPython than a bisect slicing a key per step.
+    # raw[base:base + vbase], a match accepted only where a key starts and ends exactly
+    # there. Equal keys are adjacent, so the first whole-key match is the newest version.
+    # The match's entry index is guessed from the mean key width (exact for fixed-size
+    # keys) and checked against key_ends; a wrong guess falls back to a bisect of them.
     width = len(user_key)
-    p = raw.find(user_key, 0, vbase)
+    p = raw.find(user_key, base, base + vbase) - base
     while p >= 0:
-        i = bisect_left(ends, p + width, 0, n)
-        if i < n and ends[i] == p + width and (ends[i - 1] if i else 0) == p:
+        i = p * n // vbase
+        if i:
+            start, end = _U32_PAIR(raw, ends_at + 4 * i - 4)
+        else:
+            start, end = 0, _U32_AT(raw, ends_at)[0]
+        if start != p:
+            i = _key_ending_at(raw, ends_at, n, p + width)
+            if i >= 0:
+                start = _U32_AT(raw, ends_at + 4 * i - 4)[0] if i else 0
+                end = p + width
+        if start == p and end == p + width:
             break
-        p = raw.find(user_key, p + 1, vbase)
+        p = raw.find(user_key, base + p + 1, base + vbase) - base
     else:
         return None
-    return _newest_version(raw, ends, n, tags_at, vbase, i, user_key, max_seq)
+    # The key's versions, newest first, to the first with seq <= max_seq.
+    while True:
+        tag = _U64_AT(raw, tags_at + 8 * i)[0]
+        if tag >> 8 <= max_seq:
+            if i:
+                start, end = _U32_PAIR(raw, ends_at + 4 * (n + i - 1))
+            else:
+                start, end = vbase, first_value_end
+            return tag >> 8, tag & 0xFF, raw[base + start:base + end]
+        i += 1  # an older version of the same key, if there is one
+        if i == n:
+            return None
+        start, end = _U32_PAIR(raw, ends_at + 4 * i - 4)
+        if raw[base + start:base + end] != user_key:
+            return None
+
+
+def _key_ending_at(raw: bytes, ends_at: int, n: int, end: int) -> int:
+    """The index i < n with key_ends[i] == end, or -1 (a bisect of key_ends)."""
+    lo, hi = 0, n
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if _U32_AT(raw, ends_at + 4 * mid)[0] < end:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo if lo < n and _U32_AT(raw, ends_at + 4 * lo)[0] == end else -1
 
 
 class Block:

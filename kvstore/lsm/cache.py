@@ -2,7 +2,8 @@
 
 Keys are (file_number, block_offset); file numbers are never reused, so a deleted
 table's blocks simply age out. Bounded by the sum of the entries' charges (bytes).
-Thread-safe: one lock around an OrderedDict; every operation is O(1).
+Thread-safe: one lock around an OrderedDict for changes (`lookup`, the point read's
+probe, takes none); every operation is O(1).
 
 Admission (`offer`): a block read for a point lookup enters the cache only the second
 time it is offered within a window of recent offers (a "doorkeeper" in front of the
@@ -62,22 +63,29 @@ class BlockCache:
     def lookup(self, key: Hashable) -> tuple[object | None, bool]:
         """(value, False) on a hit; on a miss (None, admit): admit is True if `key` missed
         before within the window of recent misses (then the caller should `insert` the
-        value it reads), False the first time (the miss is remembered). One lock."""
-        with self._lock:
-            item = self._map.get(key)
-            if item is not None:
+        value it reads), False the first time (the miss is remembered).
+
+        Takes no lock (the point read's path; the lock cost as much as the probe): each
+        step is one dict or set operation, atomic under the GIL. A race with another
+        thread can only lose a counter increment or an LRU touch, or admit a block one
+        miss early or late; `usage` is changed only under the lock."""
+        item = self._map.get(key)
+        if item is not None:
+            try:  # noqa: SIM105 (contextlib.suppress costs two calls on every hit)
                 self._map.move_to_end(key)
-                self.hits += 1
-                return item[0], False
-            self.misses += 1
-            offered = self._offered
-            if key in offered:
-                offered.discard(key)
-                return None, True
-            if len(offered) >= self._offer_window:
-                offered.clear()
-            offered.add(key)
-            return None, False
+            except KeyError:  # evicted by another thread since the probe
+                pass
+            self.hits += 1
+            return item[0], False
+        self.misses += 1
+        offered = self._offered
+        if key in offered:
+            offered.discard(key)
+            return None, True
+        if len(offered) >= self._offer_window:
+            offered.clear()
+        offered.add(key)
+        return None, False
 
     def offer(self, key: Hashable, value: object, charge: int) -> bool:
         """Insert `key` if it was offered before within the window; True if inserted."""

@@ -30,13 +30,14 @@ import concurrent.futures
 import logging
 import threading
 import time
+from bisect import bisect_left
 from collections import deque
 from collections.abc import Iterator
 from typing import Any
 
 from . import filenames
 from .background import BackgroundWork
-from .batch import BATCH_HEADER, WriteBatch, check_key, check_value, encode_ops
+from .batch import BATCH_HEADER, MAX_KEY_SIZE, WriteBatch, check_key, check_value, encode_ops
 from .bloom import key_hashes
 from .coding import KIND_DELETE, KIND_VALUE
 from .compaction import allowed_seeks, pick_range_compaction
@@ -452,7 +453,8 @@ class Engine(BackgroundWork):
     # -- reads --------------------------------------------------------------------------
     def get(self, key: bytes, *, snapshot: Snapshot | None = None) -> bytes | None:
         """The value stored under `key`, or None. Reads at `snapshot` if given."""
-        key = check_key(key)
+        if type(key) is not bytes or not 0 < len(key) <= MAX_KEY_SIZE:
+            key = check_key(key)
         if self._closed:
             raise EngineClosedError(f"{self.path}: engine is closed")
         if snapshot is not None:
@@ -479,26 +481,54 @@ class Engine(BackgroundWork):
         if found is not None:
             self._stats["get_memtable_hits"] += 1
             return found[3] if found[2] == KIND_VALUE else None
-        # Pin the current version without the mutex (see _pin): its tables stay on disk
-        # and their readers open until the pin is dropped.
-        version = self._pin()
+        # Pin the current version without the mutex (see _pin; its first try inlined):
+        # its tables stay on disk and their readers open until the pin is dropped.
+        version = self._state.version
+        pins = version.readers
+        pins.append(None)
+        if not version.refs:
+            pins.pop()
+            if not pins:
+                self._retire_unpinned(version)
+            version = self._pin()
+            pins = version.readers
         try:
+            # The tables that may hold `key`, newest first (Version.search_order), each
+            # asked through its bloom filter (probed here: the hottest loop of a read)
+            # and then for one block (TableReader.search).
             readers = self.tables.readers
             first: tuple[int, FileMeta] | None = None  # first table whose block was in vain
             charged = False
-            hashes = None
-            for level, meta in version.candidates(key):
+            h1 = h2 = 0
+            hashed = False
+            for level, largest, files in version.search_order:
+                i = bisect_left(largest, key)
+                if i == len(largest):
+                    continue
+                meta = files[i]
+                if meta.smallest > key:
+                    continue
                 reader = readers.get(meta.number) or self.tables.reader(meta.number)
-                bloom = reader._bloom
-                if bloom is not None:
-                    if hashes is None:
-                        hashes = key_hashes(key)
-                    if not bloom.may_contain(key, hashes):
+                bits = reader.bloom_bits
+                if bits is not None:
+                    if not hashed:
+                        h1, h2 = key_hashes(key)
+                        hashed = True
+                    nbits = reader.bloom_nbits
+                    h = h1
+                    for _ in reader.bloom_probes:
+                        pos = h % nbits
+                        if not bits[pos >> 3] & (1 << (pos & 7)):
+                            break
+                        h += h2
+                    else:
+                        bits = None  # every probed bit is set: the key may be here
+                    if bits is not None:
                         # No block read: a lookup the filter answers costs no seek (it
                         # is ~1 us; charging it made random reads over two levels start
                         # seek compactions that cost far more CPU than they saved).
                         continue
-                hit = reader.get(key, seq, hashes, filtered=True)
+                hit = reader.search(key, seq)
                 if hit is not None:
                     if first is not None and not charged:
                         self._charge_seek(*first)
@@ -510,7 +540,9 @@ class Engine(BackgroundWork):
                     charged = True
             return None
         finally:
-            self._unpin(version)
+            pins.pop()  # _unpin, inlined
+            if not version.refs and not pins:
+                self._retire_unpinned(version)
 
     def _pin(self) -> Version:
         """The current version, pinned for a point read by an entry in its `readers`

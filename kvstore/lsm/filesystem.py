@@ -145,6 +145,12 @@ class RealRandomAccessFile:
             raise EngineClosedError(f"{self.path}: read after close")
         return os.pread(fd, n, offset)
 
+    @property
+    def mapping(self) -> mmap.mmap | None:
+        """The read-only memory map of the file (with `mmap_reads`), or None. A point read
+        may search a block in it in place; after close() it raises ValueError."""
+        return self._map
+
     def read_random(self, offset: int, n: int) -> bytes:
         """Like `read`, for a small read at a random place (from the map if there is one)."""
         m = self._map

@@ -26,10 +26,10 @@ from .block import (
     search_block,
     unseal_block,
 )
-from .bloom import BloomFilter, key_hashes
+from .bloom import BloomFilter
 from .cache import BlockCache
 from .coding import crc32c, decode_varint, masked_crc32c
-from .errors import CorruptionError
+from .errors import CorruptionError, EngineClosedError
 from .filesystem import FileSystem, RandomAccessFile
 from .sstable_builder import FOOTER_BODY, FOOTER_SIZE, FORMAT_VERSION, MAGIC, PROPS
 
@@ -42,8 +42,10 @@ class TableReader:
     def __init__(self, file: RandomAccessFile, path: str, file_number: int,
                  cache: BlockCache | None, verify_checksums: bool = True) -> None:
         self._file = file
-        # Point lookups read through read_random where the file has it (a memory map).
+        # Point lookups read through read_random where the file has it (a memory map),
+        # or search the block in place in the file's memory map where it has one.
         self._read_random = getattr(file, "read_random", file.read)
+        self._map = getattr(file, "mapping", None)
         self.path = path
         self.file_number = file_number
         self._cache = cache
@@ -85,6 +87,12 @@ class TableReader:
                 self._bloom = BloomFilter(meta_block(f_off, f_size))
             except ValueError as e:
                 raise CorruptionError(path, f_off, f"filter block: {e}") from None
+        # The filter's parts, for the engine's get, which probes it inline (bits None:
+        # no filter, every key may be here).
+        bloom = self._bloom
+        self.bloom_bits = None if bloom is None else bloom._bits
+        self.bloom_nbits = 0 if bloom is None else bloom._nbits
+        self.bloom_probes = range(0) if bloom is None else bloom._k
 
     def _read_props(self, props: bytes, offset: int) -> None:
         try:
@@ -146,18 +154,16 @@ class TableReader:
             *, filtered: bool = False) -> tuple[int, int, bytes] | None:
         """(seq, kind, value) of the newest version with seq <= max_seq, or None.
         `hashes`: bloom.key_hashes(user_key) if the caller has it (saves one hash);
-        `filtered`: the caller already asked the bloom filter (may_contain said yes).
-        The bloom probe and the block trailer check are inlined (the hottest path)."""
+        `filtered`: the caller already asked the bloom filter (may_contain said yes)."""
         bloom = self._bloom
-        if bloom is not None and not filtered:
-            h1, h2 = hashes if hashes is not None else key_hashes(user_key)
-            nbits = bloom._nbits
-            bits = bloom._bits
-            for _ in bloom._k:
-                pos = h1 % nbits
-                if not bits[pos >> 3] & (1 << (pos & 7)):
-                    return None
-                h1 += h2
+        if bloom is not None and not filtered and not bloom.may_contain(user_key, hashes):
+            return None
+        return self.search(user_key, max_seq)
+
+    def search(self, user_key: bytes, max_seq: int) -> tuple[int, int, bytes] | None:
+        """`get` after the bloom filter said yes: the index, then one block, from the
+        cache or read and searched in place. (The engine's get probes the filter inline
+        and calls this.)"""
         i = bisect_left(self._index_keys, user_key)
         if i == self._nblocks:
             return None
@@ -172,9 +178,22 @@ class TableReader:
                 block = self._load(i, False, self._read_random)
                 cache.insert(self._cache_keys[i], block, block.charge)
                 return block.get(user_key, max_seq)
-        # Read once: search the bytes in place, no Block object.
         off = self._offsets[i]
         size = self._sizes[i]
+        m = self._map
+        if m is not None and self._verify:
+            # Read once, from the memory map: checksum and search the block where it
+            # lies (no copy, no Block object). A closed map raises ValueError.
+            try:
+                if m[off + size] == NO_COMPRESSION:
+                    c = crc32c(memoryview(m)[off:off + size + 1])  # contents + type byte
+                    if ((((c >> 15) | (c << 17)) & 0xFFFFFFFF) + _MASK_DELTA) & 0xFFFFFFFF \
+                            != _U32.unpack_from(m, off + size + 1)[0]:
+                        raise CorruptionError(self.path, off, "block checksum mismatch")
+                    return search_block(m, size, user_key, max_seq, self.path, off, off)
+            except ValueError:
+                raise EngineClosedError(f"{self.path}: read after close") from None
+        # Read once: search the bytes in place, no Block object.
         stored = self._read_random(off, size + TRAILER_SIZE)
         if len(stored) != size + TRAILER_SIZE:
             raise CorruptionError(self.path, off, "data block runs past the end of the file")

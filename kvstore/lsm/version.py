@@ -54,14 +54,18 @@ class VersionEdit:
 class Version:
     """An immutable table layout. `levels[0]` newest first; deeper levels by key."""
 
-    __slots__ = ("_deep", "_largest", "levels", "readers", "refs")
+    __slots__ = ("_largest", "levels", "readers", "refs", "search_order")
 
     def __init__(self, levels: list[list[FileMeta]]) -> None:
         self.levels: tuple[tuple[FileMeta, ...], ...] = tuple(tuple(files) for files in levels)
         self._largest = [[f.largest for f in files] for files in self.levels]
-        # (level, largest keys, tables) of each non-empty level >= 1, for candidates()
-        self._deep = [(level, self._largest[level], files)
-                      for level, files in enumerate(self.levels) if level and files]
+        # What a point read walks, in the order it must try the tables: (level, largest
+        # keys, tables) per L0 table (newest first; each is its own one-table "level",
+        # since L0 tables overlap), then per non-empty level >= 1. In each, the table that
+        # may hold a key is at bisect_left(largest, key) if its smallest key <= key.
+        self.search_order = [(0, [f.largest], (f,)) for f in self.levels[0]]
+        self.search_order += [(level, self._largest[level], files)
+                              for level, files in enumerate(self.levels) if level and files]
         self.refs = 0
         self.readers: list[None] = []  # point reads in flight (engine._pin), lock-free
 
@@ -97,9 +101,10 @@ class Version:
                     yield level, f
 
     def candidates(self, key: bytes) -> list[tuple[int, FileMeta]]:
-        """tables_for_key as a list: what a point read calls (no generator to resume)."""
-        out = [(0, f) for f in self.levels[0] if f.smallest <= key <= f.largest]
-        for level, largest, files in self._deep:
+        """tables_for_key as a list, from `search_order` (the engine's get walks that
+        inline)."""
+        out = []
+        for level, largest, files in self.search_order:
             i = bisect.bisect_left(largest, key)
             if i < len(largest):
                 f = files[i]

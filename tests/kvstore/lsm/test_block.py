@@ -14,6 +14,7 @@ from kvstore.lsm.block import (
     Block,
     encode_block,
     seal_block,
+    search_block,
     unseal_block,
 )
 from kvstore.lsm.errors import CorruptionError
@@ -49,6 +50,35 @@ def test_round_trip_and_lookup(entries) -> None:
     for i in range(len(entries) + 1):
         assert list(block.entries(i)) == entries[i:]
     assert block.get(b"\xff" * 21, 2**56) is None
+
+
+small_alphabet_entries = st.lists(
+    st.tuples(st.binary(min_size=1, max_size=6).map(lambda b: bytes(97 + x % 2 for x in b)),
+              st.integers(0, 50), st.integers(0, 1), st.binary(max_size=8)),
+    max_size=60,
+).map(lambda es: sorted({(k, s): (k, s, t, v) for k, s, t, v in es}.values(),
+                        key=lambda e: (e[0], -e[1])))
+
+
+@given(st.one_of(small_alphabet_entries, entries_strategy,
+                 st.lists(st.binary(min_size=4, max_size=4), max_size=40).map(
+                     lambda ks: [(k, 1, 1, k * 2) for k in sorted(set(ks))])))
+def test_search_in_place_agrees_with_the_decoded_block(entries) -> None:
+    """search_block (a point read of a block read once) finds what Block.get finds, for
+    keys of one width (its guessed entry index is exact) and of mixed widths (the guess
+    misses and key_ends are bisected), over keys from a two-letter alphabet (a key occurs
+    inside and across other keys: only whole-key matches count), at every max_seq."""
+    contents = build(entries)
+    stored = contents + b"trailer"  # the reader passes the stored bytes with trailer
+    in_file = b"ab" * 50 + stored  # or a whole table's memory map and the block's offset
+    block = Block(contents)
+    probes = {e[0] for e in entries} | {b"a", b"b", b"ab", b"ba", b"aaa", b"bbbbbbb", b"zz"}
+    for key in probes:
+        for max_seq in (0, 1, 7, 25, 2**56):
+            expected = block.get(key, max_seq)
+            assert search_block(stored, len(contents), key, max_seq, "t", 0) == expected
+            assert search_block(in_file, len(contents), key, max_seq, "t", 100,
+                                base=100) == expected
 
 
 def test_known_layout() -> None:
@@ -97,6 +127,10 @@ def test_every_flipped_byte_is_caught(compression) -> None:
 def test_structurally_damaged_contents_are_rejected(raw, reason) -> None:
     with pytest.raises(CorruptionError, match=reason):
         Block(raw, "/db/x.sst", 0)
+    with pytest.raises(CorruptionError, match=reason):
+        search_block(raw, len(raw), b"a", 2**56, "/db/x.sst", 0)
+    with pytest.raises(CorruptionError, match=reason):
+        search_block(b"x" * 7 + raw, len(raw), b"a", 2**56, "/db/x.sst", 7, base=7)
 
 
 @pytest.mark.parametrize("widths", [[16] * 31, [100] * 7, [3, 3, 4], [0, 0], [5], [], [2, 2, 2, 1]])
