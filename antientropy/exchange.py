@@ -190,8 +190,11 @@ class Exchange:
                 continue
             got, wanted = as_list(answer, "answer", 2)
             got = as_items(got)
+            wanted = [as_key(k) for k in as_list(wanted, "want")]
+            if any(self.trees.locate(k)[0] != p for k in [*(k for k, _ in got), *wanted]):
+                raise InvalidMessage(f"the peer answered keys outside partition {p}")
             give += got
-            want += [(p, as_key(k)) for k in as_list(wanted, "want")]
+            want += [(p, k) for k in wanted]
             r.repaired[p] = r.repaired.get(p, 0) + len(got) + len(wanted)
         for i in range(0, len(give), 1000):
             await self.replica.merge_many(give[i:i + 1000])

@@ -108,10 +108,10 @@ class Scheduler:
             except BaseException:
                 self.totals["failures"] += 1
                 raise
-            self._record(result)
+            self._record(result, partitions)
             return result
 
-    def _record(self, r: ExchangeResult) -> None:
+    def _record(self, r: ExchangeResult, partitions: list[int]) -> None:
         t, now = self.totals, self._clock()
         t["exchanges"] += 1
         t["keys_repaired"] += r.repaired_here + r.repaired_there
@@ -121,7 +121,7 @@ class Scheduler:
         t["duration_max_s"] = max(t["duration_max_s"], r.duration_s)
         t["duration_last_s"] = r.duration_s
         skipped = set(r.skipped)
-        for p in self.shared().get(r.peer, []):
+        for p in partitions:
             if p not in skipped:
                 self.last[p] = (now, r.peer)
         for p, count in r.repaired.items():

@@ -8,7 +8,7 @@ rebuilt from the data when they cannot be trusted)
   old one (merkle.MerkleTree.update, O(1)). A partition whose tree is *ready* is exact:
   its leaves are the sums over exactly the stored entries. Only ready trees take part in
   exchanges (`tree(p)` answers None otherwise).
-- Saving: `close()` writes every ready non-empty tree to DIR/aae/trees atomically (temp
+- Saving: `close()` writes every ready tree to DIR/aae/trees atomically (temp
   file, fsync, rename, fsync of the folder), then creates DIR/aae/CLEAN. `open()` loads
   the trees only when CLEAN exists, and deletes CLEAN (fsynced) before the store takes
   writes, so a crash (SIGKILL, power cut) leaves no CLEAN and every tree is rebuilt.
@@ -122,7 +122,7 @@ class Trees:
                 await self._task
             self._task = None
         trees = [(p, self._built[p], self._trees[p].to_bytes()) for p in sorted(self._ready)
-                 if p in self._trees and any(self._trees[p].root())]
+                 if p in self._trees]
         await asyncio.to_thread(self._save, trees)
 
     # -- reading --------------------------------------------------------------------------
