@@ -26,27 +26,19 @@ rebuilt from the data when they cannot be trusted)
 - Requires: `open()` returns before the store takes writes (the node opens the trees
   right after the store), so no change goes unseen between the load and observe().
 
-File DIR/aae/trees (version 1; do not change its meaning):
-    b"RLAE" | version u8 = 1 | count u32 |
-    count * (built_at f64 (Unix seconds) | length u32 | merkle.MerkleTree.to_bytes()) |
-    blake2b-16 of everything before it          (integers big-endian)
-A damaged file, or trees of another shape or ring size, is ignored with a warning and
-every tree holding keys is rebuilt.
+The saved trees' file format and its checks: antientropy/tree_file.py.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
-import os
-import struct
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from antientropy.errors import InvalidTree
+from antientropy import tree_file
 from antientropy.keyindex import KeyIndex
 from antientropy.merkle import MerkleTree
 from antientropy.ratelimit import TokenBucket
@@ -58,9 +50,6 @@ logger = logging.getLogger(__name__)
 FANOUT, DEPTH = 4, 5  # 1024 segments; fanout 4 fetches the fewest hashes per difference
 REBUILD_KEYS_PER_S = 20_000  # background rebuild speed (hashing competes with requests)
 MAX_AGE_S = 7 * 24 * 3600.0  # Riak expires trees weekly
-MAGIC, VERSION = b"RLAE", 1  # on disk: do not change
-_HEAD = struct.Struct(">4sBI")
-_ENTRY = struct.Struct(">dI")
 _MASK64 = (1 << 64) - 1
 
 
@@ -241,67 +230,10 @@ class Trees:
 
     # -- files (worker thread) --------------------------------------------------------------
     def _load(self) -> dict[int, tuple[float, MerkleTree]]:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        clean, path = self.folder / "CLEAN", self.folder / "trees"
-        if not clean.exists():
-            return {}
-        try:
-            return self._parse(path.read_bytes()) if path.exists() else {}
-        except (OSError, InvalidTree) as exc:
-            logger.warning("ignoring saved anti-entropy trees (%s); rebuilding them", exc)
-            return {}
-        finally:
-            clean.unlink()
-            _fsync_dir(self.folder)
-
-    def _parse(self, data: bytes) -> dict[int, tuple[float, MerkleTree]]:
-        if len(data) < _HEAD.size + 16 or hashlib.blake2b(
-                data[:-16], digest_size=16).digest() != data[-16:]:
-            raise InvalidTree("trees file is truncated or its checksum does not match")
-        magic, version, count = _HEAD.unpack_from(data)
-        if magic != MAGIC or version != VERSION:
-            raise InvalidTree(f"trees file has bad magic or version {data[:5]!r}")
-        out, at = {}, _HEAD.size
-        for _ in range(count):
-            if at + _ENTRY.size > len(data) - 16:
-                raise InvalidTree("trees file ends inside an entry")
-            built_at, length = _ENTRY.unpack_from(data, at)
-            at += _ENTRY.size
-            tree = MerkleTree.from_bytes(data[at:at + length])
-            at += length
-            if (tree.partition_bits, tree.fanout, tree.depth) != (self.bits, self.fanout,
-                                                                  self.depth):
-                raise InvalidTree("saved trees have another shape or ring size")
-            out[tree.partition] = (built_at, tree)
-        if at != len(data) - 16:
-            raise InvalidTree("trees file has bytes after its last entry")
-        return out
+        return tree_file.load(self.folder, (self.bits, self.fanout, self.depth))
 
     def _save(self, trees: list[tuple[int, float, bytes]]) -> None:
-        body = bytearray(_HEAD.pack(MAGIC, VERSION, len(trees)))
-        for _, built_at, data in trees:
-            body += _ENTRY.pack(built_at, len(data)) + data
-        body += hashlib.blake2b(bytes(body), digest_size=16).digest()
-        self.folder.mkdir(parents=True, exist_ok=True)
-        tmp = self.folder / "trees.tmp"
-        with open(tmp, "wb") as f:
-            f.write(body)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.folder / "trees")
-        _fsync_dir(self.folder)  # the new trees are in place before CLEAN can be
-        with open(self.folder / "CLEAN", "wb") as f:
-            os.fsync(f.fileno())
-        _fsync_dir(self.folder)
-        logger.info("saved %d anti-entropy trees", len(trees))
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        tree_file.save(self.folder, [(built_at, data) for _, built_at, data in trees])
 
 
 __all__ = ["DEPTH", "FANOUT", "Trees"]
