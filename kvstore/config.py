@@ -3,6 +3,8 @@
 Flags (the contract's; `kv serve` and `python -m kvstore.node` accept exactly these):
 
     --name HOST:PORT   the node's name and advertised address (required)
+    --listen HOST:PORT the address to bind when it is not the name (behind a proxy or a
+                       NAT; the chaos harness puts a link proxy on the name's address)
     --data DIR         its data folder (required)
     --join SEED        a member to join through when DIR holds no ring yet
     --n --r --w        replicas per key, and default read and write quorums (3, 2, 2)
@@ -41,6 +43,7 @@ class ConfigError(ValueError):
 class NodeConfig:
     name: str
     data: str
+    listen: str | None = None  # bind here instead of at the name (a proxy holds the name)
     join: str | None = None
     n: int = 3
     r: int = 2
@@ -55,14 +58,18 @@ class NodeConfig:
 
     @property
     def host(self) -> str:
-        return self.name.rsplit(":", 1)[0]
+        """The host to bind: `listen`'s when given, else the name's."""
+        return (self.listen or self.name).rsplit(":", 1)[0]
 
     @property
     def port(self) -> int:
-        return int(self.name.rsplit(":", 1)[1])
+        """The port to bind: `listen`'s when given, else the name's."""
+        return int((self.listen or self.name).rsplit(":", 1)[1])
 
     def __post_init__(self) -> None:
         check_address("name", self.name)
+        if self.listen is not None:
+            check_address("listen", self.listen)
         if not isinstance(self.data, str) or not self.data:
             raise ConfigError("data must name a folder")
         if self.join is not None:
@@ -118,6 +125,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add = parser.add_argument
     add("--name", help="this node's name and address, HOST:PORT (required)")
     add("--data", help="the node's data folder (required)")
+    add("--listen", metavar="HOST:PORT",
+        help="address to bind when it is not --name (behind a proxy or NAT)")
     add("--join", metavar="SEED", help="join the cluster of SEED (HOST:PORT) on first start")
     add("--n", type=int, help="replicas per key (default 3)")
     add("--r", type=int, help="default read quorum (default 2)")

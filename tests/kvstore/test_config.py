@@ -31,6 +31,11 @@ def test_flags_and_defaults() -> None:
     assert (cfg.max_value, cfg.log_level) == (4096, "DEBUG")
 
 
+def test_listen_binds_elsewhere_than_the_name() -> None:
+    cfg = parse("--name", "127.0.0.11:7001", "--data", "/d", "--listen", "127.0.0.11:17001")
+    assert (cfg.name, cfg.host, cfg.port) == ("127.0.0.11:7001", "127.0.0.11", 17001)
+
+
 def test_toml_fills_in_and_flags_win(tmp_path) -> None:
     path = tmp_path / "node.toml"
     path.write_text('name = "127.0.0.1:7001"\ndata = "/from-file"\nring-size = 32\n'
@@ -71,6 +76,7 @@ BAD_FLAGS = [
     ["--name", "127.0.0.1:70000", "--data", "d"],
     ["--name", ":7001", "--data", "d"],
     ["--name", "127.0.0.1:7001", "--data", "d", "--join", "nowhere"],
+    ["--name", "127.0.0.1:7001", "--data", "d", "--listen", "127.0.0.1"],
     ["--name", "127.0.0.1:7001", "--data", "d", "--n", "0"],
     ["--name", "127.0.0.1:7001", "--data", "d", "--r", "4"],
     ["--name", "127.0.0.1:7001", "--data", "d", "--n", "2", "--w", "3"],
