@@ -33,6 +33,7 @@ from lockservice.client_errors import (
     SessionLost,
     VersionMismatch,
 )
+from lockservice.election import Election, Leader
 from lockservice.events import Event
 from lockservice.handles import EntryValue, HeldLock, Watch
 from lockservice.lease import LeaseState, Transition
@@ -135,6 +136,49 @@ class LockClient:
         """Events on names starting with `prefix`: `for event in client.watch("jobs/")`."""
         return SyncWatch(self, self._run(self.aio.watch(prefix)))
 
+    def election(self, *, lock_delay_ms: int | None = None) -> SyncElection:
+        """Elections over this session (lockservice/election.py), for synchronous code."""
+        return SyncElection(self, Election(self.aio, lock_delay_ms=lock_delay_ms))
+
+
+class SyncElection:
+    """`Election`'s methods, waited for; `observe` is a plain iterator."""
+
+    def __init__(self, client: LockClient, election: Election) -> None:
+        self.client, self.aio = client, election
+
+    def campaign(self, name: str, value: bytes | str, *, timeout: float | None = None) -> Leader:
+        return self.client._run(self.aio.campaign(name, value, timeout=timeout))
+
+    def resign(self) -> None:
+        self.client._run(self.aio.resign())
+
+    def leader(self, name: str) -> Leader | None:
+        return self.client._run(self.aio.leader(name))
+
+    def observe(self, name: str) -> Iterator[Leader | None]:
+        changes = self.aio.observe(name)
+        try:
+            while True:
+                try:
+                    yield self.client._run(changes.__anext__())
+                except StopAsyncIteration:
+                    return
+        finally:
+            if not self.client._closed:
+                self.client._run(changes.aclose())
+
+    @property
+    def is_leader(self) -> bool:
+        return self.aio.is_leader
+
+    @property
+    def sequencer(self) -> str:
+        return self.aio.sequencer
+
+    def check(self) -> None:
+        self.aio.check()
+
 
 class _SyncLock:
     def __init__(self, client: LockClient, name: str, kw: dict[str, Any]) -> None:
@@ -188,6 +232,7 @@ __all__ = [
     "RequestRejected",
     "SequencerNotCurrent",
     "SessionLost",
+    "SyncElection",
     "SyncWatch",
     "Transition",
     "VersionMismatch",

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from lockservice.async_client import AsyncLockClient
+from lockservice.client import LockClient
 from lockservice.client_errors import ClientError, LockLost
 from lockservice.election import Election, Leader, decode_leader, encode_leader
 from lockservice.lease import LeaseState
@@ -84,6 +85,20 @@ def test_campaign_resign_and_observe(cluster: LockCluster) -> None:
             await asyncio.gather(observer, return_exceptions=True)
 
     asyncio.run(run())
+
+
+def test_the_sync_client_campaigns_observes_and_resigns(cluster: LockCluster) -> None:
+    with LockClient(members(cluster), ttl_ms=5000) as a, \
+            LockClient(members(cluster), ttl_ms=5000) as b:
+        changes = b.election().observe("el/sync")
+        assert next(changes) is None
+        election = a.election()
+        won = election.campaign("el/sync", "primary-1")
+        assert election.is_leader and election.sequencer == won.sequencer
+        assert next(changes) == won == b.election().leader("el/sync")
+        election.resign()
+        assert next(changes) is None and not election.is_leader
+        changes.close()
 
 
 def test_a_cut_off_leader_stops_leading_before_another_is_elected(
