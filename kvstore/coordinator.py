@@ -22,9 +22,11 @@ Theory of operation (Dynamo §4.5, §4.6, §5; shared/DESIGN.md "Put, step by st
   applied the write: QuorumFailed(indeterminate=True). No primary up: QuorumFailed with
   indeterminate=False (nothing was written anywhere).
 - Get: `get` to the up primaries and the fallbacks (a fallback answers with its hints),
-  answer after R replies with `vclock.merge_all` of them and its context. The remaining
-  replies are awaited in the background until the deadline; every primary whose reply
-  differs from the merge of all replies gets that merge (read repair).
+  and to the next spare for each that fails; answer after R replies with
+  `vclock.merge_all` of them and its context. The remaining replies are awaited in the
+  background until the deadline; every primary whose reply differs from the merge of all
+  replies gets that merge (read repair; fallbacks and spares are never repaired, their
+  copies are hints, not replicas).
 - A ring with fewer members than N holds fewer than N replicas of a key (a one-node
   development cluster holds one): R and W are capped at the length of the key's
   preference list, so they ask for every replica that exists, never for more.
@@ -106,7 +108,13 @@ class Coordinator:
         calls = Calls(self._spawn)
         for node in plan.targets:
             calls.send(node, self._get_one(node, key, deadline))
-        await self._collect(tally, calls, deadline, replies)
+        spares = list(plan.spares)
+
+        def replace(failed: str) -> None:  # the next healthy node may hold hints for it
+            if spares:
+                tally.add(spare := spares.pop(0))
+                calls.send(spare, self._get_one(spare, key, deadline))
+        await self._collect(tally, calls, deadline, replies, on_fail=replace)
         if not tally.reached:
             self.counts["quorum_failed"] += 1
             raise QuorumFailed("get", r, len(tally.acked), indeterminate=False,
@@ -263,7 +271,7 @@ class Coordinator:
                       calls: Calls, replies: dict[str, SiblingSet], deadline: float) -> None:
         """Wait for late replies, then send the merge of all to primaries that were behind."""
         await self._collect(tally, calls, deadline, replies, until_finished=True)
-        primaries = {n: s for n, s in replies.items() if plan.owner_of(n) is None}
+        primaries = {n: s for n, s in replies.items() if n in plan.primaries}
         merged = vclock.merge_all(replies.values())
         until = time.monotonic() + REPAIR_TIMEOUT_S
         for node in quorum.stale(primaries, merged):
@@ -280,7 +288,8 @@ class Coordinator:
     # -- plumbing -------------------------------------------------------------------------
 
     async def _collect(self, tally: quorum.Tally, calls: Calls, deadline: float,
-                       replies: dict[str, SiblingSet], *, until_finished: bool = False) -> None:
+                       replies: dict[str, SiblingSet], *, until_finished: bool = False,
+                       on_fail: Callable[[str], None] | None = None) -> None:
         while not tally.finished and (until_finished or not (tally.reached or tally.hopeless)):
             results = await calls.next(deadline)
             if not results:
@@ -288,6 +297,8 @@ class Coordinator:
             for node, reply in results:
                 if isinstance(reply, BaseException):
                     tally.fail(node)
+                    if on_fail is not None:
+                        on_fail(node)
                 else:
                     tally.ok(node)
                     replies[node] = reply

@@ -34,7 +34,7 @@ from kvstore.vclock import SiblingSet
 
 logger = logging.getLogger(__name__)
 
-POOL_PER_HOST = 32  # concurrent calls to one peer before they queue for a connection
+POOL_PER_HOST = 64  # concurrent calls to one peer before they queue for a connection
 KEEPALIVE_S = 30.0  # idle pooled connections are kept this long
 SUSPECT_S = 1.0  # after a transport failure, route around the peer for this long
 BATCH_BYTES = 8 << 20  # merge_many bodies are split below this size

@@ -188,6 +188,26 @@ def test_a_primary_failing_mid_request_is_replaced_by_a_spare(tmp_path) -> None:
     run(main())
 
 
+def test_a_read_asks_the_next_node_for_a_primary_failing_mid_request(tmp_path) -> None:
+    """§4.6 for reads: the spare holding the failed primary's hint answers in its place;
+    read repair never writes into a spare's replica store."""
+    async def main():
+        async with cluster(tmp_path, 4) as c:
+            key = b"late-read"
+            p = c.primaries(key)
+            spare = c.outsider(key)
+            first = await c[p[0]].coordinator.put(key, b"v1", w=3)
+            await c[p[1]].stop_serving()
+            await c[p[0]].coordinator.put(key, b"v2", context=first.context, w=3)
+            got = await c[p[2]].coordinator.get(key, r=3)
+            assert got.state.values == [b"v2"]
+            co = c[p[2]].coordinator  # background repair done: it must not touch the spare
+            assert await eventually(async_true(lambda: co.stats()["background"] == 0))
+            assert (await c[spare].replica.get(key)).siblings == ()
+            assert c[spare].hints.count(p[1]) == 1
+    run(main())
+
+
 def test_a_write_that_cannot_reach_w_is_indeterminate(tmp_path) -> None:
     """§4.5 with the DESIGN's rule: W not reached says the write may have been applied."""
     async def main():
@@ -293,6 +313,12 @@ async def eventually(check, timeout: float = 30.0) -> bool:
             return bool(await check())
         await asyncio.sleep(0.02)
     return True
+
+
+def async_true(predicate):
+    async def check() -> bool:
+        return bool(predicate())
+    return check
 
 
 def test_sequencers_need_a_lock_service_and_a_current_token(tmp_path) -> None:
