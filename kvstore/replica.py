@@ -173,6 +173,13 @@ class ReplicaStore:
         self._counts["gets"] += 1
         return await self._read(key)
 
+    async def get_many_raw(self, keys: list[bytes]) -> list[bytes | None]:
+        """The stored bytes of each key (None: absent), not decoded, in one worker-thread
+        hop (anti-entropy reads the keys of differing segments). No lock."""
+        skeys = [self._storage_key(check_user_key(k)) for k in keys]
+        engine = self._engine.engine
+        return await asyncio.to_thread(lambda: [engine.get(s) for s in skeys])
+
     async def coordinate(self, key: bytes, context: VersionVector, value: bytes, *,
                          deleted: bool, timestamp: int) -> SiblingSet:
         """This node coordinates a write; returns the whole new state to ship to the
