@@ -1,6 +1,7 @@
 """Issue 5's membership test on real `python -m kvstore.node` processes (Dynamo §4.9): a
 node joins and one leaves under a steady write load, and every acknowledged key is still
-readable with its latest value, with its N copies on its new preference list."""
+readable with its latest value, with its N copies on its new preference list. Then a
+node is killed and removed by the operator, and the survivors rebuild its copies."""
 
 from __future__ import annotations
 
@@ -65,7 +66,7 @@ def transfers_idle(cluster: Cluster, names: list[str]) -> bool:
     return True
 
 
-def test_4_9_a_join_and_a_leave_under_writes_keep_every_acknowledged_key(
+def test_4_9_a_join_a_leave_and_a_removal_under_writes_keep_every_acknowledged_key(
         tmp_path: Path) -> None:
     with Cluster(tmp_path, size=4, extra_args=["--ring-size", "64"]) as cluster:
         a, b, c, d = cluster.names
@@ -91,14 +92,22 @@ def test_4_9_a_join_and_a_leave_under_writes_keep_every_acknowledged_key(
                 return bool(view) and view["status"] == "left"
             wait_for(left, timeout=READY_S, what=f"{d} to hand off and leave")
             assert cluster.node(d).stop() == 0
-            rest = [a, b, c, joiner.name]
-            cluster.wait_converged(rest)
+            cluster.wait_converged([a, b, c, joiner.name])
             wait_for(lambda: writer.ok >= 220, what="writes after the leave")
+            # c dies (SIGKILL); once it is seen down the operator removes it
+            cluster.node(c).kill()
+            rest = [a, b, joiner.name]
+            for observer in rest:  # the claimant refuses to remove a node it sees alive
+                cluster.wait_alive(observer, c, alive=False)
+            status, body = cluster.json(b, "POST", "/admin/v1/remove", {"node": c})
+            assert status == 200, body
+            cluster.wait_converged(rest)
+            wait_for(lambda: writer.ok >= 280, what="writes after the removal")
         finally:
             writer.stopping.set()
             writer.join(60)
         assert writer.error is None, writer.error
-        assert writer.ok >= 220
+        assert writer.ok >= 280
         wait_for(lambda: transfers_idle(cluster, rest), what="transfers to finish")
         for key in writer.acked:
             status, doc = cluster.json(a, "GET", "/kv/" + key.decode() + "?r=3",
