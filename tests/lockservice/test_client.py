@@ -239,3 +239,20 @@ def test_jeopardy_then_recovery_within_the_grace_period_keeps_the_lock(
             assert all(new is not LeaseState.LOST for _, new in seen)
     finally:
         partition.close()
+
+
+def test_keepalive_events_are_parsed_strictly() -> None:
+    from lockservice.events import Event
+    from lockservice.handles import event_from_json, parse_mode
+
+    good = {"seq": 3, "kind": "lock_released", "name": "a/b", "session": 7, "generation": 9,
+            "version": 0}
+    assert event_from_json(good) == Event(3, EventKind.LOCK_RELEASED, "a/b", 7, 9, 0)
+    assert event_from_json({**good, "kind": 4}).kind is EventKind.ENTRY_CHANGED
+    for bad in ([], "x", {**good, "kind": "nope"}, {**good, "kind": 99}, {**good, "seq": "3"},
+                {**good, "seq": True}, {**good, "name": 5}, {**good, "kind": None}):
+        with pytest.raises(ValueError):
+            event_from_json(bad)
+    assert parse_mode("SHARED").name == "SHARED"
+    with pytest.raises(ValueError):
+        parse_mode("both")
