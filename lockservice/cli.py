@@ -86,8 +86,9 @@ def _common(p: argparse.ArgumentParser) -> None:
 def _child(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lock-delay", type=int, default=None, metavar="MS",
                    help="lock-delay if this session expires holding it (server default)")
-    p.add_argument("--kill-after", type=float, default=1.0, metavar="S",
-                   help="SIGKILL this long after SIGTERM when the lock is lost (default 1)")
+    p.add_argument("--kill-after", type=float, default=None, metavar="S",
+                   help="SIGKILL this long after SIGTERM when the lock is lost (default: 1, "
+                        "or less to stay under half of margin + lock-delay)")
     # REMAINDER keeps CMD's own options; options given after NAME are parsed in _main.
     p.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD...")
     p.set_defaults(parser=p)
@@ -132,8 +133,20 @@ def _split_command(args: argparse.Namespace) -> None:
     args.cmd = cmd
     if not args.cmd:
         raise ValueError("give the command to run after --")
+    _check_kill_after(args)
     if args.command == "elect" and args.value is None:
         raise ValueError("--value is required")
+
+
+def _check_kill_after(args: argparse.Namespace) -> None:
+    """SIGKILL must land before the lock can pass on: within the safety margin (TTL/10) plus
+    the lock-delay after jeopardy (the server's default lock-delay is 10 s)."""
+    budget_s = (args.ttl / 10 + (10_000 if args.lock_delay is None else args.lock_delay)) / 1000
+    if args.kill_after is None:
+        args.kill_after = min(1.0, budget_s / 2)
+    elif not 0 <= args.kill_after < budget_s:
+        raise ValueError(f"--kill-after must be under {budget_s:.2f} s (TTL/10 + lock-delay), "
+                         "or the command could outlive the lock")
 
 
 async def _holding_run(args: argparse.Namespace, client: AsyncLockClient,

@@ -105,7 +105,9 @@ def test_lock_status_leader_and_usage_errors(cluster: LockCluster, capsys,
              (["lock", "run", "cli/x", "--members", addresses, "--"], "command to run"),
              (["elect", "cli/x", "--members", addresses, "--", "true"], "--value"),
              (["lock", "status", "cli/x", "--members", "z"], "not a member address"),
-             (["lock", "status", "cli/x"], "no lock-service members")]  # env unset here
+             (["lock", "status", "cli/x"], "no lock-service members"),  # env unset here
+             (["lock", "run", "cli/x", "--members", addresses, "--lock-delay", "0",
+               "--kill-after", "2", "--", "true"], "--kill-after must be under 1.00 s")]
     for args, message in cases:
         assert main(args) == 2, args
         assert message in capsys.readouterr().err
