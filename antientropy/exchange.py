@@ -27,7 +27,6 @@ those repaired.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -48,7 +47,7 @@ Transport = Callable[[str, str, bytes], Awaitable[bytes]]  # (peer, op, body) ->
 Pace = Callable[[int, int], Awaitable[None]]
 LIST_GROUP = 32  # partitions per `keys` call (and per scan)
 MERGE_BATCH_BYTES = 8 << 20  # states per `merge` call
-GET_CONCURRENCY = 32  # local reads of wanted keys in flight at once
+READ_BATCH = 1024  # wanted keys read from the store in one worker-thread hop
 NODES_BATCH = 100_000  # node hashes asked for per `nodes` call
 
 
@@ -201,14 +200,12 @@ class Exchange:
         r.repaired_here += len(give)
         await self.pace(len(give), 0)
         items, size = [], 0
-        states: list[SiblingSet] = []
-        for i in range(0, len(want), GET_CONCURRENCY):  # reads overlap in worker threads
-            states += await asyncio.gather(*(self.replica.get(key) for _, key in
-                                             want[i:i + GET_CONCURRENCY]))
-        for (_, key), state in zip(want, states, strict=True):
-            if not state.siblings and not state.clock.entries:
+        raws: list[bytes | None] = []
+        for i in range(0, len(want), READ_BATCH):
+            raws += await self.replica.get_many_raw([k for _, k in want[i:i + READ_BATCH]])
+        for (_, key), encoded in zip(want, raws, strict=True):
+            if encoded is None:  # deleted here meanwhile (a tombstone is a state, kept)
                 continue
-            encoded = vclock.encode(state)
             if items and size + len(encoded) > MERGE_BATCH_BYTES:
                 await self._merge(items)
                 items, size = [], 0

@@ -10,7 +10,6 @@ only for keys of partitions this node replicates.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable
 
@@ -19,13 +18,12 @@ from antientropy.codec import as_int, as_items, as_list, as_listed
 from antientropy.errors import InvalidMessage
 from antientropy.reconcile import reconcile
 from antientropy.trees import Trees
-from kvstore import vclock
 from kvstore.replica import ReplicaStore
 from kvstore.ring import partition_of
 
 logger = logging.getLogger(__name__)
 
-READ_CONCURRENCY = 32  # keys read at once from the store (worker threads)
+READ_BATCH = 1024  # keys read from the store in one worker-thread hop
 MAX_GAP = 8  # partitions not wanted that one scan may cross rather than start another
 
 
@@ -39,12 +37,12 @@ async def segment_rows(replica: ReplicaStore, trees: Trees,
     keys = [(p, k) for p, segments in wanted.items()
             if segments is not None and trees.index.has(p)
             for k in trees.index.keys_in(p, segments)]
-    for i in range(0, len(keys), READ_CONCURRENCY):
-        chunk = keys[i:i + READ_CONCURRENCY]
-        states = await asyncio.gather(*(replica.get(k) for _, k in chunk))
-        for (p, key), state in zip(chunk, states, strict=True):
-            if state.clock.entries:  # gone meanwhile: absent
-                rows[p][key] = vclock.encode(state)  # canonical: the stored bytes
+    for i in range(0, len(keys), READ_BATCH):
+        chunk = keys[i:i + READ_BATCH]
+        raws = await replica.get_many_raw([k for _, k in chunk])
+        for (p, key), raw in zip(chunk, raws, strict=True):
+            if raw is not None:  # None: deleted meanwhile
+                rows[p][key] = raw
     wanted = {p: s for p, s in wanted.items() if s is None or not trees.index.has(p)}
     scanned = len(keys)
     order = sorted(wanted)
