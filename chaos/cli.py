@@ -1,7 +1,9 @@
 """`kv-chaos`: run a Jepsen-style test against a real local cluster, or check a saved history.
 
-    kv-chaos run --workload register|set|lock --nemesis partition,kill,pause,clock,loss,torn-tail
+    kv-chaos run --workload register|set|lock|election
+                 --nemesis partition,kill,pause,clock,loss,delay,torn-tail
                  --nodes 5 --time 60 --rate 50 --seed S [--store DIR] [--unsafe]
+                 [--net auto|iptables|proxy]
     kv-chaos check --workload W FOLDER      (re-run the checker on FOLDER/history.jsonl)
 
 Exit status: 0 when the history is valid, 1 when the checker found a violation, 2 for a
@@ -54,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--store", default="store", help="where runs are kept (default ./store)")
     r.add_argument("--unsafe", action="store_true",
                    help="negative control: the workload breaks a rule; the check must fail")
+    r.add_argument("--net", choices=("auto", "iptables", "proxy"), default="auto",
+                   help="how network faults are made (default auto: iptables when root, "
+                        "link proxies for delay or without root)")
     r.add_argument("--no-progress", action="store_true")
     c = sub.add_parser("check", help="check the history of an earlier run again")
     c.add_argument("--workload", required=True, choices=sorted(WORKLOADS))
@@ -74,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
                       concurrency=args.concurrency, seed=seed, store=args.store,
                       fault_s=args.fault_window, quiet_s=args.quiet_window,
                       recovery_s=args.recovery, unsafe=args.unsafe,
-                      progress=not args.no_progress)
+                      progress=not args.no_progress, net=args.net)
     try:
         results = run(opts)
     except (ValueError, RuntimeError, OSError) as exc:

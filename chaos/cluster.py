@@ -8,6 +8,9 @@ nodes are also the lock service's Raft voters. The controller is the only thing 
 signals the processes, and `close()` (also on leaving the `with`) resumes paused nodes and
 stops every process (SIGTERM, then SIGKILL), so a run never leaves one behind.
 
+With `proxies` (chaos/proxy.py), each node's public address is held by a link proxy and
+the node listens behind it (`kv serve --listen`): slow links, and partitions without root.
+
 Process faults: `kill` (SIGKILL), `pause` / `resume` (SIGSTOP / SIGCONT), `restart` (with
 an optional clock skew: libfaketime from Debian's faketime package shifts the node's clocks
 by a constant offset, wall and monotonic alike; a constant offset leaves sleeps and
@@ -34,6 +37,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from chaos.proxy import ProxyNetwork
+
 logger = logging.getLogger(__name__)
 
 FAKETIME_LIBS = ("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1",
@@ -55,12 +60,14 @@ def faketime_env(skew_s: float) -> dict[str, str]:
     return {"LD_PRELOAD": lib, "FAKETIME": f"{skew_s:+.3f}s"}
 
 
-def free_port(hosts: list[str]) -> int:
-    """A port that is free on every one of `hosts` right now."""
+def free_port(hosts: list[str], avoid: set[int] = frozenset()) -> int:
+    """A port that is free on every one of `hosts` right now (and not in `avoid`)."""
     for _ in range(50):
         with socket.socket() as probe:
             probe.bind((hosts[0], 0))
             port = probe.getsockname()[1]
+        if port in avoid:
+            continue
         try:
             for host in hosts:
                 with socket.socket() as s:
@@ -101,12 +108,17 @@ class Node:
 
 class ChaosCluster:
     def __init__(self, root: Path, *, nodes: int = 5, lock_members: int = 3,
-                 extra_args: tuple[str, ...] = (), first_host: int = 11) -> None:
+                 extra_args: tuple[str, ...] = (), first_host: int = 11,
+                 proxies: ProxyNetwork | None = None) -> None:
         if not 1 <= nodes <= 40 or not 0 <= lock_members <= nodes:
             raise ValueError("1..40 nodes, at most as many lock members")
         self.root = Path(root)
         hosts = [f"127.0.0.{first_host + i}" for i in range(nodes)]
         port = free_port(hosts)
+        # With proxies, each node's name (its public address) is held by a link proxy
+        # and the node itself listens on a private port of the same host (--listen).
+        self.proxies = proxies
+        self.private_port = free_port(hosts, avoid={port}) if proxies else None
         self.nodes = [Node(i + 1, h, port, self.root / f"n{i + 1}", self.root / f"n{i + 1}.log",
                            i + 1 if i < lock_members else None) for i, h in enumerate(hosts)]
         self.extra_args = list(extra_args)
@@ -126,6 +138,9 @@ class ChaosCluster:
     def start(self) -> None:
         """Start every node (the first alone, the others joining it) and wait until ready."""
         self.root.mkdir(parents=True, exist_ok=True)
+        if self.proxies is not None and not self.proxies.proxies:
+            for n in self.nodes:
+                self.proxies.add((n.host, n.port), (n.host, self.private_port))
         first, rest = self.nodes[0], self.nodes[1:]
         self._spawn(first, join=None)
         self.wait_healthy([first])
@@ -151,6 +166,8 @@ class ChaosCluster:
                "--data", str(node.data), *self.extra_args]
         if join and not node.data.exists():
             cmd += ["--join", join]
+        if self.private_port is not None:
+            cmd += ["--listen", f"{node.host}:{self.private_port}"]
         if node.lock_id:
             cmd += ["--lock-id", str(node.lock_id), "--lock-peers", self.lock_peers]
         env = dict(os.environ)

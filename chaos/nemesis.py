@@ -30,6 +30,8 @@ MAX_SKEW_S = 30.0
 class Network(Protocol):
     def drop(self, links: list[tuple[str, str]], probability: float = 1.0) -> None: ...
 
+    def delay(self, links: list[tuple[str, str]], delay_s: float) -> None: ...
+
     def heal(self) -> None: ...
 
 
@@ -150,3 +152,12 @@ class Nemesis:
 
         self._undo = undo
         return f"clock of {node.name} skewed by {skew:+.1f} s (restarted under libfaketime)"
+
+    def _delay(self) -> str:
+        node = self._pick()
+        delay_s = self.rng.choice([0.05, 0.2, 0.5])
+        others = [h for h in self.hosts if h != node.host]
+        self.network.delay([(node.host, h) for h in others] + [(h, node.host) for h in others],
+                           delay_s)
+        self._undo = self._heal_network
+        return f"slow links: every link of {node.name} delayed {delay_s * 1000:.0f} ms each way"

@@ -142,3 +142,67 @@ class Proxy:
             await sender
         finally:
             sender.cancel()
+
+
+class ProxyNetwork:
+    """Link proxies for every node, on an event loop of their own in a background thread.
+
+    `add(public, private)` starts a proxy that holds `public` (the node's name) and forwards
+    to `private` (where the node really listens: `kv serve --listen`). `hold(links)` holds
+    the traffic of each (src, dst) host pair, `delay(links, s)` slows it, `heal()` lifts
+    every rule. The calls are synchronous and thread-safe (the harness's nemesis runs in a
+    worker thread); `close()` stops every proxy and the thread.
+    """
+
+    def __init__(self) -> None:
+        import threading
+
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="chaos-proxies",
+                                        daemon=True)
+        self._thread.start()
+        self.links: Links = self._call(_new_links)
+        self.proxies: list[Proxy] = []
+
+    def _call(self, fn, *args):  # run `fn(*args)` (a coroutine function) on the loop
+        return asyncio.run_coroutine_threadsafe(fn(*args), self._loop).result(30)
+
+    def add(self, public: tuple[str, int], private: tuple[str, int]) -> Proxy:
+        proxy = Proxy(public, private, self.links)
+        self._call(proxy.start)
+        self.proxies.append(proxy)
+        return proxy
+
+    def hold(self, links: list[tuple[str, str]]) -> None:
+        self._set(links, Rule(blocked=True))
+
+    def delay(self, links: list[tuple[str, str]], delay_s: float) -> None:
+        self._set(links, Rule(delay_s=delay_s))
+
+    def _set(self, links: list[tuple[str, str]], rule: Rule) -> None:
+        async def apply() -> None:
+            for src, dst in links:
+                self.links.set(src, dst, rule)
+
+        self._call(apply)
+
+    def heal(self) -> None:
+        async def apply() -> None:
+            self.links.heal()
+
+        self._call(apply)
+
+    def close(self) -> None:
+        async def stop() -> None:
+            for proxy in self.proxies:
+                await proxy.close()
+
+        if self._thread.is_alive():
+            self._call(stop)
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(10)
+        self._loop.close()
+
+
+async def _new_links() -> Links:
+    return Links()  # created on the proxies' loop, whose Event it uses

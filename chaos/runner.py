@@ -32,6 +32,8 @@ from chaos.cluster import ChaosCluster
 from chaos.firewall import IptablesFirewall
 from chaos.history import OpType
 from chaos.nemesis import Nemesis
+from chaos.network import NetworkFaults
+from chaos.proxy import ProxyNetwork
 from chaos.recorder import Recorder
 from chaos.schedule import Plan, plan
 from chaos.workloads import WORKLOADS
@@ -40,7 +42,8 @@ from chaos.workloads.base import Env
 logger = logging.getLogger(__name__)
 
 NEMESIS_PROCESS = -2
-NETWORK_NEMESES = {"partition", "loss"}
+NETWORK_NEMESES = {"partition", "loss", "delay"}
+NETS = ("auto", "iptables", "proxy")
 
 
 @dataclass
@@ -60,6 +63,7 @@ class RunOptions:
     op_timeout_s: float = 5.0
     unsafe: bool = False
     progress: bool = True
+    net: str = "auto"  # iptables, proxy, or auto: iptables when usable, proxies when needed
 
     def check(self) -> None:
         if self.workload not in WORKLOADS:
@@ -67,18 +71,10 @@ class RunOptions:
                              f"{', '.join(sorted(WORKLOADS))}")
         if self.rate <= 0 or self.concurrency < 1 or self.time_s <= 0:
             raise ValueError("rate, concurrency and time must be positive")
+        if self.net not in NETS:
+            raise ValueError(f"--net is one of {', '.join(NETS)}")
         if self.workload in ("register", "lock", "election") and self.lock_members < 3:
             raise ValueError(f"the {self.workload} workload needs 3 or more lock members")
-
-
-class NoFaultsNetwork:
-    """The network when the plan has no network faults: nothing to install."""
-
-    def drop(self, links: list[tuple[str, str]], probability: float = 1.0) -> None:
-        raise RuntimeError("network faults need the firewall")
-
-    def heal(self) -> None:
-        pass
 
 
 def run(opts: RunOptions) -> dict[str, Any]:
@@ -89,18 +85,12 @@ def run(opts: RunOptions) -> dict[str, Any]:
     name = f"{opts.workload}-{'+'.join(opts.nemeses) or 'none'}" + ("-unsafe" * opts.unsafe)
     out = Path(opts.store) / name / time.strftime("%Y%m%dT%H%M%S")
     out.mkdir(parents=True, exist_ok=False)
-    network: IptablesFirewall | NoFaultsNetwork = NoFaultsNetwork()
-    if NETWORK_NEMESES & set(opts.nemeses):
-        why = IptablesFirewall.available()
-        if why is not None:
-            raise RuntimeError(f"network faults need iptables as root: {why}")
-        network = IptablesFirewall()
-        network.setup()
+    network = _network(opts)
     recorder = Recorder(out / "history.jsonl")
     started = time.monotonic()
     try:
-        with ChaosCluster(out / "cluster", nodes=opts.nodes,
-                          lock_members=opts.lock_members) as cluster:
+        with ChaosCluster(out / "cluster", nodes=opts.nodes, lock_members=opts.lock_members,
+                          proxies=network.proxies) as cluster:
             cluster.start()
             rng = random.Random(opts.seed)
             nemesis = Nemesis(cluster, network, random.Random(rng.random()))
@@ -110,8 +100,10 @@ def run(opts: RunOptions) -> dict[str, Any]:
             faults = asyncio.run(_drive(opts, the_plan, nemesis, env))
     finally:
         recorder.close()
-        if isinstance(network, IptablesFirewall):
-            network.close()
+        if network.firewall is not None:
+            network.firewall.close()
+        if network.proxies is not None:
+            network.proxies.close()
     ops = history.pair(history.read(out / "history.jsonl"))
     client_ops = [o for o in ops if o.process != NEMESIS_PROCESS]
     verdict = WORKLOADS[opts.workload](env).check(client_ops)
@@ -127,6 +119,26 @@ def run(opts: RunOptions) -> dict[str, Any]:
     (out / "results.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
     report.write(out, client_ops, faults, results)
     return results
+
+
+def _network(opts: RunOptions) -> NetworkFaults:
+    """The firewall and/or link proxies this run's nemeses need (see chaos/network.py)."""
+    wanted = NETWORK_NEMESES & set(opts.nemeses)
+    if not wanted and opts.net == "auto":
+        return NetworkFaults()
+    why = IptablesFirewall.available()
+    use_firewall = opts.net == "iptables" or (opts.net == "auto" and why is None
+                                              and bool(wanted - {"delay"}))
+    if use_firewall and why is not None:
+        raise RuntimeError(f"--net iptables needs iptables as root: {why}")
+    use_proxies = opts.net == "proxy" or "delay" in wanted or (
+        opts.net == "auto" and why is not None and bool(wanted))
+    if "loss" in wanted and not use_firewall:
+        raise RuntimeError(f"the loss nemesis needs iptables as root ({why or 'not chosen'})")
+    firewall = IptablesFirewall() if use_firewall else None
+    if firewall is not None:
+        firewall.setup()
+    return NetworkFaults(firewall, ProxyNetwork() if use_proxies else None)
 
 
 async def _drive(opts: RunOptions, the_plan: Plan, nemesis: Nemesis,

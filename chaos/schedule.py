@@ -16,7 +16,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-NEMESES = ("partition", "kill", "pause", "clock", "loss", "torn-tail")
+NEMESES = ("partition", "kill", "pause", "clock", "loss", "delay", "torn-tail")
 
 
 @dataclass(frozen=True, slots=True)

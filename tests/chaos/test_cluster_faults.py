@@ -27,6 +27,9 @@ class NoNetwork:
     def drop(self, links, probability=1.0):
         self.dropped.extend(links)
 
+    def delay(self, links, delay_s):
+        self.dropped.extend(links)
+
     def heal(self):
         self.dropped.clear()
 
@@ -95,7 +98,8 @@ def test_paused_node_answers_nothing_until_resumed(cluster):
     assert cluster.healthy(node)
 
 
-@pytest.mark.parametrize("kind", ["kill", "pause", "torn-tail", "clock", "partition", "loss"])
+@pytest.mark.parametrize("kind", ["kill", "pause", "torn-tail", "clock", "partition", "loss",
+                                  "delay"])
 def test_every_fault_begins_ends_and_heals(cluster, kind):
     if kind == "clock" and _faketime_missing():
         pytest.skip(_faketime_missing())
@@ -103,7 +107,7 @@ def test_every_fault_begins_ends_and_heals(cluster, kind):
     nemesis = Nemesis(cluster, network, random.Random(11))
     line = nemesis.begin(kind)
     assert line
-    if kind in ("partition", "loss"):
+    if kind in ("partition", "loss", "delay"):
         assert network.dropped
     assert nemesis.end() != "quiet"
     assert nemesis.end() == "quiet"

@@ -19,13 +19,17 @@ def run(tmp_path, *args) -> tuple[int, dict]:
     return code, json.loads(results.read_text())
 
 
-@pytest.mark.parametrize("workload, nemesis", [
-    ("set", "kill"), ("register", "pause"), ("lock", "kill"), ("election", "pause")])
-def test_workload_under_a_fault_is_valid(tmp_path, workload, nemesis):
-    code, results = run(tmp_path, "--workload", workload, "--nemesis", nemesis)
+@pytest.mark.parametrize("workload, nemesis, net", [
+    ("set", "kill", "auto"), ("register", "pause", "auto"), ("lock", "kill", "auto"),
+    ("election", "pause", "auto"),
+    # the link proxies: slow links, and partitions without root
+    ("register", "delay,partition", "proxy")])
+def test_workload_under_a_fault_is_valid(tmp_path, workload, nemesis, net):
+    code, results = run(tmp_path, "--workload", workload, "--nemesis", nemesis, "--net", net)
     assert results["valid"], results["checker"]
     assert code == 0
-    assert results["faults"] and all(f["kind"] == nemesis for f in results["faults"])
+    assert results["faults"]
+    assert {f["kind"] for f in results["faults"]} == set(nemesis.split(","))
     assert results["operations"]["ok"] > 10
     folder = next(tmp_path.glob("*/*"))
     for name in ("history.jsonl", "index.html", "latency.png", "rate.png"):
