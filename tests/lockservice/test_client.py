@@ -256,3 +256,28 @@ def test_keepalive_events_are_parsed_strictly() -> None:
     assert parse_mode("SHARED").name == "SHARED"
     with pytest.raises(ValueError):
         parse_mode("both")
+
+
+@pytest.mark.slow
+def test_cut_off_holders_always_know_first_whenever_the_cut_comes(cluster: LockCluster) -> None:
+    """The §2.8 promise above, repeated with the cut at random points of the lease cycle."""
+    import random
+
+    rng = random.Random(7)
+    for round_ in range(12):
+        partition = Partition(list(cluster.ports.values()))
+        jeopardy: list[float] = []
+        try:
+            a = LockClient(partition.addresses, ttl_ms=3000, grace_ms=500,
+                           on_jeopardy=lambda t, seen=jeopardy: seen.append(time.monotonic()))
+            with a, LockClient(members(cluster), ttl_ms=5000) as b:
+                name = f"client/stress-{round_}"
+                held = a.acquire(name, lock_delay_ms=0)
+                time.sleep(rng.uniform(0, 3))
+                partition.cut()
+                granted = b.acquire(name, timeout=60)
+                at = time.monotonic()
+                assert jeopardy and jeopardy[-1] < at, round_
+                assert not held.valid and granted.generation > held.generation
+        finally:
+            partition.close()
