@@ -28,7 +28,7 @@ from collections.abc import Callable
 from itertools import accumulate, repeat
 from operator import and_, rshift
 
-from .coding import crc32c, masked_crc32c
+from .coding import KIND_DELETE, crc32c, masked_crc32c
 from .errors import CorruptionError
 
 TRAILER_SIZE = 5  # on disk: do not change
@@ -302,6 +302,17 @@ class Block:
         n = self.n
         first = self.ends[n + start - 1] if start else self.vbase
         return _slices(self.raw, first, self.ends[n + start:])
+
+    def pairs(self, start: int = 0) -> list[tuple[bytes, bytes]] | None:
+        """(key, value) of entries `start`.. if none of them is a tombstone, else None
+        (a scan's plain run: built by one zip, no seq or kind per entry)."""
+        n = self.n
+        tags_at = self.tags_at
+        # the kind is the low byte of each little-endian tag: one strided slice
+        if KIND_DELETE in self.raw[tags_at + 8 * start:tags_at + 8 * n:8]:
+            return None
+        keys = self.keys
+        return list(zip(keys[start:] if start else keys, self.values(start), strict=True))
 
     def entries(self, start: int = 0):
         """Iterator of (key, seq, kind, value) from entry `start` on, built with C-level

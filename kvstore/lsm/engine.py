@@ -625,18 +625,21 @@ class Engine(BackgroundWork):
             return Scan(self, iter(()), version, seq)
         # Each source yields runs (lists or iterators of entries: memtable chunks, table
         # blocks), newest source first, as merge_visible_runs requires.
-        sources: list[Iterator[Any]] = [mem.runs(start, end, lock=self._mutex)]
+        # Sources give plain runs ((key, value) pairs) where every entry is a value
+        # visible at `seq`.
+        sources: list[Iterator[Any]] = [mem.runs(start, end, lock=self._mutex,
+                                                 visible_at=seq)]
         if imm is not None:
-            sources.append(imm.runs(start, end))
+            sources.append(imm.runs(start, end, visible_at=seq))
         tables = self.tables
         last = None if end is None else end
         for meta in version.levels[0]:
             if meta.overlaps(start, last):
-                sources.append(tables.reader(meta.number).runs(start))
+                sources.append(tables.reader(meta.number).runs(start, visible_at=seq))
         for files in version.levels[1:]:
             chosen = [f for f in files if f.overlaps(start, last)]
             if chosen:
-                sources.append(tables.level_runs(chosen, start))
+                sources.append(tables.level_runs(chosen, start, visible_at=seq))
         return Scan(self, merge_visible_runs(sources, seq, end), version, seq)
 
     def _release(self, version: Version | None, seq: int) -> None:

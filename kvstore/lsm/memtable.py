@@ -26,13 +26,19 @@ import threading
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, nullcontext
 from itertools import chain, islice
+from operator import itemgetter
 
 from sortedcontainers import SortedList
+
+from .coding import KIND_DELETE
 
 # An internal entry, as stored and as the merge and the table builder see it.
 Entry = tuple[bytes, int, int, bytes]
 
 _CHUNK = 512
+_SEQ = itemgetter(1)
+_KIND = itemgetter(2)
+_VALUE = itemgetter(3)
 
 
 def _copy(older: list[Entry] | None) -> tuple[Entry, ...] | None:
@@ -112,9 +118,12 @@ class MemTable:
         start: bytes | None = None,
         end: bytes | None = None,
         lock: threading.Lock | None = None,
-    ) -> Iterator[list[Entry]]:
+        visible_at: int | None = None,
+    ) -> Iterator[list[Entry]] | Iterator[list[Entry | tuple[bytes, bytes]]]:
         """What `entries` yields, as lists of up to _CHUNK keys' versions (the scan's
-        merge takes whole runs)."""
+        merge takes whole runs). With `visible_at` (a scan's snapshot), a chunk of keys
+        without kept older versions whose entries are all values at or below it comes as
+        a plain run: a list of (key, value) pairs (see merge.merge_visible_runs)."""
         guard: AbstractContextManager[object] = lock if lock is not None else nullcontext()
         settle = self._settle
         latest = self._latest
@@ -141,6 +150,14 @@ class MemTable:
                     chunk.append(entry)
                     if older:
                         chunk += reversed(older)
+            if (
+                plain
+                and visible_at is not None
+                and chunk
+                and max(map(_SEQ, chunk)) <= visible_at
+                and KIND_DELETE not in map(_KIND, chunk)
+            ):
+                chunk = list(zip(keys, map(_VALUE, chunk), strict=True))
             if chunk:
                 yield chunk
             if len(keys) < _CHUNK:

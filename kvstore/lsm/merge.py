@@ -13,7 +13,7 @@ import heapq
 from bisect import bisect_left
 from collections.abc import Iterable, Iterator
 from itertools import islice
-from operator import itemgetter
+from operator import eq, itemgetter
 
 from .coding import KIND_VALUE
 
@@ -72,6 +72,8 @@ def visible(
 
 
 _CHUNK = 1024  # entries buffered per source per round of merge_visible_runs
+_PLAIN = {2}  # entry widths of a batch made of plain runs only
+_FULL = {4}  # ... of internal entries only
 
 
 def merge_visible(
@@ -94,7 +96,10 @@ def merge_visible_runs(
 ) -> Iterator[list[tuple[bytes, bytes]]]:
     """Lists of the (key, value) pairs `visible(merge_entries(...), snapshot_seq, end)`
     yields, in order, from sources that each yield runs (non-empty lists of entries,
-    internal order across runs; e.g. one table block per run). Each round buffers at
+    internal order across runs; e.g. one table block per run). A run may be plain: a
+    list of (key, value) pairs, each standing for an entry that is a value visible at
+    `snapshot_seq` (a source knows that of a whole table block or memtable chunk, and
+    then builds no per-entry tuple of four). Each round buffers at
     least _CHUNK entries per source, takes from every source the entries below the
     smallest last key buffered by a source that may have more, sorts them by user key with
     one C-level stable sort (timsort merges the sorted runs; skipped with one source) and
@@ -145,7 +150,19 @@ def merge_visible_runs(
                 batch = batch[:bisect_left(batch, end, key=first_key)]
                 stop = True
             if batch:
-                if max(map(second, batch)) <= snapshot_seq:
+                widths = set(map(len, batch))
+                if widths == _PLAIN:
+                    # Only plain runs: every entry is a value the snapshot sees, so an
+                    # entry is the newest version of its key iff the entry before it
+                    # has another key; usually no key repeats and the batch is the out.
+                    keys = [previous]
+                    keys += map(first_key, batch)
+                    if any(map(eq, keys, islice(keys, 1, None))):
+                        out = [e for e, p in zip(batch, keys, strict=False) if e[0] != p]
+                    else:
+                        out = batch
+                    previous = keys[-1]
+                elif widths == _FULL and max(map(second, batch)) <= snapshot_seq:
                     # Every entry is visible to the snapshot: an entry is the newest
                     # version of its key iff the entry before it has another key.
                     keys = [previous]
@@ -155,8 +172,16 @@ def merge_visible_runs(
                     previous = keys[-1]
                 else:
                     out = []
-                    for key, seq, kind, value in batch:
-                        if key == previous or seq > snapshot_seq:
+                    for entry in batch:
+                        key = entry[0]
+                        if key == previous:
+                            continue
+                        if len(entry) == 2:  # from a plain run: a visible value
+                            previous = key
+                            out.append(entry)
+                            continue
+                        _, seq, kind, value = entry
+                        if seq > snapshot_seq:
                             continue
                         previous = key
                         if kind == KIND_VALUE:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import struct
 from bisect import bisect_left
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from itertools import chain
 
 from .block import (
@@ -241,17 +241,26 @@ class TableReader:
         to the cache (a scan or compaction would evict the hot blocks of point reads)."""
         return chain.from_iterable(self._block_entries(start, fill_cache))
 
-    def runs(self, start: bytes | None = None, *, fill_cache: bool = False
-             ) -> Iterator[Iterator[Entry]]:
-        """What `iterate` yields, one iterator per data block (the scan's merge takes
-        whole blocks at a time)."""
-        return self._block_entries(start, fill_cache)
+    def runs(self, start: bytes | None = None, *, fill_cache: bool = False,
+             visible_at: int | None = None) -> Iterator[Iterable[Entry]]:
+        """What `iterate` yields, one run per data block (the scan's merge takes whole
+        blocks at a time). With `visible_at` (a scan's snapshot) and every entry of the
+        table at or below it, a block without tombstones comes as a plain run: a list of
+        (key, value) pairs (see merge.merge_visible_runs)."""
+        plain = visible_at is not None and self.max_seq <= visible_at
+        return self._block_entries(start, fill_cache, plain)
 
-    def _block_entries(self, start: bytes | None, fill_cache: bool):
+    def _block_entries(self, start: bytes | None, fill_cache: bool, plain: bool = False):
         first = 0 if start is None else bisect_left(self._index_keys, start)
         for i in range(first, self._nblocks):
             block = self._block(i, fill_cache)
-            yield block.entries(block.seek(start) if start is not None and i == first else 0)
+            at = block.seek(start) if start is not None and i == first else 0
+            if plain:
+                pairs = block.pairs(at)
+                if pairs is not None:
+                    yield pairs
+                    continue
+            yield block.entries(at)
 
     def close(self) -> None:
         self._file.close()

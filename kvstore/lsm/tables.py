@@ -75,11 +75,12 @@ class TableSet:
             yield from self.reader(meta.number).iterate(start)
 
     def level_runs(
-        self, files: Iterable[FileMeta], start: bytes | None = None
-    ) -> Iterator[Iterator[Entry]]:
+        self, files: Iterable[FileMeta], start: bytes | None = None,
+        visible_at: int | None = None,
+    ) -> Iterator[Iterable[Entry]]:
         """iterate_level's entries one data block at a time (TableReader.runs)."""
         for meta in files:
-            yield from self.reader(meta.number).runs(start)
+            yield from self.reader(meta.number).runs(start, visible_at=visible_at)
 
     def evict(self, number: int) -> None:
         """Close the reader of a table whose file is being deleted."""

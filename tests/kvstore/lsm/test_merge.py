@@ -113,8 +113,10 @@ def test_merge_visible_handles_chunk_boundaries_and_many_versions(monkeypatch) -
 @given(entry_lists, st.integers(0, 70), st.none() | st.sampled_from([b"a", b"c", b"e", b"z"]),
        st.integers(1, 4), st.randoms(use_true_random=False))
 def test_merge_visible_runs_takes_runs_of_any_size(groups, snap, end, chunk, rng) -> None:
-    """The scan's form: sources yield runs (table blocks, memtable chunks) of any size;
-    the concatenated output lists equal visible(merge_entries(...))."""
+    """The scan's form: sources yield runs (table blocks, memtable chunks) of any size,
+    some of them plain ((key, value) pairs, where every entry of the run is a value the
+    snapshot sees, as a table block or memtable chunk says of itself); the concatenated
+    output lists equal visible(merge_entries(...))."""
     import kvstore.lsm.merge as merge
 
     sources = sources_from(groups)
@@ -123,7 +125,15 @@ def test_merge_visible_runs_takes_runs_of_any_size(groups, snap, end, chunk, rng
     for entries in sources:
         cuts = sorted(rng.sample(range(1, len(entries)), min(3, max(0, len(entries) - 1))))
         bounds = [0, *cuts, len(entries)]
-        runs.append([entries[a:b] for a, b in itertools.pairwise(bounds) if b > a])
+        source_runs = []
+        for a, b in itertools.pairwise(bounds):
+            run = entries[a:b]
+            if run and rng.random() < 0.7 and all(
+                    seq <= snap and kind == KIND_VALUE for _, seq, kind, _ in run):
+                run = [(key, value) for key, _, _, value in run]  # plain
+            if run:
+                source_runs.append(run)
+        runs.append(source_runs)
     old = merge._CHUNK
     merge._CHUNK = chunk
     try:
