@@ -49,8 +49,8 @@ class Partition:
             up_reader, up_writer = await asyncio.open_connection("127.0.0.1", target)
             self._writers.add(up_writer)
             await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
-        except OSError:
-            pass
+        except (OSError, asyncio.CancelledError):  # closing: end quietly (asyncio's stream
+            pass  # server logs a cancelled connection task as an error)
         finally:
             self._writers.discard(writer)
             writer.close()
