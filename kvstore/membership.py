@@ -178,7 +178,11 @@ class Membership:
                 log.info("%s: seed %s not reachable yet (%s); retrying", self.name, seed,
                          exc.detail)
                 await asyncio.sleep(0.25)
-        await self._adopt(ring, force=True)
+        # Force over our own lone ring (or one we are out of): it may carry a higher version
+        # than the cluster's. But never go back from a newer cluster ring that gossip
+        # brought meanwhile (the claimant may gossip to us before its answer arrives).
+        alone = self.ring.members == (self.name,) or self.name not in self.ring.members
+        await self._adopt(ring, force=alone)
         log.info("%s: joined the cluster through %s (ring v%d, %d members)", self.name, seed,
                  ring.version, len(ring.members))
 

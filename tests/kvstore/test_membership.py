@@ -394,3 +394,23 @@ def test_4_8_a_stall_of_our_own_loop_convicts_nobody(tmp_path: Path) -> None:
         finally:
             await stop_all(nodes)
     run(main())
+
+
+def test_4_8_a_lone_node_with_a_higher_ring_version_still_joins(tmp_path: Path) -> None:
+    async def main() -> None:
+        seed = await Node(tmp_path).start()
+        lone = Node(tmp_path)
+        lone.dir.mkdir(parents=True)
+        ring = Ring.new(RING_SIZE).join(lone.name)
+        for other in ("127.0.0.1:1", "127.0.0.1:2"):
+            ring = ring.join(other).leave(other)  # a cluster whose others all left: v5
+        (lone.dir / RING_FILE).write_bytes(ring.to_bytes())
+        await lone.start()
+        try:
+            assert lone.m.ring.version == 5 and lone.m.ring.members == (lone.name,)
+            await lone.m.join(seed.name)
+            assert lone.m.ring.version == 2 == seed.m.ring.version
+            await converge([seed, lone])
+        finally:
+            await stop_all([seed, lone])
+    run(main())
