@@ -66,6 +66,9 @@ class AsyncLockClient:
         await self.close()
 
     async def open(self) -> int:
+        """Create the session and start keeping it alive; returns its id. Once per client."""
+        if self.session_id is not None or self._closed:
+            raise ClientError("a client opens one session; make a new client for another")
         sent = time.monotonic()
         try:
             body = await calls.ok(self._call("POST", "/lock/v1/sessions",
