@@ -10,7 +10,9 @@ Members come from `--members h:p,h:p,...` or the environment variable
 RINGLOCK_LOCK_MEMBERS. `lock run` and `elect` run CMD while holding the lock (or leading)
 and give it the sequencer in RINGLOCK_SEQUENCER, to fence its writes. If the session falls
 into jeopardy, CMD gets SIGTERM at once and SIGKILL `--kill-after` seconds later, before
-the server's lease could pass the lock on (see lockservice/supervise.py for the bound).
+the lock could pass on: jeopardy comes a safety margin (TTL/10) before the server's lease
+ends, and a lease that ends makes the lock wait its lock-delay, so `--kill-after` (default
+1 s) must stay under TTL/10 + lock-delay; a larger value is refused.
 
 Exit status: CMD's own status when it ends by itself (128 + N when a signal N ended it);
 75 when the lock was lost and CMD was stopped for it; 1 when the lock was not had within
