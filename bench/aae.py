@@ -14,6 +14,10 @@ on the same data (fresh divergence of other keys before each run):
 - naive: the same call with `"mode": "full"`: every key of every partition is sent with
   its clock, the responder compares them with its own, the repair is the same.
 
+The engines are first left to settle (flushes and compactions of the load done), the
+trees' inner hashes are computed once (a warm-up exchange with nothing to repair), and
+`--rounds` tree/naive pairs run interleaved; the medians are compared.
+
 Time to converge = the admin call's wall time (it returns once both replicas merged);
 both replicas are then checked key by key. Bytes = request plus reply bodies of every
 exchange call, both directions (HTTP headers, ~200 B per call, are not counted; the
@@ -23,7 +27,8 @@ plus the encoded newer state (what a perfect protocol would have to move).
 Foreground p99: `--clients` closed-loop clients doing 50/50 GET/PUT on the keys through
 the public API for `--p99-seconds`, alternately with anti-entropy paused and with its
 scheduler running at the default rate (keys_per_s, bytes_per_s unchanged; interval 1 s)
-while it repairs a fresh 1% divergence; two windows each, latencies pooled.
+while it repairs a fresh 2% divergence; windows in the order paused, running, running,
+paused, latencies pooled per condition.
 """
 
 from __future__ import annotations
@@ -136,6 +141,7 @@ def main() -> None:
     ap.add_argument("--value-bytes", type=int, default=100)
     ap.add_argument("--p99-seconds", type=float, default=10.0)
     ap.add_argument("--clients", type=int, default=8)
+    ap.add_argument("--rounds", type=int, default=2, help="tree/naive pairs (median)")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--dir", default=None)
     args = ap.parse_args()
@@ -155,30 +161,35 @@ def main() -> None:
         for n in names:
             merge_many(n, list(states.items()))
         print(f"loaded {args.keys} keys into both replicas in {time.monotonic() - t:.1f} s")
+        settle(names)
+        run_exchange(names, "tree")  # warm-up: hashes the trees' inner nodes once
         count = max(1, int(args.keys * args.differ))
-        pool = rnd.sample(keys, 4 * count)
-        rows = {}
-        for mode, chosen in (("tree", pool[:count]), ("full", pool[count:2 * count])):
-            entry_bytes = diverge(names, states, chosen, rnd, args.value_bytes)
-            elapsed, result = run_exchange(names, mode)
-            check_converged(names, states, chosen)
-            rows[mode] = (elapsed, result, entry_bytes)
-            print(f"{mode}: {elapsed:.2f} s, {result}")
+        pool = iter(rnd.sample(keys, (2 * args.rounds + 2) * count))
+        rows: dict[str, list] = {"tree": [], "full": []}
+        for _ in range(args.rounds):  # interleaved, so drifting load hits both alike
+            for mode in ("tree", "full"):
+                chosen = [next(pool) for _ in range(count)]
+                entry_bytes = diverge(names, states, chosen, rnd, args.value_bytes)
+                settle(names)
+                elapsed, result = run_exchange(names, mode)
+                check_converged(names, states, chosen)
+                rows[mode].append((elapsed, result, entry_bytes))
+                print(f"{mode}: {elapsed:.2f} s, {result}")
         again = run_exchange(names, "tree")[1]
         print(f"tree exchange after convergence: {again['differing_partitions']} partitions "
               f"differ, {again['bytes_sent'] + again['bytes_received']} bytes")
         quiet, busy = [], []
-        for i, chosen in enumerate((pool[2 * count:3 * count], pool[3 * count:])):
+        for window, running in enumerate((False, True, True, False)):  # ABBA
             for n in names:
-                admin(n, "schedule", {"enabled": False})
-            quiet += asyncio.run(foreground(names, keys, args.p99_seconds, args.clients,
-                                            args.value_bytes))
-            diverge(names, states, chosen, rnd, args.value_bytes)
-            for n in names:
-                admin(n, "schedule", {"enabled": True, "interval_s": 1.0})
-            busy += asyncio.run(foreground(names, keys, args.p99_seconds, args.clients,
-                                           args.value_bytes))
-            print(f"window {i + 1}: aae repaired {sum(http_json('GET', f'http://{n}/admin/v1/aae')[1]['totals']['keys_repaired'] for n in names)} keys so far")
+                admin(n, "schedule", {"enabled": running, "interval_s": 1.0})
+            if running and window == 1:
+                diverge(names, states, [next(pool) for _ in range(2 * count)], rnd,
+                        args.value_bytes)
+            (busy if running else quiet).extend(asyncio.run(foreground(
+                names, keys, args.p99_seconds, args.clients, args.value_bytes)))
+        repaired = sum(http_json("GET", f"http://{n}/admin/v1/aae")[1]["totals"]
+                       ["keys_repaired"] for n in names)
+        print(f"foreground windows done; aae repaired {repaired} keys in all")
         report(args, rows, quiet, busy, load_before)
     finally:
         cluster.stop()
@@ -186,8 +197,32 @@ def main() -> None:
             shutil.rmtree(root, ignore_errors=True)
 
 
+def settle(names: list[str], timeout: float = 180.0) -> None:
+    """Until both engines' shapes (files and bytes per level) hold still for 2 s: the
+    load's flushes and compactions are done and do not run into a measurement."""
+    def shape() -> list:
+        out = []
+        for n in names:
+            engine = internal(n, "status", {})["replica"]["engine"]
+            out.append((engine["files_per_level"], engine["bytes_per_level"],
+                        engine["immutable_memtable"]))
+        return out
+    deadline, last = time.monotonic() + timeout, None
+    while time.monotonic() < deadline:
+        now = shape()
+        if now == last:
+            return
+        last = now
+        time.sleep(2.0)
+
+
+def _median(runs: list) -> tuple:
+    return sorted(runs, key=lambda run: run[0])[(len(runs) - 1) // 2]
+
+
 def report(args, rows: dict, quiet: list[float], busy: list[float], load_before: float) -> None:
-    (t_tree, r_tree, e_tree), (t_full, r_full, e_full) = rows["tree"], rows["full"]
+    (t_tree, r_tree, e_tree), (t_full, r_full, e_full) = (_median(rows["tree"]),
+                                                          _median(rows["full"]))
     b_tree = r_tree["bytes_sent"] + r_tree["bytes_received"]
     b_full = r_full["bytes_sent"] + r_full["bytes_received"]
     print()
@@ -195,8 +230,9 @@ def report(args, rows: dict, quiet: list[float], busy: list[float], load_before:
           f"{args.value_bytes} B; {busy_note(max(load_before, loadavg()[0]))}")
     print("| measure | tree exchange | naive full comparison | ratio | target |")
     print("|---|---|---|---|---|")
-    print(f"| time to converge | {t_tree:.2f} s | {t_full:.2f} s | "
-          f"{t_tree / t_full:.3f} | <= 0.2 |")
+    runs = {m: ", ".join(f"{r[0]:.2f}" for r in rows[m]) for m in rows}
+    print(f"| time to converge (median of {args.rounds}) | {t_tree:.2f} s ({runs['tree']}) | "
+          f"{t_full:.2f} s ({runs['full']}) | {t_tree / t_full:.3f} | <= 0.2 |")
     print(f"| bytes exchanged | {b_tree:,} | {b_full:,} | naive/tree {b_full / b_tree:.1f}x "
           f"| >= 20x |")
     print(f"| bytes / differing entries | {b_tree / e_tree:.2f} | {b_full / e_full:.2f} | "
