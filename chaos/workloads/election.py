@@ -57,8 +57,10 @@ class ElectionWorkload(LockWorkload):
         self._flush_lost(process)
         if name in holding:
             holding.pop(name)
-            await rec.perform(process, "resign", name, None, election.resign, classify,
-                              timeout_s=env.op_timeout_s)
+            kind, _ = await rec.perform(process, "resign", name, None, election.resign,
+                                        classify, timeout_s=env.op_timeout_s)
+            self._flush_lost(process)
+            return kind is OpType.OK  # else a fresh session: the lock may still be held
         self._flush_lost(process)
         return True
 

@@ -11,8 +11,9 @@ no two clients believed they held the lock at once, that generations only increa
 that the store never accepted a write from a stale holder after a newer one.
 
 An acquire whose outcome is unknown (timeout, lost connection) may have been granted
-without the client knowing: the client then closes its session (which frees the lock) and
-opens a new one, as a careful user would.
+without the client knowing, and a release that failed may have left the lock held: the
+client then closes its session (which frees the lock) and opens a new one, as a careful
+user would.
 
 Negative control (`unsafe`): a client that finds the lock busy acts as holder anyway and
 writes without a sequencer: the checker must catch the overlap.
@@ -144,11 +145,17 @@ class LockWorkload(Workload):
             self._flush_lost(process)
         if name in holding:
             holding.pop(name)
-            rec.add(OpType.INVOKE, process, "release", name)
-            if held is not None:
-                with contextlib.suppress(Exception):
+
+            async def release() -> None:
+                if held is not None:  # (unsafe mode's pretend grants have nothing to free)
                     await c.release(held)
-            rec.add(OpType.OK, process, "release", name)
+
+            kind, _ = await rec.perform(process, "release", name, None, release,
+                                        lambda f, e: OpType.INFO, timeout_s=timeout)
+            self._flush_lost(process)
+            # A release that did not surely happen may leave the session holding the lock,
+            # and a re-acquire would return the same grant: start a fresh session instead.
+            return kind is OpType.OK
         return True
 
     def check(self, ops: list[Operation]) -> dict[str, Any]:
