@@ -18,10 +18,11 @@ Usage (a module-scoped fixture shares one cluster between the tests of a file):
   `/admin/v1/...` (answers status, headers, body bytes), `json(...)` for JSON answers,
   `internal(node, op, fields)` for the msgpack internal API (answers status and the
   decoded map). All synchronous, with a timeout.
-- The processes run `python -m kvstore.node` with the flags of kvstore/config.py (the same
-  flags `kv serve` takes); `extra_args` are added to every node's command line. With
-  `lock_voters=k` the first k nodes are lock-service voters (`--lock-id 1..k`) and every
-  node gets `--lock-peers` naming them (`Cluster.lock_peers`).
+- The processes run `kv serve` (`python -m kvstore.cli serve`, so the interpreter running
+  the tests runs the nodes) with the flags of kvstore/config.py; `extra_args` are added to
+  every node's command line. With `lock_voters=k` the first k nodes are lock-service
+  voters (`--lock-id 1..k`) and every node gets `--lock-peers` naming them
+  (`Cluster.lock_peers`).
 """
 
 from __future__ import annotations
@@ -74,7 +75,8 @@ def free_ports(count: int) -> list[int]:
 
 
 class NodeProcess:
-    """One `python -m kvstore.node` process with its own data folder and log file."""
+    """One `kv serve` process (as `python -m kvstore.cli serve`) with its own data folder
+    and log file."""
 
     def __init__(self, name: str, root: Path, args: list[str]) -> None:
         self.name = name
@@ -88,7 +90,7 @@ class NodeProcess:
     def start(self, join: str | None = None) -> None:
         if self.running:
             raise RuntimeError(f"{self.name} is already running")
-        cmd = [sys.executable, "-m", "kvstore.node", "--name", self.name,
+        cmd = [sys.executable, "-m", "kvstore.cli", "serve", "--name", self.name,
                "--data", str(self.data), *self.args]
         if join:
             cmd += ["--join", join]
@@ -142,7 +144,9 @@ class Cluster:
                  lock_voters: int = 0) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
-        self.names = [f"127.0.0.1:{port}" for port in free_ports(size)]
+        # Sorted, so the seed has the lowest name: it is the claimant for every join (a
+        # joiner named lower than the seed could be asked to claim while it still joins).
+        self.names = sorted(f"127.0.0.1:{port}" for port in free_ports(size))
         self.lock_peers = {i + 1: name for i, name in enumerate(self.names[:lock_voters])}
         peers = ",".join(f"{i}={name}" for i, name in self.lock_peers.items())
         self.nodes = []
