@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import random
 import socket
 import time
 from pathlib import Path
@@ -27,13 +28,29 @@ RING_SIZE = 32
 CONFIG = MembershipConfig(interval_s=0.05, join_timeout_s=10.0)
 
 
+def bind_listener(port: int | None = None) -> socket.socket:
+    """A socket bound on 127.0.0.1: to `port`, or to a free port below the kernel's
+    ephemeral range, so no outgoing connection of a busy machine takes it while a test
+    restarts a node on it."""
+    rng = random.Random()
+    for _ in range(1000):
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port or rng.randrange(20000, 32000)))
+            return sock
+        except OSError:
+            sock.close()
+            if port:
+                raise
+    raise OSError("no free port in 20000..32000")
+
+
 class Node:
     """One Membership behind its own aiohttp server on 127.0.0.1."""
 
     def __init__(self, root: Path, port: int | None = None) -> None:
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", port or 0))
+        self.sock = bind_listener(port)
         self.name = f"127.0.0.1:{self.sock.getsockname()[1]}"
         self.dir = root / self.name.replace(":", "_")
         self.m = Membership(self.name, self.dir, ring_size=RING_SIZE, config=CONFIG)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import random
-import socket
 from pathlib import Path
 
 from aiohttp import web
@@ -25,6 +24,7 @@ from kvstore.membership import Membership, MembershipConfig
 from kvstore.peers import Peers
 from kvstore.replica import ReplicaStore
 from kvstore.replica_api import ReplicaApi
+from tests.kvstore.test_membership import bind_listener
 from tests.waiting import async_wait_until
 
 RING_SIZE = 32
@@ -36,9 +36,7 @@ class FullNode:
     def __init__(self, root: Path, port: int = 0, *, n_val: int = N,
                  gate: asyncio.Event | None = None) -> None:
         self.n_val, self.gate = n_val, gate
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", port))
+        self.sock = bind_listener(port or None)
         self.port = self.sock.getsockname()[1]
         self.name = f"127.0.0.1:{self.port}"
         self.dir = root / f"n{self.port}"
