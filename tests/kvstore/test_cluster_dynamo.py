@@ -103,6 +103,24 @@ def test_concurrent_writes_become_siblings_and_the_merged_context_resolves_them(
         assert status == 200 and values(doc) == [b"apples+pears"]
 
 
+def test_a_delete_leaves_a_tombstone_that_a_later_write_replaces(cluster) -> None:
+    """§4.4: a delete is a versioned write (a tombstone with a clock): reads answer 404 with
+    a context, and a put with that context replaces the tombstone on every replica."""
+    a, b, c = cluster.names
+    status, headers, _ = put(cluster, a, "session", b"alive", w=3)
+    assert status == 204
+    status, _, _ = cluster.http(b, "DELETE", "/kv/session?w=3",
+                                headers={"X-Ringlock-Context": headers["X-Ringlock-Context"]})
+    assert status == 204
+    for node in cluster.names:
+        status, doc = get_json(cluster, node, "session", r=3)
+        assert status == 404 and doc["deleted"] is True and doc["values"] == []
+        assert cluster.copy_on(node, b"session").is_deleted
+    assert put(cluster, c, "session", b"again", doc["context"], w=3)[0] == 204
+    status, doc = get_json(cluster, a, "session", r=3)
+    assert status == 200 and values(doc) == [b"again"]
+
+
 def test_a_stale_replica_is_repaired_by_a_read_and_a_short_write_is_indeterminate(
         cluster) -> None:
     """§5 read repair, and §4.5's failure answer: W=3 with a replica down is refused with
