@@ -1,4 +1,4 @@
-"""The lock service's HTTP API under /lock/v1/ (docs/openapi-lock.yaml, docs/locks.md).
+"""The lock service's HTTP API under /lock/v1/ (docs/openapi.yaml, tag lock; docs/locks.md).
 
 Every request is checked completely before anything is proposed: the body is a JSON object
 of at most MAX_BODY bytes with exactly the documented fields and types (booleans are not

@@ -2,7 +2,7 @@
 
 Each write first waits for `lead()` (this member leads and has granted fresh leases), then
 proposes one command; a refusal raises `RequestRefused` carrying the state machine's
-`Refused`. Answers are plain dicts, exactly the JSON bodies of docs/openapi-lock.yaml.
+`Refused`. Answers are plain dicts, exactly the JSON bodies of docs/openapi.yaml (tag lock).
 
 KeepAlive is a long poll (Chubby §2.8): with no event pending beyond `ack` the request is
 held until the lease has a third of its TTL left (at most `max_hold_s`), then the lease is

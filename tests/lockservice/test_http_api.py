@@ -184,7 +184,7 @@ def test_sequencer_check_says_current_for_the_holder(cluster: LockCluster,
 
 
 def test_openapi_document_lists_exactly_the_served_routes(tmp_path: Path) -> None:
-    """docs/openapi-lock.yaml names every /lock/v1/ route and method the server has."""
+    """docs/openapi.yaml names every /lock/v1/ route and method the server has."""
     server = LockServer.open(node_id=1, addresses={1: "127.0.0.1:1"}, data_dir=str(tmp_path))
     try:
         routes = server.routes()
@@ -194,7 +194,7 @@ def test_openapi_document_lists_exactly_the_served_routes(tmp_path: Path) -> Non
               for r in routes if r.path.startswith("/lock/v1/") and r.method != "*"}
     documented: set[tuple[str, str]] = set()
     path = None
-    for line in (REPO / "docs" / "openapi-lock.yaml").read_text().splitlines():
+    for line in (REPO / "docs" / "openapi.yaml").read_text().splitlines():
         if m := re.fullmatch(r"  (/lock/v1/\S+):", line):
             path = m.group(1)
         elif (m := re.fullmatch(r"    (get|post|put|delete):", line)) and path:
