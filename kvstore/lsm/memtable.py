@@ -48,10 +48,13 @@ def _copy(older: list[Entry] | None) -> tuple[Entry, ...] | None:
 
 class MemTable:
     __slots__ = ("_keys", "_latest", "_older", "_settle_lock", "_unsorted", "approximate_bytes",
-                 "entry_overhead", "max_seq")
+                 "entry_overhead", "latest", "max_seq")
 
     def __init__(self, entry_overhead: int = 200) -> None:
         self._latest: dict[bytes, Entry] = {}
+        # latest(key): the newest entry of `key`, whatever its seq, or None. O(1). The
+        # dict's own get (no Python frame: every point read calls it).
+        self.latest = self._latest.get
         self._older: dict[bytes, list[Entry]] = {}
         self._keys = SortedList()
         self._unsorted: list[bytes] = []
@@ -96,10 +99,6 @@ class MemTable:
                 if old[1] <= max_seq:
                     return old
         return None
-
-    def latest(self, key: bytes) -> Entry | None:
-        """The newest entry of `key`, whatever its seq. O(1)."""
-        return self._latest.get(key)
 
     def entries(
         self,
