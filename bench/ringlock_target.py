@@ -1,10 +1,11 @@
 """ringlock as a benchmark target: real node processes on 127.0.0.1 and workloads that use
-only the public HTTP APIs of docs/openapi.yaml and docs/openapi-lock.yaml.
+only the public HTTP APIs of docs/openapi.yaml.
 
 - `StoreCluster`: `kv serve --name 127.0.0.1:PORT --data DIR --n --r --w --sync` per node
-  (the console script beside this interpreter), the first node founding the cluster and the
-  others `--join`ing it one by one; ready when every node's `/ring` lists every node alive
-  on the same ring version. SIGKILL one node; stop = SIGTERM, then SIGKILL after 10 s.
+  (the console script beside this interpreter), the lowest-named node founding the cluster
+  (it is the claimant that decides each join) and the others `--join`ing it one by one;
+  ready when every node's `/ring` lists every node alive on the same ring version.
+  SIGKILL one node; stop = SIGTERM, then SIGKILL after 10 s.
 - `RinglockKV`: `PUT /kv/{key}` (raw value body, 204) and `GET /kv/{key}` (200, or 300
   with siblings; R and W are the nodes' defaults), clients spread over the nodes, each
   moving to the next node after a connection error as the client library does.
@@ -128,7 +129,9 @@ class StoreCluster:
     def __init__(self, root: str, nodes: int = 3, *, n: int = 3, r: int = 2, w: int = 2,
                  sync: str = "interval") -> None:  # fmt: skip
         self.root = root
-        self.names = [f"127.0.0.1:{p}" for p in free_ports(nodes)]
+        # the seed gets the lowest name: the lowest-named live member decides ring changes
+        # (the claimant), so every join is decided by the node already in the ring
+        self.names = sorted(f"127.0.0.1:{p}" for p in free_ports(nodes))
         self.n, self.r, self.w, self.sync = n, r, w, sync
         self.procs = _Processes(root)
 
