@@ -49,7 +49,7 @@ from dataclasses import dataclass
 
 from kvstore import quorum, vclock, wire
 from kvstore.errors import InvalidRequest, NodeUnavailable, QuorumFailed
-from kvstore.fanout import Calls
+from kvstore.fanout import Calls, collect
 from kvstore.peers import Peers
 from kvstore.ring import Ring
 from kvstore.vclock import SiblingSet, VersionVector
@@ -114,7 +114,7 @@ class Coordinator:
             if spares:
                 tally.add(spare := spares.pop(0))
                 calls.send(spare, self._get_one(spare, key, deadline))
-        await self._collect(tally, calls, deadline, replies, on_fail=replace)
+        await collect(tally, calls, deadline, replies, on_fail=replace)
         if not tally.reached:
             self.counts["quorum_failed"] += 1
             raise QuorumFailed("get", r, len(tally.acked), indeterminate=False,
@@ -270,7 +270,7 @@ class Coordinator:
     async def _repair(self, key: bytes, plan: quorum.Plan, tally: quorum.Tally,
                       calls: Calls, replies: dict[str, SiblingSet], deadline: float) -> None:
         """Wait for late replies, then send the merge of all to primaries that were behind."""
-        await self._collect(tally, calls, deadline, replies, until_finished=True)
+        await collect(tally, calls, deadline, replies, until_finished=True)
         primaries = {n: s for n, s in replies.items() if n in plan.primaries}
         merged = vclock.merge_all(replies.values())
         until = time.monotonic() + REPAIR_TIMEOUT_S
@@ -286,22 +286,6 @@ class Coordinator:
                 logger.debug("read repair of %r on %s failed: %s", key[:64], node, exc)
 
     # -- plumbing -------------------------------------------------------------------------
-
-    async def _collect(self, tally: quorum.Tally, calls: Calls, deadline: float,
-                       replies: dict[str, SiblingSet], *, until_finished: bool = False,
-                       on_fail: Callable[[str], None] | None = None) -> None:
-        while not tally.finished and (until_finished or not (tally.reached or tally.hopeless)):
-            results = await calls.next(deadline)
-            if not results:
-                return  # the deadline passed
-            for node, reply in results:
-                if isinstance(reply, BaseException):
-                    tally.fail(node)
-                    if on_fail is not None:
-                        on_fail(node)
-                else:
-                    tally.ok(node)
-                    replies[node] = reply
 
     def _spawn(self, coro: Awaitable) -> asyncio.Task:
         task = asyncio.ensure_future(coro)

@@ -17,8 +17,10 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from kvstore.errors import NodeUnavailable
+from kvstore.quorum import Tally
 
 logger = logging.getLogger(__name__)
 
@@ -61,3 +63,23 @@ class Calls:
                 logger.debug("call to %s failed: %s", node, exc)
             out.append((node, exc if exc is not None else task.result()))
         return out
+
+
+async def collect(tally: Tally, calls: Calls, deadline: float, replies: dict[str, Any], *,
+                  until_finished: bool = False,
+                  on_fail: Callable[[str], None] | None = None) -> None:
+    """Count replies into `tally` (and `replies`) until it is decided (R reached, or out of
+    reach), or with `until_finished` until every call answered; [] past `deadline` ends it.
+    `on_fail(node)` runs for each failure (to send a stand-in)."""
+    while not tally.finished and (until_finished or not (tally.reached or tally.hopeless)):
+        results = await calls.next(deadline)
+        if not results:
+            return  # the deadline passed
+        for node, reply in results:
+            if isinstance(reply, BaseException):
+                tally.fail(node)
+                if on_fail is not None:
+                    on_fail(node)
+            else:
+                tally.ok(node)
+                replies[node] = reply
