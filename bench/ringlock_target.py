@@ -1,5 +1,5 @@
 """ringlock as a benchmark target: real node processes on 127.0.0.1 and workloads that use
-only the public HTTP APIs of docs/openapi.yaml.
+only the public HTTP APIs of docs/openapi.yaml and docs/openapi-lock.yaml.
 
 - `StoreCluster`: `kv serve --name 127.0.0.1:PORT --data DIR --n --r --w --sync` per node
   (the console script beside this interpreter), the lowest-named node founding the cluster
