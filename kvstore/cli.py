@@ -15,6 +15,7 @@ import os
 import sys
 from importlib.metadata import version
 
+from antientropy import cli as aae_cli
 from kvstore import cli_cluster, cli_data, cli_demo
 from kvstore.errors import RinglockError
 
@@ -36,6 +37,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     cli_data.register(commands)
     cli_cluster.register(commands)
     cli_cluster.register_serve(commands)
+    aae_cli.register(commands)  # kv aae status|exchange
     words = sys.argv[1:] if argv is None else argv
     command = next((w for w in words if not w.startswith("-")), None)
     if command in LOCK_COMMANDS:

@@ -168,3 +168,11 @@ def test_lock_commands_are_wired_and_load_only_when_asked(run) -> None:
     out = run("leader", "jobs", "--members", f"127.0.0.1:{free_base_port(1)}",
               "--request-timeout", "0.5")
     assert out.returncode == 1 and b"no lock-service member answered" in out.stderr
+
+
+def test_aae_commands_are_wired(run, nodes) -> None:
+    out = run("aae", "status", "--node", nodes.split(",")[0], "--json")
+    assert out.returncode == 0 and "totals" in json.loads(out.stdout)
+    out = run("aae", "status", "--node", f"127.0.0.1:{free_base_port(1)}")
+    assert out.returncode == 1 and b"kv aae status" in out.stderr
+    assert b"Traceback" not in out.stderr
