@@ -188,8 +188,11 @@ def decode_request(op: str, data: bytes) -> Request:
     if op == "merge":
         return MergeRequest(_key(body["key"]), _state(body["state"]))
     if op == "hint":
-        return HintRequest(_str(body["owner"], "owner"), _key(body["key"]),
-                           _state(body["state"]))
+        owner = _str(body["owner"], "owner")
+        if len(owner.encode("utf-8", "surrogatepass")) > vclock.MAX_NODE_NAME_BYTES:
+            raise WireError(f"owner must be a node name of at most "
+                            f"{vclock.MAX_NODE_NAME_BYTES} bytes")
+        return HintRequest(owner, _key(body["key"]), _state(body["state"]))
     if op == "merge_many":
         items = body["items"]
         if not isinstance(items, list):

@@ -74,6 +74,7 @@ HOSTILE = [
     ("merge_many", body(items=[[b"k", GOOD_STATE]] * (wire.MAX_ITEMS + 1))),
     ("hint", body(owner="", key=b"k", state=GOOD_STATE)),
     ("hint", body(owner=7, key=b"k", state=GOOD_STATE)),
+    ("hint", body(owner="n" * 256, key=b"k", state=GOOD_STATE)),
     ("coordinate", body(op="get", key=b"k", value=b"")),
     ("coordinate", body(op="delete", key=b"k", value=b"x")),
     ("coordinate", body(op="put", key=b"k", value="str")),
