@@ -15,6 +15,7 @@ Flags (the contract's; `kv serve` and `python -m kvstore.node` accept exactly th
     --config FILE      a TOML file with the same keys (`ring-size` or `ring_size`, ...);
                        flags given on the command line win over the file
     --log-level LEVEL  DEBUG, INFO (default), WARNING, ERROR
+    --log-format FMT   plain (default) or json: one JSON object per line (kvstore/logs.py)
 
 `lock-peers` in TOML is either the flag's string or a table `{1 = "127.0.0.1:7001", ...}`.
 Every value is checked here (ConfigError, a ValueError, with one sentence saying what is
@@ -32,6 +33,7 @@ from kvstore.ring import MAX_RING_SIZE
 
 SYNC_POLICIES = ("interval", "always", "none")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+LOG_FORMATS = ("plain", "json")
 DEFAULT_MAX_VALUE = 1 << 20
 
 
@@ -54,6 +56,7 @@ class NodeConfig:
     lock_peers: dict[int, str] = field(default_factory=dict)
     max_value: int = DEFAULT_MAX_VALUE
     log_level: str = "INFO"
+    log_format: str = "plain"
     timeout_s: float = 5.0  # default request deadline (not a flag)
 
     @property
@@ -86,6 +89,8 @@ class NodeConfig:
             raise ConfigError(f"sync must be one of {', '.join(SYNC_POLICIES)}")
         if self.log_level not in LOG_LEVELS:
             raise ConfigError(f"log-level must be one of {', '.join(LOG_LEVELS)}")
+        if self.log_format not in LOG_FORMATS:
+            raise ConfigError(f"log-format must be one of {', '.join(LOG_FORMATS)}")
         for ident, address in self.lock_peers.items():
             if type(ident) is not int or ident < 1:
                 raise ConfigError(f"lock peer ids must be positive integers: {ident!r}")
@@ -138,6 +143,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--max-value", type=int, help="largest value accepted, in bytes (default 1 MiB)")
     add("--config", metavar="FILE.toml", help="read settings from a TOML file (flags win)")
     add("--log-level", type=str.upper, choices=LOG_LEVELS, help="log level (default INFO)")
+    add("--log-format", choices=LOG_FORMATS, help="log lines: plain (default) or json")
 
 
 _KEYS = {f.name for f in fields(NodeConfig)} - {"timeout_s"}
