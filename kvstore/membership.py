@@ -269,8 +269,15 @@ class Membership:
             return True
 
     async def _settled(self) -> None:
-        """Every transfer owed is done: the data matches the ring; forget the base."""
-        await asyncio.to_thread(ring_file.remove_durably, self._dir / ring_file.HANDOFF_FILE)
+        """Every transfer owed is done: forget the base, on disk first. Under the ring lock,
+        so no ring adopted meanwhile finds its base half forgotten."""
+        async with self._ring_lock:
+            assert self.transfers is not None
+            if self.transfers.base is None or self.transfers.pending():
+                return
+            await asyncio.to_thread(ring_file.remove_durably,
+                                    self._dir / ring_file.HANDOFF_FILE)
+            self.transfers.clear_base()
 
     def _set_ring(self, ring: Ring) -> None:
         self.ring = ring

@@ -91,6 +91,8 @@ class Transfers:
                  ready: Callable[[str], bool], n_val: int = 3, batch: int = 256,
                  retry_s: float = 0.5, sweep_s: float = 2.0,
                  on_settled: Callable[[], Awaitable[None]] | None = None) -> None:
+        """`on_settled`, when given, is awaited once nothing is pending and must call
+        `clear_base()` (after forgetting the base durably) if that still holds."""
         self._store, self._me, self._ring = store, me, ring
         self._deliver, self._ready = deliver, ready
         self._n, self._batch, self._retry_s, self._sweep_s = n_val, batch, retry_s, sweep_s
@@ -124,6 +126,14 @@ class Transfers:
             out.append(push)
         return out
 
+    def clear_base(self) -> None:
+        """Every push owed since the base is done: the data matches the current ring."""
+        if self.base is not None:
+            log.info("%s: transfers done since ring v%d", self._me, self.base.version)
+        self.base = None
+        self._done.clear()
+        self.counts["settled"] += 1
+
     def idle(self) -> bool:
         return self.base is None and not self.pending()
 
@@ -151,12 +161,10 @@ class Transfers:
                 log.exception("%s: transfer pass failed", self._me)
                 left = True
             if not left and self.base is not None:
-                log.info("%s: transfers done since ring v%d", self._me, self.base.version)
-                self.base = None
-                self._done.clear()
-                self.counts["settled"] += 1
                 if self._on_settled is not None:
-                    await self._on_settled()
+                    await self._on_settled()  # forgets the base on disk, then clear_base()
+                else:
+                    self.clear_base()
             wait = self._retry_s if left else self._sweep_s
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), wait)
