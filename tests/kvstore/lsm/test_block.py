@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import array
 import itertools
 
 import pytest
@@ -143,6 +144,7 @@ def test_fixed_and_mixed_width_pieces_decode_alike(widths) -> None:
     ends = list(itertools.accumulate(widths, initial=7))[1:]
     expected = [data[a:b] for a, b in zip([7, *ends], ends, strict=False)]
     assert _slices(data, 7, ends) == expected
+    assert _slices(data, 7, memoryview(array.array("I", ends))) == expected  # as blocks do
     keys = [b"k%03d" % i + b"x" * (i % 2) * (widths[0] if widths else 0) for i in range(5)]
     values = [data[:w] for w in (widths * 5)[:5]] if widths else [b""] * 5
     block = Block(encode_block(keys, [i << 8 | 1 for i in range(5)], values))
