@@ -30,7 +30,7 @@ from chaos import checker_lock
 from chaos.history import Operation, OpType
 from chaos.workloads.base import Env, Workload, pace
 from kvstore.client import AsyncClient
-from kvstore.errors import SequencerRejected
+from kvstore.errors import SequencerRejected, SiblingLimitExceeded
 from lockservice.async_client import AsyncLockClient
 from lockservice.client_errors import LockBusy, RequestRejected
 from lockservice.handles import HeldLock
@@ -40,9 +40,14 @@ HOLD_S = 0.05
 
 
 def classify(f: str, exc: BaseException) -> OpType:
-    if isinstance(exc, LockBusy | RequestRejected | SequencerRejected):
-        return OpType.FAIL
+    if isinstance(exc, LockBusy | RequestRejected | SequencerRejected | SiblingLimitExceeded
+                  | ReadFailed):
+        return OpType.FAIL  # refused, or never sent: nothing was written
     return OpType.INFO
+
+
+class ReadFailed(Exception):
+    """The read before a fenced write failed: the write was not attempted."""
 
 
 class LockWorkload(Workload):
@@ -74,6 +79,10 @@ class LockWorkload(Workload):
     async def _session(self, process: int, stop: asyncio.Event, pause_s: float) -> None:
         env = self.env
         holding: dict[str, int] = {}  # lock name -> generation, while believed held
+        # Locks this session gave up on after a jeopardy: if the lease recovers, the server
+        # still has them granted, and a re-acquire would return the same grant; so the
+        # session is replaced (its close frees them).
+        tainted: list[str] = []
         self._lost_at[process] = lost_at = {}  # lock name -> when the belief ended (ns)
 
         def jeopardy(*_: object) -> None:  # may run while an operation is in flight
@@ -81,6 +90,7 @@ class LockWorkload(Workload):
             for name in list(holding):
                 lost_at[name] = now
                 holding.pop(name)
+                tainted.append(name)
 
         members = list(env.lock_members)
         env.rng.shuffle(members)
@@ -95,7 +105,7 @@ class LockWorkload(Workload):
         try:
             while await pace(stop, pause_s, env.rng):
                 name = f"lock-{env.rng.randrange(self.keys)}"
-                if not await self._cycle(c, process, name, holding):
+                if not await self._cycle(c, process, name, holding) or tainted:
                     return  # start over with a fresh session
         finally:
             holding.clear()  # closing the session releases: no `lost` to record
@@ -124,6 +134,7 @@ class LockWorkload(Workload):
                 holding.pop(name)
                 self._lost_at[process][name] = time.monotonic_ns()
                 self._flush_lost(process)
+                return False  # a fresh session: this one still has the grant
         elif env.unsafe:  # act as holder without a grant
             generation = max(holding.values(), default=0)
             rec.add(OpType.INVOKE, process, "acquire", name)
@@ -133,9 +144,13 @@ class LockWorkload(Workload):
             return True
         held = box.get("held")
         sequencer = held.token if held is not None and not env.unsafe else None
-        async def write() -> None:
-            await self._store.put(f"fenced/{name}".encode(), b"%d" % generation,
-                                  sequencer=sequencer)
+        async def write() -> None:  # replace the resource's value: read its context first
+            key = f"fenced/{name}".encode()
+            try:
+                context = (await self._store.get(key)).context
+            except Exception as exc:
+                raise ReadFailed(str(exc)) from exc
+            await self._store.put(key, b"%d" % generation, context=context, sequencer=sequencer)
 
         if name in holding:  # (jeopardy may have ended the belief already)
             await rec.perform(process, "write", name, generation, write, classify,
