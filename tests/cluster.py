@@ -13,7 +13,9 @@ Usage (a module-scoped fixture shares one cluster between the tests of a file):
   converged ring. `stop()` (also on leaving the `with`) sends SIGTERM to every node that
   runs and SIGKILL to any still running `STOP_S` later, so no test leaves a process behind.
 - A `NodeProcess` can be stopped (`stop()`, SIGTERM), killed (`kill()`, SIGKILL) and
-  started again on the same port and data folder (`start()`, then `wait_ready()`).
+  started again on the same port and data folder (`start()`, then `wait_ready()`). A node
+  gets SIGTERM when the thread that started it ends (Linux PR_SET_PDEATHSIG: not even a
+  SIGKILLed pytest leaves nodes behind), so start nodes from the main thread.
 - Requests: `http(node, method, path, body, headers)` for the public API and
   `/admin/v1/...` (answers status, headers, body bytes), `json(...)` for JSON answers,
   `internal(node, op, fields)` for the msgpack internal API (answers status and the
@@ -28,6 +30,7 @@ Usage (a module-scoped fixture shares one cluster between the tests of a file):
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import http.client
 import json as jsonlib
 import os
@@ -48,6 +51,7 @@ from tests.waiting import wait_until
 READY_S = 120.0  # a node's start, or a cluster's convergence, on a loaded 2-core machine
 STOP_S = 10.0  # SIGTERM, then SIGKILL after this long
 REQUEST_S = 30.0
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 PORT_RANGE = (20_000, 32_768)  # below the ephemeral range; see free_ports
 
 
@@ -74,6 +78,14 @@ def free_ports(count: int) -> list[int]:
     return ports
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM it if the test process dies without cleaning up
+    (Linux PR_SET_PDEATHSIG), so not even a SIGKILLed pytest leaves nodes behind."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 class NodeProcess:
     """One `kv serve` process (as `python -m kvstore.cli serve`) with its own data folder
     and log file."""
@@ -98,7 +110,8 @@ class NodeProcess:
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL,
                                          stdout=subprocess.DEVNULL, stderr=log,
-                                         env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                                         env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                                         preexec_fn=_die_with_parent)
 
     @property
     def running(self) -> bool:
