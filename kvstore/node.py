@@ -25,6 +25,9 @@ Theory of operation (shared/DESIGN.md "One node")
   its Merkle trees see every write, and serves /internal/v1/aae/ and /admin/v1/aae.
   The cache is not fed lock events, so a sequencer stays "current" for up to its ttl_s
   (0.5 s) after its lock changed hands (the trade-off fencing.py documents).
+- Observability: `GET /metrics` (kvstore/metrics.py, read from the parts' stats at scrape
+  time); every route runs under a request id (kvstore/logs.py), and log lines are plain
+  or JSON (`--log-format`).
 """
 
 from __future__ import annotations
@@ -40,13 +43,14 @@ from pathlib import Path
 from aiohttp import web
 
 from antientropy.service import AntiEntropy
-from kvstore import http_api
+from kvstore import http_api, logs
 from kvstore.config import ConfigError, NodeConfig, add_arguments, from_args
 from kvstore.coordinator import Coordinator
 from kvstore.errors import InvalidRequest, QuorumFailed, SequencerRejected
 from kvstore.handoff import Handoff
 from kvstore.hints import HintStore
 from kvstore.membership import Membership, MembershipConfig
+from kvstore.metrics import NodeMetrics, Sources
 from kvstore.peers import Peers
 from kvstore.replica import ReplicaStore
 from kvstore.replica_api import ReplicaApi
@@ -155,7 +159,12 @@ class Node:
         return fence
 
     async def _serve(self) -> None:
-        app = web.Application()
+        self.metrics = NodeMetrics(self.name, Sources(
+            coordinator=self.coordinator.stats, replica=self.replica.stats,
+            hints=self.hints.stats, handoff=lambda: self.handoff and self.handoff.stats(),
+            aae=self.aae.status, lock=lambda: self.lock))
+        app = web.Application(middlewares=[logs.request_ids, self.metrics.middleware])
+        app.add_routes(self.metrics.routes())
         app.add_routes(ReplicaApi(replica=self.replica, hints=self.hints,
                                   coordinator=self.coordinator, status=self.status).routes())
         app.add_routes(self.membership.routes())
@@ -232,8 +241,7 @@ async def run(config: NodeConfig) -> None:
 
 def main(config: NodeConfig) -> int:
     """Configure logging, run the node, return the exit status."""
-    logging.basicConfig(level=config.log_level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.setup(config.log_level, config.log_format, config.name)
     try:
         asyncio.run(run(config))
     except OSError as exc:
