@@ -17,6 +17,8 @@ Theory of operation
   coordinator can route around a peer the failure detector has not yet declared down
   instead of waiting on it for every request; after that window real traffic probes it.
 - `merge_many` splits a batch into bodies below `BATCH_BYTES`.
+- Every call carries the current request's `X-Request-Id` (kvstore/logs.py), so the
+  replica's log lines for it name the client request that caused it.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import time
 
 import aiohttp
 
-from kvstore import vclock, wire
+from kvstore import logs, vclock, wire
 from kvstore.errors import NodeUnavailable
 from kvstore.vclock import SiblingSet
 
@@ -103,6 +105,7 @@ class Peers:
         try:
             async with self._session.post(
                 url, data=body if len(body) <= LARGE_BODY else io.BytesIO(body),
+                headers=logs.outgoing_headers(),
                 timeout=aiohttp.ClientTimeout(total=timeout_s),
             ) as resp:
                 if (resp.content_length or 0) > wire.MAX_BODY_BYTES:
