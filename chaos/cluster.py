@@ -1,8 +1,9 @@
 """The cluster under test: real node processes, each on its own loopback address.
 
-Theory of operation. Node i listens on 127.0.0.(10+i) at one shared port and sends from that
-address too, so a network fault between two nodes is a rule on their two addresses
-(chaos/firewall.py) and the harness's own clients (on 127.0.0.1) are never cut off by it.
+Theory of operation. Node i (a `kv serve` process) listens on 127.0.0.(10+i) at one shared
+port and sends from that address too, so a network fault between two nodes is a rule on
+their two addresses (chaos/firewall.py) and the harness's own clients (on 127.0.0.1) are
+never cut off by it.
 The first node starts alone (a new ring), the others join it; the first `lock_members`
 nodes are also the lock service's Raft voters. The controller is the only thing that
 signals the processes, and `close()` (also on leaving the `with`) resumes paused nodes and
@@ -162,7 +163,7 @@ class ChaosCluster:
         return leader
 
     def _spawn(self, node: Node, join: str | None) -> None:
-        cmd = [sys.executable, "-m", "kvstore.node", "--name", node.name,
+        cmd = [sys.executable, "-m", "kvstore.cli", "serve", "--name", node.name,
                "--data", str(node.data), *self.extra_args]
         if join and not node.data.exists():
             cmd += ["--join", join]
