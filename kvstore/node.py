@@ -223,8 +223,11 @@ async def run(config: NodeConfig) -> None:
             starting.result()  # raise what start() raised
             sys.stderr.write(f"ringlock node {config.name} ready\n")
             sys.stderr.flush()
-            logger.info("%s: ready (%d ring members, ring v%d)", config.name,
-                        len(node.membership.ring.members), node.membership.ring.version)
+            ring = node.membership.ring
+            logger.info("%s: ready (%d ring members, ring v%d; N=%d R=%d W=%d, sync %s%s)",
+                        config.name, len(ring.members), ring.version, config.n, config.r,
+                        config.w, config.sync,
+                        f", lock voter {config.lock_id}" if config.lock_id else "")
             await stopping
         else:
             starting.cancel()
