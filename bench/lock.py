@@ -426,6 +426,16 @@ def targets(agg: dict[tuple[str, int, str], dict[str, Any]], ka: dict[str, dict[
         r = ratio(ka["ringlock"]["leader_cores"], e["leader_cores"]) if e else None
         lines.append(("keepalive: leader CPU for the sessions <= etcd's for as many leases",
                       _x(r), verdict(None if r is None else r <= 1.0)))  # fmt: skip
+        rs = [r for r in out["keepalive"] if r["target"] == "ringlock"]
+        lost = sum(r.get("sessions_lost") or 0 for r in rs)
+        moved = sum(1 for r in rs if r.get("leader_before") != r.get("leader_after"))
+        lines.append(("keepalive: no idle session lost (leader changes during the window: "
+                      f"{moved} of {len(rs)})", f"{lost} lost", verdict(lost == 0)))
+        if e:
+            m = ratio(ka["ringlock"]["members_cores"] - ka["ringlock"]["idle_members_cores"],
+                      e["members_cores"] - e["idle_members_cores"])
+            lines.append(("keepalive (for context): all members' CPU above idle vs etcd's",
+                          _x(m), "[info]"))  # fmt: skip
     if fo.get("ringlock"):
         mine = statistics.median(fo["ringlock"])
         zk = statistics.median(fo["zookeeper"]) if fo.get("zookeeper") else None
