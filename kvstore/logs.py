@@ -15,6 +15,11 @@ Theory of operation
   replica's lines for that call carry the coordinator's id.
 - Each request is logged at DEBUG on `kvstore.access` (method, path up to 200 characters,
   status, milliseconds) with its id, so one request's lines can be found on every node.
+- A request aiohttp's parser refuses (a control character in a header, a malformed
+  request line) is answered 400 by aiohttp, which logs it at ERROR with a traceback;
+  `QuietBadRequests` makes that one WARNING line without the traceback (the parser's
+  message shows the offending bytes escaped, cut at 300 characters), so a hostile client
+  cannot fill the log with tracebacks.
 - The ready line (`ringlock node NAME ready`) is not a log line: node.py writes it to
   stderr itself, in both formats.
 """
@@ -31,6 +36,7 @@ import time
 from datetime import UTC, datetime
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 HEADER = "X-Request-Id"
 FORMATS = ("plain", "json")
@@ -105,6 +111,19 @@ class ContextFilter(logging.Filter):
         return True
 
 
+class QuietBadRequests(logging.Filter):
+    """aiohttp's "Error handling request" for a request its parser refused: one WARNING."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if record.name == "aiohttp.server" and isinstance(exc, HttpProcessingError):
+            detail = " ".join(str(exc).split())[:300]
+            record.msg, record.args = "%s (answered 400): %s", (record.getMessage(), detail)
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.exc_info = record.exc_text = None
+        return True
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per record (the fields the module docstring lists)."""
 
@@ -126,6 +145,7 @@ def setup(level: str, fmt: str, node: str) -> logging.Handler:
     if fmt not in FORMATS:
         raise ValueError(f"log format must be one of {', '.join(FORMATS)}, not {fmt!r}")
     handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(QuietBadRequests())
     handler.addFilter(ContextFilter(node))
     handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(PLAIN))
     root = logging.getLogger()
@@ -137,5 +157,5 @@ def setup(level: str, fmt: str, node: str) -> logging.Handler:
     return handler
 
 
-__all__ = ["FORMATS", "HEADER", "ContextFilter", "JsonFormatter", "current", "new_id",
-           "outgoing_headers", "request_ids", "setup", "valid"]
+__all__ = ["FORMATS", "HEADER", "ContextFilter", "JsonFormatter", "QuietBadRequests",
+           "current", "new_id", "outgoing_headers", "request_ids", "setup", "valid"]
