@@ -6,7 +6,8 @@
 #   SET-ORDINAL.SERVICE.NAMESPACE.svc.CLUSTER_DOMAIN
 # through the headless Service SERVICE. From the hostname this script derives:
 #   --name        the pod's stable DNS name and port (the node's identity; never an IP)
-#   --join        the pod of ordinal 0 (the seed); ordinal 0 itself gets no --join
+#   --join        the seed pod (ordinal RINGLOCK_SEED_ORDINAL, 0 by default); the seed
+#                 itself gets no --join and, with an empty volume, creates a new cluster
 #   --lock-peers  ids 1..RINGLOCK_LOCK_VOTERS at ordinals 0..RINGLOCK_LOCK_VOTERS-1
 #   --lock-id     ordinal + 1 on those first pods (the lock service's Raft voters)
 # Every node gets --lock-peers, so any node can check a write's sequencer (fencing).
@@ -20,6 +21,9 @@
 #   RINGLOCK_CLUSTER_DOMAIN  the cluster's DNS domain [cluster.local]
 #   RINGLOCK_PORT            the port every node listens on [7000]
 #   RINGLOCK_LOCK_VOTERS     how many of the first pods are lock voters, 0 for none [3]
+#   RINGLOCK_SEED_ORDINAL    the pod the others join through [0]; point it at another
+#                            live pod while the seed's volume is being rebuilt empty
+#                            (a node that already has a ring ignores --join)
 #   RINGLOCK_CONFIG          the TOML file [/etc/ringlock/ringlock.toml]
 #   RINGLOCK_NAME            outside a StatefulSet: the node's HOST:PORT; when set, nothing
 #                            is derived and only --config and --name are added
@@ -45,10 +49,11 @@ service="${RINGLOCK_SERVICE:-ringlock}"
 domain="${RINGLOCK_CLUSTER_DOMAIN:-cluster.local}"
 port="${RINGLOCK_PORT:-7000}"
 voters="${RINGLOCK_LOCK_VOTERS:-3}"
-for number in "$port" "$voters"; do
-    if [[ ! "$number" =~ ^[0-9]{1,5}$ ]]; then
-        echo "entrypoint: RINGLOCK_PORT and RINGLOCK_LOCK_VOTERS must be numbers," \
-             "not '$number'" >&2
+seed="${RINGLOCK_SEED_ORDINAL:-0}"
+for number in "$port" "$voters" "$seed"; do
+    if [[ ! "$number" =~ ^(0|[1-9][0-9]{0,4})$ ]]; then
+        echo "entrypoint: RINGLOCK_PORT, RINGLOCK_LOCK_VOTERS and RINGLOCK_SEED_ORDINAL" \
+             "must be decimal numbers, not '$number'" >&2
         exit 64
     fi
 done
@@ -58,8 +63,8 @@ address() {  # address ORDINAL -> the stable DNS name and port of that pod
 }
 
 args=(serve --config "$config" --name "$(address "$ordinal")")
-if ((ordinal > 0)); then
-    args+=(--join "$(address 0)")
+if ((ordinal != seed)); then
+    args+=(--join "$(address "$seed")")
 fi
 if ((voters > 0)); then
     peers=""

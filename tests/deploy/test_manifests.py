@@ -218,6 +218,10 @@ def test_entrypoint_passes_extra_flags_and_follows_its_environment(tmp_path: Pat
                     "--name", "store-12.peers.prod.svc.k8s.example:7100",
                     "--join", "store-0.peers.prod.svc.k8s.example:7100",
                     "--log-level", "DEBUG"]
+    rebuilding_seed = argv_of(tmp_path, "ringlock-0", RINGLOCK_SEED_ORDINAL="1")
+    assert rebuilding_seed[3:6] == ["--name", dns(0), "--join"]
+    assert rebuilding_seed[6] == dns(1)  # pod 0 joins through pod 1 ...
+    assert "--join" not in argv_of(tmp_path, "ringlock-1", RINGLOCK_SEED_ORDINAL="1")  # ... alone
     outside = argv_of(tmp_path, "laptop", RINGLOCK_NAME="db1.example:7000")
     assert outside == ["serve", "--config", CONF, "--name", "db1.example:7000"]
 
@@ -230,6 +234,8 @@ def test_entrypoint_passes_extra_flags_and_follows_its_environment(tmp_path: Pat
     ("", {}),
     ("ringlock-1", {"RINGLOCK_PORT": "70x0"}),
     ("ringlock-1", {"RINGLOCK_LOCK_VOTERS": "$(id)"}),
+    ("ringlock-1", {"RINGLOCK_SEED_ORDINAL": "-1"}),
+    ("ringlock-1", {"RINGLOCK_PORT": "07000"}),
 ])
 def test_entrypoint_refuses_what_it_cannot_derive(tmp_path: Path, hostname: str,
                                                   env: dict[str, str]) -> None:
