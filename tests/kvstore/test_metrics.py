@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import json
 import threading
+from types import SimpleNamespace
 
 import pytest
+from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from kvstore.metrics import outcome_of
+from kvstore.metrics import Sources, StatsCollector, outcome_of
 from tests.cluster import Cluster, wait_for
 
 Samples = dict[tuple[str, frozenset], float]
@@ -59,6 +61,56 @@ def test_outcome_comes_from_the_status_and_the_json_error_code() -> None:
     assert outcome_of(400, b"not json") == "bad_request"
     assert outcome_of(400, b'["a list"]') == "bad_request"
     assert outcome_of(418, b'{"error": "made_up"}') == "error"  # labels stay a fixed set
+
+
+class _Lock:
+    """A lock server's two read surfaces, as plain data."""
+
+    def __init__(self) -> None:
+        self.leader = 1
+        self.fsm = SimpleNamespace(locks={
+            "a": SimpleNamespace(holders={1: object()}, waiters=[object(), object()]),
+            "b": SimpleNamespace(holders={}, waiters=[])})  # idle under lock-delay
+
+    def status(self) -> dict:
+        return {"term": 4, "commit": 9, "applied": 8, "leader_id": self.leader,
+                "is_leader": self.leader == 1, "sessions": 3}
+
+
+def _collect(collector: StatsCollector) -> Samples:
+    registry = CollectorRegistry()
+    registry.register(collector)
+    return {(s.name, frozenset(s.labels.items())): s.value
+            for family in registry.collect() for s in family.samples}
+
+
+def test_the_collector_reads_each_source_and_survives_a_broken_one() -> None:
+    def broken() -> dict:
+        raise RuntimeError("engine closed")
+    lock = _Lock()
+    collector = StatsCollector("n1", Sources(
+        coordinator=lambda: {"get": 5, "put": 2, "quorum_failed": 1},
+        replica=broken, hints=lambda: {"hints": 3, "owners": {"n2": 2, "n3": 1}},
+        handoff=lambda: None, aae=lambda: {"totals": {"exchanges": 2, "keys_repaired": 7,
+                                                      "duration_total_s": 0.5}},
+        lock=lambda: lock))
+    samples = _collect(collector)
+    assert value(samples, "ringlock_coordinator_operations_total", op="get") == 5
+    assert value(samples, "ringlock_quorum_failures_total") == 1
+    assert value(samples, "ringlock_hints_pending_by_owner", owner="n2") == 2
+    assert value(samples, "ringlock_aae_exchange_duration_seconds_sum") == 0.5
+    assert value(samples, "ringlock_aae_keys_repaired_total") == 7
+    assert (value(samples, "ringlock_raft_term"), value(samples, "ringlock_raft_applied_index"),
+            value(samples, "ringlock_locks_held"), value(samples, "ringlock_lock_waiters"),
+            value(samples, "ringlock_raft_is_leader")) == (4, 8, 1, 2, 1)
+    assert not any(name.startswith("ringlock_lsm_") for name, _ in samples)  # broken source
+    assert not any(name.startswith("ringlock_handoff_") for name, _ in samples)  # absent
+    lock.leader = 2
+    _collect(collector)
+    lock.leader = 0  # an election under way: not a change yet
+    _collect(collector)
+    lock.leader = 3
+    assert value(_collect(collector), "ringlock_raft_leader_changes_seen_total") == 2
 
 
 # -- counters on a real node ----------------------------------------------------------------
