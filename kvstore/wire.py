@@ -28,6 +28,10 @@ Ops and fields (types: bin = bytes, str, int, state = encoded SiblingSet):
     coordinate  {op: "put"|"delete", key: bin, value: bin, context?: bin|nil, w?: int|nil,
                  timeout_ms?: int|nil, sequencer?: str|nil}
     status      {}
+
+Refusals (HTTP status, `error` code): 400 wire | invalid_context | invalid_request,
+409 sibling_limit | sequencer, 413 (body over MAX_BODY_BYTES, from kvstore/replica_api.py),
+421 not_applied, 503 quorum (with op, needed, got, indeterminate), 500 storage | internal.
 """
 
 from __future__ import annotations
