@@ -12,9 +12,13 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import re
 import shutil
+import signal
 import subprocess
+import sys
+import urllib.request
 from pathlib import Path
 
 import kubernetes_validate
@@ -22,6 +26,8 @@ import pytest
 import yaml
 
 from kvstore import config
+from tests.cluster import READY_S, STOP_S, free_ports
+from tests.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -243,6 +249,47 @@ def test_entrypoint_refuses_what_it_cannot_derive(tmp_path: Path, hostname: str,
     assert done.returncode == 64
     assert done.stdout == ""  # kv never ran
     assert re.search(r"entrypoint: .+", done.stderr)
+
+
+@pytest.mark.skipif(BASH is None, reason="bash is not installed")
+def test_entrypoint_starts_a_real_node_under_its_derived_name(tmp_path: Path) -> None:
+    """The container's start path with the real `kv`: pod 0 of namespace `t` serves /health
+    under its DNS name, bound to the config's listen address, and stops cleanly on SIGTERM
+    (bash execs kv, so the signal reaches the node)."""
+    (port,) = free_ports(1)
+    conf = tmp_path / "ringlock.toml"
+    toml = load("configmap.yaml")["data"]["ringlock.toml"]
+    conf.write_text(toml.replace('"0.0.0.0:7000"', f'"127.0.0.1:{port}"')
+                    .replace('"/data"', f'"{tmp_path / "data"}"'))
+    kv_bin = Path(sys.executable).parent
+    env = {"PATH": f"{kv_bin}:/usr/bin:/bin", "HOSTNAME": "ringlock-0", "POD_NAMESPACE": "t",
+           "RINGLOCK_CONFIG": str(conf)}
+    log = (tmp_path / "node.log").open("wb")
+    node = subprocess.Popen([BASH, str(DEPLOY / "entrypoint.sh")], env=env,
+                            stdout=log, stderr=subprocess.STDOUT)
+    try:
+        health = {}
+
+        def answers() -> bool:
+            nonlocal health
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
+                    health = json.load(r)
+            except OSError:
+                return node.poll() is not None  # stop waiting if the node died
+            return True
+
+        assert wait_until(answers, READY_S)
+        assert health == {"status": "ok", "node": dns(0).replace(".prod.", ".t.")}
+        assert (tmp_path / "data" / "ring").is_file()
+        assert (tmp_path / "data" / "lock").is_dir()  # pod 0 hosts lock voter 1
+        node.send_signal(signal.SIGTERM)
+        assert node.wait(STOP_S) == 0
+    finally:
+        if node.poll() is None:
+            node.kill()
+            node.wait()
+        log.close()
 
 
 # -- the image definition ----------------------------------------------------------------
