@@ -1,7 +1,8 @@
 """A small LRU cache of decoded blocks shared by all tables of an engine.
 
-Keys are (file_number, block_offset); file numbers are never reused, so a deleted
-table's blocks simply age out. Bounded by the sum of the entries' charges (bytes).
+Keys name a block of a table (the reader uses one int per block: file number and block
+index); file numbers are never reused, so a deleted table's blocks simply age out.
+Bounded by the sum of the entries' charges (bytes).
 Thread-safe: one lock around an OrderedDict for changes (`lookup`, the point read's
 probe, takes none); every operation is O(1).
 
@@ -34,6 +35,10 @@ class BlockCache:
         # Remember the last ~1/4 as many misses as blocks fit: a block missed twice within
         # that many misses is hot; uniformly random misses rarely repeat so soon.
         self._offer_window = max(256, capacity_bytes // 16384)
+        # probe(key) -> (value, charge) or None: the dict's own get, for the hottest
+        # caller (a point read); a hit is then reported with `touch`. Lock-free like
+        # `lookup` (see there); does not count a miss (the caller does).
+        self.probe = self._map.get
 
     def get(self, key: Hashable) -> object | None:
         with self._lock:
@@ -78,14 +83,29 @@ class BlockCache:
             self.hits += 1
             return item[0], False
         self.misses += 1
+        return None, self.admit(key)
+
+    def admit(self, key: Hashable) -> bool:
+        """The doorkeeper, for a block a point read missed: True if `key` missed before
+        within the window of recent misses (then the caller should `insert` the value it
+        reads), False the first time (the miss is remembered). Lock-free (see lookup)."""
         offered = self._offered
         if key in offered:
             offered.discard(key)
-            return None, True
+            return True
         if len(offered) >= self._offer_window:
             offered.clear()
         offered.add(key)
-        return None, False
+        return False
+
+    def touch(self, key: Hashable, item: tuple[object, int]) -> object:
+        """Count a hit that `probe` found (`item`), mark `key` recently used; its value."""
+        try:  # noqa: SIM105 (contextlib.suppress costs two calls)
+            self._map.move_to_end(key)
+        except KeyError:  # evicted by another thread since the probe
+            pass
+        self.hits += 1
+        return item[0]
 
     def offer(self, key: Hashable, value: object, charge: int) -> bool:
         """Insert `key` if it was offered before within the window; True if inserted."""

@@ -66,3 +66,17 @@ def test_offer_admits_a_block_on_its_second_offer() -> None:
     for i in range(5000):  # the window of remembered offers stays bounded
         small.offer((2, i), "x", 1)
     assert len(small._offered) <= small._offer_window
+
+
+def test_probe_touch_and_admit_as_a_point_read_uses_them() -> None:
+    """The point read's lock-free path: probe (no counting), touch (a hit: counted and
+    most recently used), admit (the doorkeeper: yes only on the second miss)."""
+    c = BlockCache(100)
+    assert c.probe(7) is None and c.hits == 0
+    assert c.admit(7) is False and c.admit(7) is True and c.admit(7) is False
+    c.insert(7, "a", 40)
+    c.insert(8, "b", 40)
+    item = c.probe(7)
+    assert item is not None and c.touch(7, item) == "a" and c.hits == 1
+    c.insert(9, "c", 40)  # evicts 8, the least recently used now
+    assert c.probe(8) is None and c.probe(7) is not None and c.probe(9) is not None
