@@ -225,6 +225,16 @@ def search_block(raw, size: int, user_key: bytes, max_seq: int, path: str, offse
             return None
 
 
+def block_pairs(raw: bytes, size: int, path: str, offset: int
+                ) -> list[tuple[bytes, bytes]] | None:
+    """Block(raw, path, offset, size).pairs() without building the Block (a scan's block
+    read once): the (key, value) pairs of raw[:size], or None if it holds a tombstone."""
+    n, tags_at, ends, vbase = _layout(raw, size, path, offset)
+    if KIND_DELETE in raw[tags_at:tags_at + 8 * n:8]:
+        return None
+    return list(zip(_slices(raw, 0, ends[:n]), _slices(raw, vbase, ends[n:]), strict=True))
+
+
 def _key_ending_at(raw: bytes, ends_at: int, n: int, end: int) -> int:
     """The index i < n with key_ends[i] == end, or -1 (a bisect of key_ends)."""
     lo, hi = 0, n

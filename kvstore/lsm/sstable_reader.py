@@ -22,6 +22,7 @@ from .block import (
     NO_COMPRESSION,
     TRAILER_SIZE,
     Block,
+    block_pairs,
     open_block,
     search_block,
     unseal_block,
@@ -220,6 +221,22 @@ class TableReader:
             return self._load(i, False, self._read_random).get(user_key, max_seq)
         return search_block(stored, size, user_key, max_seq, self.path, off)
 
+    def _plain_pairs(self, i: int, read) -> list[tuple[bytes, bytes]] | None:
+        """Block i as a plain run (Block.pairs), decoded straight from its bytes unless it
+        is cached; None if it holds a tombstone. Requires checksums verified."""
+        cache = self._cache
+        if cache is not None:
+            item = cache.probe(self._cache_keys[i])
+            if item is not None:
+                return item[0].pairs()  # type: ignore[attr-defined]
+        off = self._offsets[i]
+        size = self._sizes[i]
+        stored = read(off, size + TRAILER_SIZE)
+        if len(stored) != size + TRAILER_SIZE:
+            raise CorruptionError(self.path, off, "data block runs past the end of the file")
+        stored, size = open_block(stored, self.path, off, True)
+        return block_pairs(stored, size, self.path, off)
+
     def _block(self, i: int, fill_cache: bool, read=None) -> Block:
         cache = self._cache
         if cache is not None:
@@ -265,7 +282,13 @@ class TableReader:
     def _block_entries(self, start: bytes | None, fill_cache: bool, plain: bool = False):
         first = 0 if start is None else bisect_left(self._index_keys, start)
         read = _ReadAhead(self._file.read).read  # blocks are adjacent in the file
+        quick = plain and self._verify and not fill_cache
         for i in range(first, self._nblocks):
+            if quick and (start is None or i != first):
+                pairs = self._plain_pairs(i, read)
+                if pairs is not None:
+                    yield pairs
+                    continue
             block = self._block(i, fill_cache, read)
             at = block.seek(start) if start is not None and i == first else 0
             if plain:

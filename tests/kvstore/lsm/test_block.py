@@ -13,6 +13,7 @@ from kvstore.lsm.block import (
     NO_COMPRESSION,
     ZLIB_COMPRESSION,
     Block,
+    block_pairs,
     encode_block,
     seal_block,
     search_block,
@@ -80,6 +81,22 @@ def test_search_in_place_agrees_with_the_decoded_block(entries) -> None:
             assert search_block(stored, len(contents), key, max_seq, "t", 0) == expected
             assert search_block(in_file, len(contents), key, max_seq, "t", 100,
                                 base=100) == expected
+
+
+@given(entries_strategy, st.integers(0, 45))
+def test_pairs_are_the_entries_of_a_block_without_tombstones(entries, start) -> None:
+    """A scan's plain run: (key, value) of each entry from `start`, or None if the block
+    holds a tombstone; block_pairs (a block read once) gives what Block.pairs gives."""
+    contents = build(entries)
+    block = Block(contents)
+    has_tombstone = any(kind == 0 for _, _, kind, _ in entries)
+    expected = None if has_tombstone else [(k, v) for k, _, _, v in entries]
+    assert block_pairs(contents + b"trailer", len(contents), "t", 0) == expected
+    assert Block(contents).pairs() == expected
+    if start <= len(entries):
+        tail = entries[start:]
+        assert block.pairs(start) == (None if any(e[2] == 0 for e in tail)
+                                      else [(k, v) for k, _, _, v in tail])
 
 
 def test_known_layout() -> None:
