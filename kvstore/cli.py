@@ -11,7 +11,6 @@ exit status 1, never a traceback; usage errors exit 2, Ctrl-C 130.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from importlib.metadata import version
 
@@ -43,10 +42,10 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     if command in LOCK_COMMANDS:
         from lockservice import cli as lock_cli
 
-        members = cli_data.local_lock_members()
-        if members:  # after `kv cluster up`, `kv lock ...` finds the members by itself
-            os.environ.setdefault(lock_cli.ENV_MEMBERS, ",".join(members))
-        lock_cli.register(commands)  # kv lock run|status, kv elect, kv leader
+        # after `kv cluster up`, `kv lock ...` finds the members by itself (without
+        # touching os.environ: a parser must not change its process's environment)
+        members = ",".join(cli_data.local_lock_members()) or None
+        lock_cli.register(commands, default_members=members)  # kv lock, elect, leader
     else:
         for name, summary in LOCK_COMMANDS.items():
             commands.add_parser(name, help=summary, add_help=False)

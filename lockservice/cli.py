@@ -46,13 +46,17 @@ EXIT_LOST = 75  # sysexits EX_TEMPFAIL: the lock was lost; running again may suc
 EXIT_NO_LEADER = 3
 
 
-def register(subcommands: argparse._SubParsersAction) -> None:
+def register(subcommands: argparse._SubParsersAction, *,
+             default_members: str | None = None) -> None:
+    """Add the lock commands. Members come from --members, else $RINGLOCK_LOCK_MEMBERS,
+    else `default_members` (the caller's guess, e.g. the local cluster's voters)."""
+    members = os.environ.get(ENV_MEMBERS) or default_members
     lock = subcommands.add_parser("lock", help="hold a lock while a command runs; lock status",
                                   description="Locks of the lock service.")
     verbs = lock.add_subparsers(dest="verb", metavar="ACTION", required=True)
     run = verbs.add_parser("run", help="run CMD while holding lock NAME",
                            description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    _common(run)
+    _common(run, members)
     run.add_argument("--timeout", type=float, default=None,
                      help="seconds to wait for the lock (default: forever; 0: try once)")
     run.add_argument("--shared", action="store_true", help="take the lock in shared mode")
@@ -60,24 +64,24 @@ def register(subcommands: argparse._SubParsersAction) -> None:
     run.set_defaults(func=lambda a: _main(_lock_run, a))
 
     status = verbs.add_parser("status", help="holders and waiters of lock NAME")
-    _common(status)
+    _common(status, members)
     status.add_argument("--stale", action="store_true", help="read a member's local state")
     status.set_defaults(func=lambda a: _main(_lock_status, a))
 
     elect = subcommands.add_parser("elect", help="campaign for NAME; run CMD while leader")
-    _common(elect)
+    _common(elect, members)
     elect.add_argument("--value", help="what `kv leader NAME` shows (required)")
     _child(elect)
     elect.set_defaults(func=lambda a: _main(_elect, a))
 
     leader = subcommands.add_parser("leader", help="the current leader of election NAME")
-    _common(leader)
+    _common(leader, members)
     leader.set_defaults(func=lambda a: _main(_leader, a))
 
 
-def _common(p: argparse.ArgumentParser) -> None:
+def _common(p: argparse.ArgumentParser, members: str | None) -> None:
     p.add_argument("name", metavar="NAME")
-    p.add_argument("--members", default=os.environ.get(ENV_MEMBERS),
+    p.add_argument("--members", default=members,
                    help=f"lock-service members h:p,h:p,... (default ${ENV_MEMBERS})")
     p.add_argument("--ttl", type=int, default=10_000, metavar="MS", help="session TTL")
     p.add_argument("--json", action="store_true", help="print JSON")

@@ -176,3 +176,23 @@ def test_aae_commands_are_wired(run, nodes) -> None:
     out = run("aae", "status", "--node", f"127.0.0.1:{free_base_port(1)}")
     assert out.returncode == 1 and b"kv aae status" in out.stderr
     assert b"Traceback" not in out.stderr
+
+
+def test_local_lock_members_are_a_default_not_a_change_of_environment(tmp_path, monkeypatch):
+    """`kv lock` finds ./ringlock-cluster's voters, without writing them into os.environ
+    (in-process callers and later child processes would inherit a stale member list)."""
+    folder = tmp_path / "ringlock-cluster"
+    folder.mkdir()
+    (folder / "cluster.json").write_text(json.dumps(
+        {"host": "127.0.0.1", "base_port": 27401, "lock_members": 2,
+         "nodes": ["127.0.0.1:27401", "127.0.0.1:27402", "127.0.0.1:27403"]}))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("RINGLOCK_LOCK_MEMBERS", raising=False)
+    from kvstore.cli import build_parser
+
+    args = build_parser(["lock", "status", "jobs"]).parse_args(["lock", "status", "jobs"])
+    assert args.members == "127.0.0.1:27401,127.0.0.1:27402"
+    assert "RINGLOCK_LOCK_MEMBERS" not in os.environ
+    monkeypatch.setenv("RINGLOCK_LOCK_MEMBERS", "127.0.0.1:1")  # the environment still wins
+    args = build_parser(["lock", "status", "jobs"]).parse_args(["lock", "status", "jobs"])
+    assert args.members == "127.0.0.1:1"
