@@ -50,9 +50,11 @@ class ElectionWorkload(LockWorkload):
             rec.add(OpType.OK, process, "campaign", name, -1)
             generation = -1
         holding[name] = generation
-        if kind is OpType.OK and not election.is_leader:
+        if kind is OpType.OK and not election.is_leader:  # won, but the lease is in doubt
             holding.pop(name)
             self._lost_at[process][name] = rec.records[-1].time
+            self._flush_lost(process)
+            return False  # a fresh session: this one still has the grant
         await asyncio.sleep(env.rng.uniform(*TERM_S))
         self._flush_lost(process)
         if name in holding:
