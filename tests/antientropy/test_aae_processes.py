@@ -113,14 +113,18 @@ def test_4_7_a_wiped_node_rejoins_and_is_rebuilt_completely(cluster) -> None:
     a, _, c = cluster.names
     keys = [b"wipe-%d" % i for i in range(60)]
     put_everywhere(cluster, keys, b"before the wipe")
+    # Nothing may repair c before the check that it came back empty: a and b's fast
+    # schedules would race it (c's own first round comes only after its 10 s interval).
+    schedule(cluster, enabled=False)
     node = cluster.node(c)
     node.stop()
     shutil.rmtree(node.data)
     node.start(join=a)
     node.wait_ready()
     cluster.wait_converged()
-    schedule(cluster, [c], **FAST)
+    schedule(cluster, [c], enabled=False)
     assert cluster.copy_on(c, keys[0]) == SiblingSet()
+    schedule(cluster, **FAST)
     every = keys + [b"div-%d" % i for i in range(40)] + [b"deleted-key"]
     wait_for(lambda: same_everywhere(cluster, every), what="the wiped node refilled")
     assert cluster.copy_on(c, keys[-1]).values == [b"before the wipe"]

@@ -131,6 +131,8 @@ def test_a_cut_off_holder_knows_before_anyone_else_gets_the_lock(
             assert times["jeopardy"] < times["granted"]
             assert not held.valid and granted.generation > held.generation
             assert wait_until(lambda: a.state is LeaseState.LOST, 30)
+            # the callback runs on the client's own thread just after the state changes
+            assert wait_until(lambda: events and events[-1].new is LeaseState.LOST, 30)
             assert [(t.old, t.new) for t in events[-2:]] == [
                 (LeaseState.HEALTHY, LeaseState.JEOPARDY), (LeaseState.JEOPARDY, LeaseState.LOST)]
             with pytest.raises(SessionLost):
