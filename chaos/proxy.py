@@ -22,7 +22,10 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import threading
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
@@ -155,8 +158,6 @@ class ProxyNetwork:
     """
 
     def __init__(self) -> None:
-        import threading
-
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="chaos-proxies",
                                         daemon=True)
@@ -164,7 +165,8 @@ class ProxyNetwork:
         self.links: Links = self._call(_new_links)
         self.proxies: list[Proxy] = []
 
-    def _call(self, fn, *args):  # run `fn(*args)` (a coroutine function) on the loop
+    def _call(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> Any:
+        """Run the coroutine function `fn(*args)` on the proxies' loop; its result."""
         return asyncio.run_coroutine_threadsafe(fn(*args), self._loop).result(30)
 
     def add(self, public: tuple[str, int], private: tuple[str, int]) -> Proxy:
