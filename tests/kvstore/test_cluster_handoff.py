@@ -59,19 +59,31 @@ def test_a_put_with_a_replica_down_succeeds_and_the_hint_reaches_it_when_it_retu
     assert (status, body) == (200, b"v2")
 
 
-def test_a_replica_refusing_connections_is_replaced_by_a_spare_at_once(cluster) -> None:
+@pytest.fixture
+def fresh_cluster(tmp_path):
+    """Four nodes none of which has restarted: a spare that came back from a restart moments
+    ago may still be doubted by the coordinator (a failed call within the last second, or
+    a failure detector that convicts it again while it catches up), and a doubted spare is
+    rightly not asked, which is not what the test below is about."""
+    with Cluster(tmp_path, size=4) as c:
+        yield c
+
+
+def test_a_replica_refusing_connections_is_replaced_by_a_spare_at_once(fresh_cluster) -> None:
     """§4.6 before the failure detector has noticed: the coordinator's refused send goes
     to the next healthy node as a hint, and the write still reaches W=3."""
+    cluster = fresh_cluster
     key = "order-43"
     p = cluster.preference_list(key.encode())
     spare = next(n for n in cluster.names if n not in p)
+    cluster.wait_alive(p[0], spare)
     down = cluster.node(p[1])
     down.kill()
     try:
         # A generous deadline: this proves where the write goes, not how fast (a loaded
         # machine can keep the healthy third replica from answering within the default 5 s).
         status, _, body = cluster.http(p[0], "PUT", f"/kv/{key}?w=3&timeout_ms=20000", b"v")
-        assert status == 204, body
+        assert status == 204, body.decode()
         assert cluster.copy_on(spare, key.encode()).values == [b"v"]
         assert p[1] in cluster.status_of(spare)["hint_owners"]
     finally:
