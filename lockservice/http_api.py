@@ -91,7 +91,8 @@ def lock_routes(server: LockServer) -> list[web.RouteDef]:
             return error(503, "no_leader", "the leader's address is unknown", leader=None)
         try:
             async with server.http.request(
-                request.method, f"http://{address}{request.raw_path}", data=raw,
+                request.method, f"{'https' if server.peer_tls else 'http'}://{address}"
+                f"{request.raw_path}", data=raw,
                 headers={"Content-Type": "application/json", FORWARDED: str(server.id)},
                 timeout=aiohttp.ClientTimeout(total=None, sock_connect=2,
                                               sock_read=max(server.max_hold_s,

@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 import time
 from collections.abc import Coroutine
 from typing import Any
@@ -111,7 +112,8 @@ class LockServer(Operations):
     def open(cls, *, node_id: int, addresses: dict[int, str], data_dir: str,
              tick_s: float = 0.04, election_ticks: int = 10, sync: bool = True,
              limits: Limits | None = None, snapshot_threshold: int = 10_000,
-             seed: int | None = None, **tuning: Any) -> LockServer:
+             seed: int | None = None, tls: ssl.SSLContext | None = None,
+             **tuning: Any) -> LockServer:
         """Recover (or create) the member's Raft storage in `data_dir`; all of `addresses`
         are the voters. `tuning`: expire_interval_s, leader_wait_s, max_hold_s."""
         fsm = LockStateMachine(limits)
@@ -120,7 +122,7 @@ class LockServer(Operations):
             node_id=node_id, addresses=addresses, data_dir=data_dir,
             state_machine=_Applier(fsm, signals), initial_voters=set(addresses),
             tick_s=tick_s, config=Config(election_tick=election_ticks),
-            snapshot_threshold=snapshot_threshold, sync=sync, seed=seed,
+            snapshot_threshold=snapshot_threshold, sync=sync, seed=seed, tls=tls,
         )
         return cls(driver, fsm, signals, **tuning)
 
@@ -129,10 +131,16 @@ class LockServer(Operations):
 
         return [*lock_routes(self), *raft_routes(self.driver.id, self.driver.deliver)]
 
+    @property
+    def peer_tls(self) -> ssl.SSLContext | None:
+        """The client TLS context of calls to other members (Raft, forwarding); None: HTTP."""
+        return getattr(self.driver.transport, "tls", None)
+
     async def start(self) -> None:
         local = source_address(self.driver.addresses.get(self.driver.id, ""))
+        connector = aiohttp.TCPConnector(local_addr=local, ssl=self.peer_tls or True)
         self.http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None),
-                                          connector=aiohttp.TCPConnector(local_addr=local))
+                                          connector=connector)
         await self.driver.start()
         self._task = asyncio.get_running_loop().create_task(self._leader_duties())
 

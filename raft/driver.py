@@ -31,6 +31,7 @@ import contextlib
 import itertools
 import logging
 import random
+import ssl
 from collections.abc import Iterable
 from typing import Any
 
@@ -127,6 +128,7 @@ class Driver:
         snapshot_threshold: int = 10_000,
         sync: bool = True,
         seed: int | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> Driver:
         """Recover storage from `data_dir`, build the core on it, and wire an HTTP transport.
 
@@ -144,7 +146,7 @@ class Driver:
             snapshot=state.snapshot,
             entries=state.entries,
         )
-        transport = HttpTransport(node_id, addresses)
+        transport = HttpTransport(node_id, addresses, tls=tls)  # tls: HTTPS to peers
         return cls(core, storage, state_machine, transport, addresses=addresses, tick_s=tick_s,
                    snapshot_threshold=snapshot_threshold)
 
