@@ -14,6 +14,9 @@ the receiver refuses a frame (a text frame with the reason, then a close); or
 `POST http://<addr>/raft/messages` with that body, `Content-Type: application/x-msgpack`,
 answered 204. The stream saves a request/response round and its parsing per batch, which
 is most of the cost of a message on a busy machine.
+
+With `tls` (an `ssl.SSLContext` for clients: the cluster's CA, this node's certificate)
+both go over TLS instead: `wss`-style `https://<addr>/raft/stream` and `https://.../messages`.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import ssl
 from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Protocol
@@ -85,8 +89,11 @@ class HttpTransport:
         *,
         on_unreachable: Callable[[int], None] | None = None,
         stream: bool = True,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.self_id = self_id
+        self.tls = tls
+        self._scheme = "http" if tls is None else "https"
         self.stream = stream
         self._addresses = dict(addresses)
         self._on_unreachable = on_unreachable
@@ -110,7 +117,8 @@ class HttpTransport:
     async def start(self) -> None:
         local = source_address(self._addresses.get(self.self_id, ""))
         connector = aiohttp.TCPConnector(limit=0, limit_per_host=4, keepalive_timeout=60,
-                                         local_addr=local)
+                                         local_addr=local,
+                                         ssl=self.tls if self.tls is not None else True)
         self._session = aiohttp.ClientSession(
             connector=connector,
             timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S, connect=CONNECT_TIMEOUT_S),
@@ -178,7 +186,7 @@ class HttpTransport:
 
     async def _post(self, peer: _Peer, batch: list[Message]) -> bool:
         assert self._session is not None, "start() the transport before sending"
-        url = f"http://{peer.address}{RAFT_PATH}"
+        url = f"{self._scheme}://{peer.address}{RAFT_PATH}"
         try:
             async with self._session.post(
                 url, data=codec.encode_messages(batch), headers={"Content-Type": CONTENT_TYPE}
@@ -199,7 +207,7 @@ class HttpTransport:
         ws = peer.ws
         if ws is None or ws.closed:
             try:
-                ws = await self._session.ws_connect(f"http://{peer.address}{STREAM_PATH}",
+                ws = await self._session.ws_connect(f"{self._scheme}://{peer.address}{STREAM_PATH}",
                                                     autoping=True)
             except (TimeoutError, aiohttp.ClientError, OSError) as exc:
                 log.debug("node %d unreachable at %s: %r", peer.id, peer.address, exc)
