@@ -18,7 +18,10 @@
     │                                 `.indeterminate` says a write may still have been applied
     ├── NodeUnavailable               a peer could not be reached or did not answer in time
     ├── SequencerRejected             a fenced write carried a sequencer that is not current
-    └── MembershipError               a join, leave or remove was refused; `.reason` says why
+    ├── MembershipError               a join, leave or remove was refused; `.reason` says why
+    └── AccessDenied                  the node refused the request's credentials (401/403);
+        ├── Unauthenticated           no token, or one the node does not know (401)
+        └── Forbidden                 the token's principal may not do this (403)
 
 Wrong argument *types* raise the built-in `TypeError`, as Python callers expect. Every error
 is raised before anything changes: the inputs are immutable values, so a caller that catches
@@ -150,3 +153,34 @@ class MembershipError(_Reasoned):
     """A join, leave or remove was refused; nothing changed."""
 
     prefix = "membership change refused"
+
+
+class AccessDenied(RinglockError):
+    """The node refused the request's credentials (kvstore/auth_http.py); nothing changed.
+
+    `.status` is 401 or 403 and `.detail` the node's message."""
+
+    status = 0
+    what = "access denied"
+
+    def __init__(self, detail: str) -> None:
+        self.detail = detail
+        super().__init__(f"{self.what}: {detail}")
+
+    def __reduce__(self):
+        return (type(self), (self.detail,))
+
+
+class Unauthenticated(AccessDenied):
+    """401: the request carried no token, or one the node does not know (give `token=`,
+    `kv --token` or RINGLOCK_TOKEN)."""
+
+    status = 401
+    what = "not authenticated"
+
+
+class Forbidden(AccessDenied):
+    """403: the token is known, but its roles do not allow this request."""
+
+    status = 403
+    what = "forbidden"

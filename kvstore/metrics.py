@@ -110,6 +110,9 @@ class NodeMetrics:
         self.latency = Histogram("ringlock_kv_request_duration_seconds", "Time to answer a "
                                  "public KV request, by operation.", ("op",),
                                  buckets=BUCKETS, registry=self.registry)
+        self.auth_denied = Counter("ringlock_auth_denied", "Requests refused by the auth "
+                                   "middleware (kvstore/auth_http.py), by reason.",
+                                   ("reason",), registry=self.registry)
         self.registry.register(StatsCollector(node, sources))
 
     def observe(self, op: str, outcome: str, seconds: float) -> None:

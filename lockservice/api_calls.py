@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 from urllib.parse import quote
 
 from lockservice.client_errors import (
+    AccessDenied,
     ClientError,
     EntryNotFound,
     LockBusy,
@@ -40,6 +41,8 @@ def check(reply: Reply) -> dict[str, Any]:
         return reply.body
     code = str(reply.body.get("error", "")) or f"http_{reply.status}"
     message = str(reply.body.get("message", ""))
+    if reply.status in (401, 403):
+        raise AccessDenied(reply.status, code, message)
     if code in SESSION_OVER:
         raise SessionLost(f"{code}: {message}")
     if reply.status == 409 and code in BUSY:

@@ -12,6 +12,8 @@
           +-- EntryNotFound           delete of an entry that does not exist
           +-- RequestRejected         the service refused the request (4xx); `.status`,
           |                           `.code` and the server's message; nothing changed
+          |    +-- AccessDenied       401 (no or unknown token) or 403 (its roles do not
+          |                           allow it): pass `token=` (kvstore/auth_http.py)
           +-- SequencerNotCurrent     a fenced write's sequencer is no longer current
                                       (fencing.SequencerCache raises it unless given a class)
 """
@@ -45,6 +47,10 @@ class RequestRejected(ClientError):
         super().__init__(f"{code}: {message}" if message else code)
 
 
+class AccessDenied(RequestRejected):
+    """401 or 403: the member refused the request's token; nothing changed."""
+
+
 class LockBusy(RequestRejected):
     """The lock is held (or under lock-delay) and the request did not wait long enough."""
 
@@ -62,6 +68,7 @@ class SequencerNotCurrent(ClientError):
 
 
 __all__ = [
+    "AccessDenied",
     "ClientError",
     "EntryNotFound",
     "LockBusy",
