@@ -22,6 +22,12 @@ attempt to deliver the replica to A; once the transfer succeeds, D may delete th
   failed, still pending). `stats()` counts hints delivered, hints in failed batches and
   failed attempts (`errors`), in total and per owner, with what is pending.
 
+- An owner that is no longer a ring member (it left, or an operator removed it while it
+  was dead) will never come back for its hints, and the write they hold may be on no
+  current replica. With `ring` (the node's current ring) and `n`, such hints are sent
+  instead to the key's current primaries that are alive, and deleted only once every one
+  of them has merged them; a key with no live primary keeps its hint for a later round.
+
 `deliver` is the node's internal `merge_many` call on the owner; it must raise on any
 failure (a reply that is not a success), since silence means the hints are deleted.
 """
@@ -36,7 +42,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from kvstore import quorum
 from kvstore.hints import HintStore
+from kvstore.ring import Ring
 from kvstore.vclock import SiblingSet
 
 logger = logging.getLogger(__name__)
@@ -59,7 +67,8 @@ class Handoff:
     def __init__(self, hints: HintStore, *, deliver: Deliver,
                  is_alive: Callable[[str], bool], interval_s: float = 1.0,
                  batch: int = 256, max_backoff_s: float = 30.0,
-                 deliver_timeout_s: float = 30.0) -> None:
+                 deliver_timeout_s: float = 30.0,
+                 ring: Callable[[], Ring] | None = None, n: int = 3) -> None:
         if batch < 1 or interval_s <= 0 or max_backoff_s < interval_s \
                 or deliver_timeout_s <= 0:
             raise ValueError("need batch >= 1 and 0 < interval_s <= max_backoff_s,"
@@ -71,6 +80,7 @@ class Handoff:
         self.batch = batch
         self.max_backoff_s = max_backoff_s
         self.deliver_timeout_s = deliver_timeout_s
+        self._ring, self._n = ring, n
         self._owners: dict[str, _Owner] = {}
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -110,9 +120,12 @@ class Handoff:
         now = time.monotonic()
         for owner in sorted(self.hints.owners()):
             state = self._owners.setdefault(owner, _Owner())
-            if state.retry_at > now or not self._alive(owner):
+            if state.retry_at > now:
                 continue
-            delivered += await self._hand_off(owner, state)
+            if self._ring is not None and owner not in self._ring().members:
+                delivered += await self._hand_off(owner, state, redirect=True)
+            elif self._alive(owner):
+                delivered += await self._hand_off(owner, state)
         return delivered
 
     def _alive(self, owner: str) -> bool:
@@ -122,16 +135,22 @@ class Handoff:
             logger.exception("is_alive(%r) raised; treating the owner as down", owner)
             return False
 
-    async def _hand_off(self, owner: str, state: _Owner) -> int:
-        logger.info("handoff to %s started: %d hints pending", owner, self.hints.count(owner))
+    async def _hand_off(self, owner: str, state: _Owner, *, redirect: bool = False) -> int:
+        logger.info("handoff %s %s started: %d hints pending",
+                    "of hints for former member" if redirect else "to", owner,
+                    self.hints.count(owner))
         delivered = failed = 0
         items: list[tuple[bytes, SiblingSet]] = []
         try:
-            while self._alive(owner):
+            while redirect or self._alive(owner):
                 items = await self.hints.pending(owner, self.batch)
+                if redirect:
+                    items = await self._redirect(items)
                 if not items:
                     break
-                await asyncio.wait_for(self._deliver(owner, items), self.deliver_timeout_s)
+                if not redirect:
+                    await asyncio.wait_for(self._deliver(owner, items),
+                                           self.deliver_timeout_s)
                 delivered += len(items)
                 state.delivered += len(items)
                 sent, items = items, []  # a failure to remove them is not a failed delivery
@@ -154,6 +173,24 @@ class Handoff:
             logger.info("handoff to %s ended: %d delivered, %d failed, %d still pending",
                         owner, delivered, failed, self.hints.count(owner))
         return delivered
+
+    async def _redirect(self, items: list[tuple[bytes, SiblingSet]]
+                        ) -> list[tuple[bytes, SiblingSet]]:
+        """Send hints of a former member to each key's live current primaries; the items
+        every primary of theirs took (raises if a delivery fails)."""
+        assert self._ring is not None
+        ring = self._ring()
+        by_node: dict[str, list[tuple[bytes, SiblingSet]]] = {}
+        sendable = []
+        for key, hinted in items:
+            targets = [p for p in quorum.plan(ring, key, self._n).primaries if self._alive(p)]
+            if targets:
+                sendable.append((key, hinted))
+                for node in targets:
+                    by_node.setdefault(node, []).append((key, hinted))
+        for node, batch in sorted(by_node.items()):
+            await asyncio.wait_for(self._deliver(node, batch), self.deliver_timeout_s)
+        return sendable
 
     def stats(self) -> dict[str, Any]:
         owners = {

@@ -12,11 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from kvstore import vclock
+from kvstore import quorum, vclock
 from kvstore.handoff import Handoff
 from kvstore.hints import HintStore
 from kvstore.lsm import Engine, EngineClosedError
 from kvstore.replica import ReplicaStore
+from kvstore.ring import Ring
 from kvstore.vclock import SiblingSet, VersionVector
 from tests.waiting import async_wait_until
 
@@ -230,6 +231,46 @@ def test_a_damaged_hint_stops_only_its_owner_and_is_never_delivered(tmp_path: Pa
             assert stats["owners"][OWNER]["failed"] == 0 and hints.count(OWNER) == 1
             assert stats["owners"][OTHER]["delivered"] == 1 and hints.count(OTHER) == 0
             assert await stores[OWNER].get(b"bad") == SiblingSet()
+        finally:
+            await hints.close()
+            for s in stores.values():
+                await s.close()
+
+    asyncio.run(main())
+
+
+def test_4_6_hints_for_a_node_no_longer_in_the_ring_go_to_the_keys_current_primaries(
+        tmp_path: Path) -> None:
+    """A removed (or departed) owner never comes back for its hints, and the write they
+    hold may be on no current replica: they go to each key's live primaries instead, and
+    a key with no live primary keeps its hint."""
+    async def main() -> None:
+        members = ["127.0.0.1:7001", "127.0.0.1:7002", "127.0.0.1:7003", "127.0.0.1:7005"]
+        ring = Ring.new(8)
+        for m in members:
+            ring = ring.join(m)
+        gone = "127.0.0.1:7009"  # held hints, then was removed: not in `ring`
+        hints = await HintStore.open(tmp_path / "hints", sync="none")
+        stores = {m: await _owner_store(tmp_path / m.replace(":", "_"), m) for m in members}
+        alive = set(members)
+        handoff = Handoff(hints, deliver=lambda o, items: stores[o].merge_many(items),
+                          is_alive=lambda o: o in alive, ring=lambda: ring, n=2)
+        try:
+            states = {b"k%d" % i: _write(b"v%d" % i) for i in range(40)}
+            for key, state in states.items():
+                await hints.add(gone, key, state)
+            primaries = {key: quorum.plan(ring, key, 2).primaries for key in states}
+            down = set(members[:2])
+            alive -= down
+            stranded = {k for k, p in primaries.items() if set(p) <= down}
+            assert 0 < len(stranded) < len(states)  # both kinds of key are exercised
+            assert await handoff.run_once() == len(states) - len(stranded)
+            for key, state in states.items():
+                for m in members:
+                    copy = await stores[m].get(key)
+                    wanted = m in primaries[key] and m not in down and key not in stranded
+                    assert copy == (state if wanted else SiblingSet()), (key, m)
+            assert hints.count(gone) == len(stranded)
         finally:
             await hints.close()
             for s in stores.values():
