@@ -55,7 +55,7 @@ from raft.driver import Driver
 from raft.driver_errors import ProposalLost, ProposalOutcomeUnknown
 from raft.errors import NotLeader, RaftError
 from raft.server import raft_routes
-from raft.transport import source_address
+from raft.transport import peer_headers, source_address
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +140,7 @@ class LockServer(Operations):
         local = source_address(self.driver.addresses.get(self.driver.id, ""))
         connector = aiohttp.TCPConnector(local_addr=local, ssl=self.peer_tls or True)
         self.http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None),
-                                          connector=connector)
+                                          connector=connector, headers=peer_headers())
         await self.driver.start()
         self._task = asyncio.get_running_loop().create_task(self._leader_duties())
 

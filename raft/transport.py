@@ -81,6 +81,25 @@ def source_address(address: str) -> tuple[str, int] | None:
     return (host, 0) if ip.is_loopback and host != "127.0.0.1" and ip.version == 4 else None
 
 
+# Headers every peer call of this process carries: the cluster's peer token
+# (`Authorization: Bearer ...`, kvstore/auth_http.py). The node sets them once, before its
+# peer sessions open; Raft, lock forwarding, the replica peers, gossip and anti-entropy all
+# read them here (raft imports nothing of ours, so the one place lives at the bottom).
+# Empty in an open cluster. One process holds one node's settings.
+_PEER_HEADERS: dict[str, str] = {}
+
+
+def set_peer_headers(headers: dict[str, str]) -> None:
+    """Replace the headers `peer_headers()` answers (the node does this at start)."""
+    _PEER_HEADERS.clear()
+    _PEER_HEADERS.update(headers)
+
+
+def peer_headers() -> dict[str, str]:
+    """A copy of the headers to send with every peer call (see set_peer_headers)."""
+    return dict(_PEER_HEADERS)
+
+
 class HttpTransport:
     def __init__(
         self,
@@ -120,7 +139,7 @@ class HttpTransport:
                                          local_addr=local,
                                          ssl=self.tls if self.tls is not None else True)
         self._session = aiohttp.ClientSession(
-            connector=connector,
+            connector=connector, headers=peer_headers(),
             timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S, connect=CONNECT_TIMEOUT_S),
         )
 
