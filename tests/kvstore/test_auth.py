@@ -237,3 +237,16 @@ def test_peer_token_may_not_also_be_a_user_token():
             f"token_sha256 = '{hash_token(PEER_TOKEN)}'\n")
     with pytest.raises(AuthFileError, match="is also user 'x'"):
         parse(text)
+
+
+def test_the_example_file_of_docs_auth_md_is_valid():
+    from pathlib import Path
+
+    doc = (Path(__file__).parents[2] / "docs" / "auth.md").read_text()
+    example = doc.split("```toml\n", 1)[1].split("```", 1)[0]
+    config = parse(example)
+    alice = config.users["alice"][1]
+    assert config.authenticate("app-token-2") == alice
+    assert isinstance(decide(alice, Kind.KV, b"app/1", Perm.WRITE), Allowed)
+    assert isinstance(decide(alice, Kind.LOCK, "jobs/1", Perm.WRITE), Allowed)
+    assert isinstance(decide(alice, Kind.KV, b"other", Perm.READ), Denied)
