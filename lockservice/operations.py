@@ -6,8 +6,9 @@ proposes one command; a refusal raises `RequestRefused` carrying the state machi
 
 KeepAlive is a long poll (Chubby §2.8): with no event pending beyond `ack` the request is
 held until the lease has a third of its TTL left (at most `max_hold_s`), then the lease is
-extended and the answer carries the new `lease_ms`; a pending event answers at once. A held
-request whose client went away extends nothing. A waiting Acquire is queued in the table and
+extended and the answer carries the new `lease_ms`; a pending event answers at once, and so
+does the first KeepAlive of a session at a new leader (`hold_ms`). A held request whose
+client went away extends nothing. A waiting Acquire is queued in the table and
 answered when its LOCK_GRANTED event is applied, or at `wait_ms` with CancelWait.
 """
 
@@ -45,6 +46,21 @@ def event_json(e: Event) -> dict[str, Any]:
 def grant_json(seq: Sequencer, granted_at: int) -> dict[str, Any]:
     return {"sequencer": seq.to_token(), "name": seq.name, "mode": seq.mode.name.lower(),
             "generation": seq.generation, "session": seq.session, "granted_at": granted_at}
+
+
+def hold_ms(expires_at: int, ttl_ms: int, now: int, max_hold_ms: int, *, fresh: bool) -> int:
+    """How long the leader holds a KeepAlive that has no event to deliver (ms, >= 0).
+
+    Until the lease has a third of its TTL left, at most `max_hold_ms`. Not at all when
+    `fresh`: the session's lease is still the one a new leader's GrantFreshLeases gave every
+    session at the same instant. Holding those would make all their renewals fall due
+    together, a third of a TTL before the shared end, and a loaded leader then renewed some
+    too late (sessions expired across a fail-over); a client in jeopardy also needs its
+    answer now, not when the fresh lease runs low.
+    """
+    if fresh:
+        return 0
+    return max(0, min(expires_at - ttl_ms // 3 - now, max_hold_ms))
 
 
 class Operations(_Base):
@@ -114,8 +130,9 @@ class Operations(_Base):
             return s is None or bool(s.events and s.events[-1].seq > ack)
 
         if not pending():
-            hold_ms = min(s.expires_at - s.ttl_ms // 3 - _now(), int(self.max_hold_s * 1000))
-            await self._wait(session, lambda: pending() or gone(), max(0, hold_ms) / 1000)
+            hold = hold_ms(s.expires_at, s.ttl_ms, _now(), int(self.max_hold_s * 1000),
+                           fresh=session in self.fresh_sessions)
+            await self._wait(session, lambda: pending() or gone(), hold / 1000)
         if gone():
             return None
         await self.lead()
@@ -125,6 +142,7 @@ class Operations(_Base):
             if exc.refused.reason is Reason.UNKNOWN_SESSION:
                 raise self.no_session(session) from None
             raise
+        self.fresh_sessions.discard(session)
         pe = self.fsm.pending_events(session)
         events = [] if pe is None else [event_json(e) for e in pe.events if e.seq > ack]
         return {"lease_ms": max(0, a.result.expires_at - _now()), "ttl_ms": s.ttl_ms,

@@ -8,7 +8,10 @@ leader: its wall clock in milliseconds (the table keeps the maximum it has seen)
 - Leadership (Chubby §2.9): when this member becomes leader of term T it proposes
   GrantFreshLeases(now) before anything else; until that is applied in T it proposes nothing
   (requests wait up to `leader_wait_s`), so no session is judged by the new leader's clock
-  before it has had a fresh lease. Only then does the expiry timer run.
+  before it has had a fresh lease. Only then does the expiry timer run. The fresh leases
+  all end together, so this leader answers each session's first KeepAlive at once instead
+  of holding it (`fresh_sessions`): renewals spread out as the clients arrive, rather than
+  every held poll falling due at the same instant a third of a TTL before that shared end.
 - Expiry: every `expire_interval_s` (default: one Raft tick) the leader proposes
   ExpireSessions(now) when a lease it knows has ended or a lock-delay with waiters has ended
   (the command moves the clock, which grants those waiters). Nothing is proposed while
@@ -107,6 +110,9 @@ class LockServer(Operations):
         self._task: asyncio.Task[None] | None = None
         self._chores: set[asyncio.Task[Any]] = set()  # fire-and-forget proposals
         self._next_expiry = 0  # no lease known to this leader ends before this (ms)
+        # Sessions whose lease is still the one this leader's GrantFreshLeases gave them all
+        # at once: their first KeepAlive here is answered at once (operations.hold_ms).
+        self.fresh_sessions: set[int] = set()
 
     @classmethod
     def open(cls, *, node_id: int, addresses: dict[int, str], data_dir: str,
@@ -138,7 +144,11 @@ class LockServer(Operations):
 
     async def start(self) -> None:
         local = source_address(self.driver.addresses.get(self.driver.id, ""))
-        connector = aiohttp.TCPConnector(local_addr=local, ssl=self.peer_tls or True)
+        # No pool limit (aiohttp's default is 100): relayed long polls are held at the leader
+        # for up to `max_hold_s`, and a bounded pool made every other relayed request queue
+        # behind them (sessions expired). In-flight relays are bounded by the clients'
+        # own connections to this member.
+        connector = aiohttp.TCPConnector(local_addr=local, ssl=self.peer_tls or True, limit=0)
         self.http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None),
                                           connector=connector, headers=peer_headers())
         await self.driver.start()
@@ -204,12 +214,14 @@ class LockServer(Operations):
                 if not self.driver.is_leader:
                     if self.fresh_term:
                         self.fresh_term = 0
+                        self.fresh_sessions = set()
                         self.signals.wake_all()  # held requests answer now, not at their end
                 elif self.fresh_term != self.term:
                     term = self.term
                     self._next_expiry = 0  # scan afresh in this term
                     await self.propose(c.GrantFreshLeases(now_ms()), ready=False)
                     if self.driver.is_leader and self.term == term:
+                        self.fresh_sessions = set(self.fsm.sessions)
                         self.fresh_term = term
                         log.info("member %d leads term %d; fresh leases granted", self.id, term)
                 elif self._expiry_due(now_ms()):
