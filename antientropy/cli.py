@@ -1,4 +1,4 @@
-"""`kv aae status` and `kv aae exchange`: the operator's view of anti-entropy.
+"""`kv aae status|exchange|rebuild`: the operator's view of anti-entropy.
 
     kv aae status [--node HOST:PORT] [--json]
         per partition this node replicates: tree age, last exchange (how long ago, with
@@ -8,7 +8,18 @@
         exchange now (default: with every live replica, every shared partition), and
         print what each exchange found and repaired
 
-They call GET /admin/v1/aae and POST /admin/v1/aae/exchange (antientropy/api.py) over
+    kv aae status --watch [--interval S]
+        first follow the node until every tree is ready and every partition it shares has
+        been exchanged again since the watch began (bars on stderr: trees ready, partitions
+        exchanged; kvstore/progress.py), then print the status
+    kv aae rebuild [--partition P ...] [--wait]
+        queue tree rebuilds (default: every partition holding keys); with --wait follow
+        them (a bar of trees rebuilt) until none is pending
+
+Progress shows on a terminal; --progress forces it (log-style lines elsewhere),
+--no-progress turns it off; never on stdout. A wait longer than --timeout fails (exit 1).
+
+They call GET /admin/v1/aae and POST /admin/v1/aae/exchange|rebuild (antientropy/api.py) over
 plain HTTP (no aiohttp import, so `kv` starts fast). `register(subcommands)` adds them
 to a `kv` parser; `python -m antientropy.cli aae ...` runs them alone. Errors print one
 line and exit 1.
@@ -24,10 +35,11 @@ import urllib.error
 import urllib.request
 
 from antientropy.errors import AntiEntropyError
+from kvstore import progress
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    aae = commands.add_parser("aae", help="anti-entropy: status, exchange now",
+    aae = commands.add_parser("aae", help="anti-entropy: status, exchange or rebuild now",
                               description="Merkle-tree anti-entropy between replicas.")
     verbs = aae.add_subparsers(dest="verb", metavar="VERB", required=True)
     status = verbs.add_parser("status", help="per partition: tree age, last exchange, keys "
@@ -40,7 +52,20 @@ def register(commands: argparse._SubParsersAction) -> None:
                           help="naive full comparison (every key and clock), no trees")
     exchange.add_argument("--unlimited", action="store_true",
                           help="ignore the rate limit (keys and bytes per second)")
-    for parser, func in ((status, run_status), (exchange, run_exchange)):
+    status.add_argument("--watch", action="store_true",
+                        help="follow tree rebuilds and exchanges until all are done, then "
+                             "print the status")
+    rebuild = verbs.add_parser("rebuild", help="rebuild Merkle trees now (--wait: follow)")
+    rebuild.add_argument("--partition", type=int, action="append", metavar="P",
+                         help="only this partition (repeatable; default: all with keys)")
+    rebuild.add_argument("--wait", action="store_true",
+                         help="return once every queued tree is rebuilt")
+    for parser in (status, rebuild):
+        parser.add_argument("--interval", type=float, default=0.5, metavar="SECONDS",
+                            help="how often to ask the node while following (default 0.5)")
+        progress.add_arguments(parser)
+    for parser, func in ((status, run_status), (exchange, run_exchange),
+                         (rebuild, run_rebuild)):
         parser.add_argument("--node", default=None, metavar="HOST:PORT",
                             help="node to ask (default: $KV_NODES's first, else "
                                  "127.0.0.1:7001)")
@@ -79,8 +104,45 @@ def _ago(at: float | None) -> str:
     return "never" if at is None else f"{max(0.0, time.time() - at):.1f} s ago"
 
 
+def _mode(args: argparse.Namespace) -> progress.Mode:
+    return progress.choose(progress.flag(args), sys.stderr, json_output=args.json)
+
+
+def _follow(args: argparse.Namespace, step) -> dict:
+    """Call `step(status)` on the node's status every --interval seconds until it returns
+    True; the last status. Fails after --timeout seconds."""
+    deadline = time.monotonic() + args.timeout
+    while True:
+        doc = _call(args, "GET", "/admin/v1/aae")
+        if step(doc):
+            return doc
+        if time.monotonic() > deadline:
+            raise AntiEntropyError(f"{_node(args)}: not done after {args.timeout:.0f} s "
+                                   f"(trees pending: {doc['trees']['pending']})")
+        time.sleep(args.interval)
+
+
+def _watch(args: argparse.Namespace) -> dict:
+    """Until every tree is ready and every shared partition was exchanged since we began."""
+    first = _call(args, "GET", "/admin/v1/aae")
+    before = {p: row["last_exchange"] for p, row in first["partitions"].items()}
+    mode = _mode(args)
+    with progress.Progress("trees ready", mode=mode, unit="trees", rate=False) as trees, \
+            progress.Progress("partitions exchanged", mode=mode, unit="partitions",
+                              rate=False) as exchanged:
+        def step(doc: dict) -> bool:
+            t, rows = doc["trees"], doc["partitions"]
+            trees.set(t["ready"], t["ready"] + t["pending"])
+            done = sum(row["last_exchange"] is not None
+                       and row["last_exchange"] != before.get(p) for p, row in rows.items())
+            exchanged.set(done, len(rows))
+            return t["pending"] == 0 and done == len(rows)
+
+        return _follow(args, step)
+
+
 def run_status(args: argparse.Namespace) -> int:
-    doc = _call(args, "GET", "/admin/v1/aae")
+    doc = _watch(args) if args.watch else _call(args, "GET", "/admin/v1/aae")
     if args.json:
         print(json.dumps(doc))
         return 0
@@ -123,8 +185,33 @@ def run_exchange(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_rebuild(args: argparse.Namespace) -> int:
+    body = {"partitions": args.partition} if args.partition else {}
+    queued = _call(args, "POST", "/admin/v1/aae/rebuild", body)["queued"]
+    if not args.wait:
+        print(json.dumps({"queued": queued}) if args.json else
+              f"{len(queued)} trees queued for rebuild (`kv aae rebuild --wait` follows them)")
+        return 0
+    total = len(queued)
+    with progress.Progress("trees rebuilt", mode=_mode(args), total=total, unit="trees",
+                           rate=False) as bar:
+        def step(doc: dict) -> bool:
+            nonlocal total
+            pending = doc["trees"]["pending"]
+            total = max(total, pending)
+            bar.set(total - pending, total)
+            return pending == 0
+
+        doc = _follow(args, step)
+    print(json.dumps({"rebuilt": total, "trees": doc["trees"]}) if args.json else
+          f"{total} trees rebuilt; {doc['trees']['ready']} ready, rebuilds so far "
+          f"{doc['trees']['rebuilds']}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="kv")
+    progress.add_arguments(parser, top=True)
     register(parser.add_subparsers(dest="command", metavar="COMMAND", required=True))
     args = parser.parse_args(argv)
     try:

@@ -11,6 +11,7 @@ import argparse
 import json
 import sys
 
+from kvstore import progress
 from kvstore.local_cluster import (
     DEFAULT_BASE_PORT,
     DEFAULT_DIR,
@@ -45,6 +46,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     up.add_argument("--base-port", type=int, default=DEFAULT_BASE_PORT,
                     help=f"port of node 1; the others follow (default {DEFAULT_BASE_PORT})")
     up.add_argument("--host", default=DEFAULT_HOST, help=f"address (default {DEFAULT_HOST})")
+    progress.add_arguments(up)
     up.set_defaults(func=run_up)
     down = verbs.add_parser("down", help="stop every node (SIGTERM, then SIGKILL)")
     add_cluster_options(down)
@@ -82,7 +84,7 @@ def run_up(args: argparse.Namespace) -> int:
         print(f"note: the cluster in {cluster.folder} has {cluster.size} nodes from "
               f"{cluster.names[0]}; that layout is kept (remove the folder for a new one)",
               file=sys.stderr)
-    start_cluster(cluster)
+    start_cluster(cluster, progress.choose(progress.flag(args), sys.stderr))
     kv = kv_command()
     print(f"cluster ready: {', '.join(cluster.names)}\n"
           f"  try: {kv} put hello world && {kv} get hello\n"
@@ -91,16 +93,34 @@ def run_up(args: argparse.Namespace) -> int:
     return 0
 
 
-def start_cluster(cluster: LocalCluster) -> None:
-    """Start `cluster` printing progress; raises ClusterError (the CLI prints it)."""
+def start_cluster(cluster: LocalCluster, mode: progress.Mode = progress.Mode.OFF) -> None:
+    """Start `cluster` printing progress lines on stdout and, as `mode` says, a bar per
+    stage on stderr (nodes started, joined, ring formed, lock leader); raises ClusterError
+    (the CLI prints it)."""
     again = "restarting" if cluster.exists else "starting"
     print(f"{again} a {cluster.size}-node cluster in {cluster.folder}", flush=True)
+    bars: dict[str, progress.Progress] = {}
+
+    def count(stage: str, done: int, total: int) -> None:
+        if stage not in bars:
+            bars[stage] = progress.Progress(stage, mode=mode, total=total, unit="nodes",
+                                            rate=False)
+        bars[stage].set(done, total)
+        if done == total:  # a stage that is done stays done: its final line now
+            bars[stage].close()
+
+    def line(text: str) -> None:
+        (next(iter(bars.values())).write if bars else print)(text)
+
     try:
-        cluster.up(progress=lambda line: print(line, flush=True))
+        cluster.up(progress=line, count=count)
     except BaseException:
         print(f"(nodes that did start keep running: `{kv_command()} cluster down --dir "
               f"{cluster.folder}` stops them)", file=sys.stderr)
         raise
+    finally:
+        for bar in bars.values():
+            bar.close()
 
 
 def run_down(args: argparse.Namespace) -> int:

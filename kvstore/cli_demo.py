@@ -17,6 +17,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from kvstore import progress
 from kvstore.cli_cluster import kv_command, start_cluster
 from kvstore.client import Client
 from kvstore.local_cluster import (
@@ -57,7 +58,7 @@ def run_demo(args: argparse.Namespace) -> int:
     if states and all(s.healthy for s in states):
         print(f"using the running {cluster.size}-node cluster in {cluster.folder}")
     else:
-        start_cluster(cluster)
+        start_cluster(cluster, progress.choose(progress.flag(args), sys.stderr))
     return _cluster_demo(cluster)
 
 

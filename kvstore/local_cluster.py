@@ -19,13 +19,21 @@ terminal's Ctrl-C. `down` sends SIGTERM, waits up to `grace` seconds, then SIGKI
 is left. A pid file is trusted only while /proc/PID/cmdline is still a `serve` of that
 node's name (a reused pid is never signalled).
 
-Library code: progress lines go to the `progress` callback (the CLI prints them).
+`up` then waits, when the nodes are lock-service members, until every lock member names the
+same leader (GET /lock/v1/leader), so the first `kv lock` does not wait for an election.
+
+Library code: progress lines go to the `progress` callback (the CLI prints them), and
+counts to the `count(stage, done, total)` callback (the CLI draws them as bars,
+kvstore/progress.py): stages STARTED (processes spawned), JOINED (nodes answering /health
+after joining), FORMED (nodes whose ring lists every member) and LOCK_READY (lock members
+that name the common leader).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import http.client
 import json
 import os
 import signal
@@ -46,6 +54,13 @@ DEFAULT_HOST = "127.0.0.1"
 LOCK_MEMBERS = 3  # Raft voters: tolerate one failure
 READY_TIMEOUT_S = 90.0  # a loaded two-core machine starts five Pythons slowly
 Progress = Callable[[str], None]
+Count = Callable[[str, int, int], None]  # (stage, done, total)
+STARTED, JOINED, FORMED, LOCK_READY = ("nodes started", "nodes joined", "ring formed",
+                                       "lock leader agreed")
+
+
+def _no_count(stage: str, done: int, total: int) -> None:
+    pass
 
 
 class ClusterError(RinglockError):
@@ -135,8 +150,9 @@ class LocalCluster:
     # -- up ---------------------------------------------------------------------------------
 
     def up(self, progress: Progress = lambda line: None,
-           timeout: float = READY_TIMEOUT_S) -> list[str]:
-        """Start every node that is not running and wait until the cluster has formed."""
+           timeout: float = READY_TIMEOUT_S, count: Count = _no_count) -> list[str]:
+        """Start every node that is not running and wait until the cluster has formed
+        (and the lock members agree on a leader)."""
         self.folder.mkdir(parents=True, exist_ok=True)
         (self.folder / "cluster.json").write_text(json.dumps(
             {"host": self.host, "base_port": self.base_port, "nodes": self.names,
@@ -146,14 +162,24 @@ class LocalCluster:
         todo = [i for i in range(self.size) if self._pid(i) is None]
         for i in todo:
             self._check_port_free(i)
+        running = self.size - len(todo)
+        count(STARTED, running, self.size)
+        count(JOINED, running, self.size)
         if todo and todo[0] == 0:
             self._start(0, flags, progress)
+            count(STARTED, running + 1, self.size)
             self._wait_healthy([0], deadline, progress)
-            todo = todo[1:]
-        for i in todo:
+            count(JOINED, running + 1, self.size)
+            running, todo = running + 1, todo[1:]
+        for n, i in enumerate(todo, start=1):
             self._start(i, flags, progress)
-        self._wait_healthy(todo, deadline, progress)
-        self._wait_formed(deadline, progress)
+            count(STARTED, running + n, self.size)
+        self._wait_healthy(todo, deadline, progress,
+                           lambda n: count(JOINED, running + n, self.size))
+        self._wait_formed(deadline, progress, lambda n: count(FORMED, n, self.size))
+        if self.lock_members and "--lock-id" in flags:
+            self._wait_lock_leader(deadline, progress,
+                                   lambda n: count(LOCK_READY, n, self.lock_members))
         return self.names
 
     def _check_port_free(self, i: int) -> None:
@@ -190,7 +216,8 @@ class LocalCluster:
         return ClusterError(f"node {self.names[i]} {why}; last lines of "
                             f"{self._path(i, '.log')}:\n{shown}")
 
-    def _wait_healthy(self, indexes: list[int], deadline: float, progress: Progress) -> None:
+    def _wait_healthy(self, indexes: list[int], deadline: float, progress: Progress,
+                      ready: Callable[[int], None] = lambda n: None) -> None:
         waiting = list(indexes)
         started = time.monotonic()
         while waiting:
@@ -200,13 +227,15 @@ class LocalCluster:
                     raise self._failed(i, "exited during startup")
                 if _healthy(self.names[i]):
                     waiting.remove(i)
+                    ready(len(indexes) - len(waiting))
                     progress(f"  node {self.names[i]} is ready "
                              f"({time.monotonic() - started:.1f} s)")
             if waiting and time.monotonic() > deadline:
                 raise self._failed(waiting[0], "did not become ready in time")
             time.sleep(0.1)
 
-    def _wait_formed(self, deadline: float, progress: Progress) -> None:
+    def _wait_formed(self, deadline: float, progress: Progress,
+                     formed: Callable[[int], None] = lambda n: None) -> None:
         want = set(self.names)
         progress(f"  waiting until every node's ring lists all {len(want)} members")
         while True:
@@ -221,6 +250,7 @@ class LocalCluster:
                     seen[name] = {m["name"] for m in ring["members"]}
                 except (RinglockError, KeyError, TypeError):
                     seen[name] = set()
+            formed(sum(s == want for s in seen.values()))
             if all(s == want for s in seen.values()):
                 progress(f"  ring formed: {len(want)} members on every node")
                 return
@@ -228,6 +258,26 @@ class LocalCluster:
                 lagging = sorted(n for n, s in seen.items() if s != want)
                 raise ClusterError(f"the ring did not form in time: {', '.join(lagging)} "
                                    f"do not list every member; see the logs in {self.folder}")
+            time.sleep(0.2)
+
+    def _wait_lock_leader(self, deadline: float, progress: Progress,
+                          agreed: Callable[[int], None]) -> None:
+        members = self.names[:self.lock_members]
+        progress(f"  waiting until the {len(members)} lock members agree on a leader")
+        while True:
+            answers = [_lock_leader(name) for name in members]
+            if any(status in (401, 403) for status, _ in answers):
+                progress("  lock members need a token to name their leader: not waiting")
+                return
+            leaders = [leader for _, leader in answers]
+            common = max(set(leaders) - {None}, key=leaders.count, default=None)
+            agreed(leaders.count(common) if common is not None else 0)
+            if common is not None and leaders.count(common) == len(members):
+                progress(f"  lock service ready: leader is member {common}")
+                return
+            if time.monotonic() > deadline:
+                raise ClusterError(f"the lock members did not agree on a leader in time "
+                                   f"(they name {leaders}); see the logs in {self.folder}")
             time.sleep(0.2)
 
     # -- down and status ---------------------------------------------------------------------
@@ -265,6 +315,23 @@ def _healthy(name: str) -> bool:
             return c.health().get("status") == "ok"
     except RinglockError:
         return False
+
+
+def _lock_leader(name: str) -> tuple[int, int | None]:
+    """(HTTP status, the leader id) lock member `name` answers on GET /lock/v1/leader; the
+    id is None when it names none or does not answer (status 0)."""
+    host, port = name.rsplit(":", 1)
+    conn = http.client.HTTPConnection(host, int(port), timeout=2)
+    try:
+        conn.request("GET", "/lock/v1/leader")
+        response = conn.getresponse()
+        doc = json.loads(response.read()) if response.status == 200 else {}
+        leader = doc.get("leader") if isinstance(doc, dict) else None
+        return response.status, leader if isinstance(leader, int) and leader > 0 else None
+    except (OSError, ValueError, http.client.HTTPException):
+        return 0, None
+    finally:
+        conn.close()
 
 
 def _reap(pid: int) -> None:
