@@ -300,3 +300,17 @@ def test_the_page_files_are_package_data_and_load_nothing_from_elsewhere() -> No
         assert "https://" not in text
     assert "http://" not in html and "https://" not in html
     assert "innerHTML" not in static.joinpath("status.js").read_text("utf-8")
+
+
+def test_pyproject_ships_every_file_of_the_page_as_package_data() -> None:
+    import fnmatch
+    import tomllib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    config = tomllib.loads((root / "pyproject.toml").read_text())
+    patterns = config["tool"]["setuptools"]["package-data"]["kvstore"]
+    files = sorted(p.name for p in (root / "kvstore" / "static").iterdir())
+    assert files == sorted([sp.PAGE_FILE, *sp.ASSETS])
+    for name in files:  # a non-editable install (pip install .) carries only what matches
+        assert any(fnmatch.fnmatch(f"static/{name}", pat) for pat in patterns), name
