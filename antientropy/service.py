@@ -10,12 +10,14 @@ The node wires it in one place (kvstore/node.py):
 `open()` loads or queues the trees and starts the scheduler, whose first round comes
 `interval_s` later (the node serves by then). Calls to peers use this object's own
 pooled aiohttp session (like gossip, so exchanges never queue in front of client
-traffic in the peers' pool) and raise PeerFailed on any failure.
+traffic in the peers' pool) and raise PeerFailed on any failure. With `tls` (the node's
+client context, kvstore/tls.py) they are HTTPS, verified against the cluster's CA.
 """
 
 from __future__ import annotations
 
 import logging
+import ssl
 from collections.abc import Callable
 from pathlib import Path
 
@@ -41,8 +43,9 @@ class AntiEntropy:
 
     def __init__(self, folder: str | Path, replica: ReplicaStore, *, name: str, n: int,
                  ring: Callable[[], Ring], is_alive: Callable[[str], bool],
-                 **scheduler_options: float) -> None:
+                 tls: ssl.SSLContext | None = None, **scheduler_options: float) -> None:
         self.name = name
+        self.tls = tls
         self.replica = replica
         self.trees = Trees(folder, replica)
         self.scheduler = Scheduler(name, self.trees, replica, self._call, ring=ring, n=n,
@@ -69,10 +72,12 @@ class AntiEntropy:
     async def _call(self, peer: str, op: str, body: bytes) -> bytes:
         if self._session is None:
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit_per_host=4),
+                connector=aiohttp.TCPConnector(
+                    limit_per_host=4, ssl=self.tls if self.tls is not None else True),
                 headers={"Content-Type": codec.CONTENT_TYPE})
         try:
-            async with self._session.post(f"http://{peer}{PREFIX}{op}", data=body,
+            scheme = "http" if self.tls is None else "https"
+            async with self._session.post(f"{scheme}://{peer}{PREFIX}{op}", data=body,
                                           timeout=aiohttp.ClientTimeout(CALL_TIMEOUT_S)) as resp:
                 if (resp.content_length or 0) > codec.MAX_BODY_BYTES:
                     raise PeerFailed(peer, f"{op}: reply of {resp.content_length} bytes")

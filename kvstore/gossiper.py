@@ -17,6 +17,8 @@ Theory of operation (Cassandra's gossiper; Dynamo §4.8.1)
   states, so at most MAX_OUTSIDERS states of non-members are kept, for display). The ring
   goes along when the peer's last known ring id differs from ours and ours wins; a ring
   that arrives is handed to `adopt` (kvstore.membership persists it and acts on it).
+- `MembershipConfig.tls` (the node's client context, kvstore/tls.py): gossip and change
+  requests go over HTTPS (membership's session is made with it), verified against the CA.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -52,6 +55,11 @@ class MembershipConfig:
     change_timeout_s: float = 10.0  # one change request (the claimant fsyncs the ring)
     join_timeout_s: float = 30.0  # how long join() and changes retry (seed down, no claimant)
     n_val: int = 3  # replicas per key that transfers keep (the node's default N)
+    tls: ssl.SSLContext | None = None  # peer calls over HTTPS with this client context
+
+    @property
+    def scheme(self) -> str:
+        return "http" if self.tls is None else "https"
 
 
 class Gossiper:
@@ -173,7 +181,8 @@ class Gossiper:
             if self._session is None:
                 raise NodeUnavailable(target, "gossip is not started")
             answer = await membership_http.post(self._session, target, "/internal/v1/gossip",
-                                                msg.encode(), self.config.rpc_timeout_s)
+                                                msg.encode(), self.config.rpc_timeout_s,
+                                                scheme=self.config.scheme)
             await self.absorb(gossip.decode_message(answer))
         except (NodeUnavailable, WireError) as exc:
             log.debug("%s: gossip with %s failed: %s", self.name, target, exc)

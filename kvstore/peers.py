@@ -19,6 +19,8 @@ Theory of operation
 - `merge_many` splits a batch into bodies below `BATCH_BYTES`.
 - Every call carries the current request's `X-Request-Id` (kvstore/logs.py), so the
   replica's log lines for it name the client request that caused it.
+- With `tls` (the node's client context, kvstore/tls.py) every call is HTTPS: the peer's
+  certificate is verified against the cluster's CA and this node presents its own.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from __future__ import annotations
 import io
 import ipaddress
 import logging
+import ssl
 import time
 
 import aiohttp
@@ -61,8 +64,10 @@ def source_address(name: str) -> tuple[str, int] | None:
 class Peers:
     """The node's client side of the internal API. Requires: `start()` before calls."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, *, tls: ssl.SSLContext | None = None) -> None:
         self.name = name
+        self.tls = tls
+        self._scheme = "http" if tls is None else "https"
         self._session: aiohttp.ClientSession | None = None
         self._failed_at: dict[str, float] = {}  # node -> monotonic time of its last failure
         self.calls = 0
@@ -71,7 +76,8 @@ class Peers:
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(limit=0, limit_per_host=POOL_PER_HOST,
                                          keepalive_timeout=KEEPALIVE_S,
-                                         local_addr=source_address(self.name))
+                                         local_addr=source_address(self.name),
+                                         ssl=self.tls if self.tls is not None else True)
         self._session = aiohttp.ClientSession(
             connector=connector, headers={"Content-Type": wire.CONTENT_TYPE},
             skip_auto_headers=("User-Agent",))
@@ -100,7 +106,7 @@ class Peers:
         self.calls += 1
         if timeout_s <= 0:
             raise NodeUnavailable(node, f"{op}: no time left before the deadline")
-        url = f"http://{node}/internal/v1/{op}"
+        url = f"{self._scheme}://{node}/internal/v1/{op}"
         body = wire.encode_request(req)
         try:
             async with self._session.post(

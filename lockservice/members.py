@@ -10,6 +10,11 @@ Retrying after a timeout or a 503 may apply a request twice. The lock API is saf
 that (a retried Acquire returns the same grant; a retried Release finds no lock to free);
 a retried conditional write may report a version mismatch for the write it made itself,
 which the caller sees as a lost race.
+
+TLS: members named `https://host:port`, or a `tls` context (`client_context(ca, cert,
+key)`: the CA that signed the members' certificates and an optional client certificate),
+make every call HTTPS with the member's certificate and host name verified. (This mirrors
+kvstore/tls.py's client_context: lockservice does not import kvstore.)
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import ssl
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -40,15 +46,20 @@ class Reply:
     member: str
 
 
+SCHEMES = ("http://", "https://")
+
+
 def parse_members(text: str) -> list[str]:
-    """`"127.0.0.1:7001,127.0.0.1:7002"` (ids allowed: `1=h:p`) -> ["h:p", ...]."""
+    """`"127.0.0.1:7001,127.0.0.1:7002"` (ids allowed: `1=h:p`; `https://h:p` too)
+    -> ["h:p", ...] (a scheme given is kept: Members reads it)."""
     out = []
     for part in text.split(","):
         part = part.strip()
         if not part:
             continue
         address = part.split("=", 1)[1] if "=" in part else part
-        host, sep, port = address.rpartition(":")
+        bare = next((address[len(s):] for s in SCHEMES if address.startswith(s)), address)
+        host, sep, port = bare.rpartition(":")
         if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
             raise ValueError(f"not a member address host:port: {part!r}")
         out.append(address)
@@ -57,11 +68,44 @@ def parse_members(text: str) -> list[str]:
     return out
 
 
+def client_context(ca: str | None = None, cert: str | None = None,
+                   key: str | None = None) -> ssl.SSLContext:
+    """TLS 1.2+ client context: members verified against `ca` (None: the system's CAs),
+    `cert` + `key` presented when asked. ValueError (naming the file) when unusable."""
+    if (cert is None) != (key is None):
+        raise ValueError("a client certificate needs its key, and a key its certificate")
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        if ca is None:
+            ctx.load_default_certs()
+        else:
+            ctx.load_verify_locations(cafile=str(ca))
+        if cert is not None and key is not None:
+            ctx.load_cert_chain(str(cert), str(key))
+    except (OSError, ssl.SSLError) as exc:
+        raise ValueError(f"TLS files (ca {ca}, cert {cert}, key {key}) cannot be used: "
+                         f"{exc}") from None
+    return ctx
+
+
+def split_scheme(addresses: Sequence[str], tls: ssl.SSLContext | None) -> tuple[str, list[str]]:
+    """("http" or "https", the addresses without a scheme); ValueError for a mix."""
+    given = {a.split("://", 1)[0] for a in addresses if "://" in a}
+    if len(given) > 1 or (tls is not None and given == {"http"}):
+        raise ValueError("lock-service members mix http:// and https:// (or TLS options)")
+    scheme = "https" if tls is not None or given == {"https"} else "http"
+    return scheme, [a.split("://", 1)[1] if "://" in a else a for a in addresses]
+
+
 class Members:
     """The members of one lock-service group and a pooled HTTP session to them."""
 
-    def __init__(self, addresses: Sequence[str], *, connect_timeout_s: float = 1.0) -> None:
-        self.addresses = list(dict.fromkeys(addresses))
+    def __init__(self, addresses: Sequence[str], *, connect_timeout_s: float = 1.0,
+                 tls: ssl.SSLContext | None = None) -> None:
+        self.scheme, bare = split_scheme(addresses, tls)
+        self.tls = tls
+        self.addresses = list(dict.fromkeys(bare))
         if not self.addresses:
             raise ValueError("no lock-service members given")
         self.current = 0  # index of the member that answered last
@@ -76,7 +120,8 @@ class Members:
     def _session(self) -> aiohttp.ClientSession:
         if self._http is None:
             timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.connect_timeout_s)
-            self._http = aiohttp.ClientSession(timeout=timeout)
+            connector = aiohttp.TCPConnector(ssl=self.tls if self.tls is not None else True)
+            self._http = aiohttp.ClientSession(timeout=timeout, connector=connector)
         return self._http
 
     async def call(self, method: str, path: str, body: dict[str, Any] | None = None, *,
@@ -165,7 +210,7 @@ class Members:
 
     async def _once(self, member: str, method: str, path: str, body: dict[str, Any] | None,
                     params: dict[str, str] | None, limit: float) -> Reply:
-        url = yarl.URL(f"http://{member}{path}", encoded=True)  # names come quoted
+        url = yarl.URL(f"{self.scheme}://{member}{path}", encoded=True)  # names come quoted
         async with asyncio.timeout(limit):
             async with self._session().request(method, url, json=body, params=params) as resp:
                 data = await resp.read()
