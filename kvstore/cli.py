@@ -1,7 +1,7 @@
 """The `kv` command: one entry point for users and operators.
 
 Subcommands register themselves in `build_parser()` from the modules that implement them
-(kvstore/cli_demo.py, cli_data.py, cli_cluster.py, and lockservice/cli.py for the lock
+(kvstore/cli_demo.py, cli_data.py, cli_load.py, cli_cluster.py, and lockservice/cli.py for the lock
 service's commands); each is a function that takes the
 parsed arguments and returns the process exit code. Errors the store raises on purpose
 (kvstore/errors.py) and OS errors end the command with a one-line message on stderr and
@@ -15,7 +15,7 @@ import sys
 from importlib.metadata import version
 
 from antientropy import cli as aae_cli
-from kvstore import cli_cluster, cli_data, cli_demo
+from kvstore import cli_cluster, cli_data, cli_demo, cli_load, progress
 from kvstore.errors import RinglockError
 
 LOCK_COMMANDS = {"lock": "hold a lock while a command runs; lock status",
@@ -31,12 +31,14 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
         description="ringlock: a replicated key-value store and lock service.",
     )
     parser.add_argument("--version", action="version", version=f"ringlock {version('ringlock')}")
+    progress.add_arguments(parser, top=True)  # and after the commands that show progress
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     cli_demo.register(commands)
     cli_data.register(commands)
+    cli_load.register(commands)
     cli_cluster.register(commands)
     cli_cluster.register_serve(commands)
-    aae_cli.register(commands)  # kv aae status|exchange
+    aae_cli.register(commands)  # kv aae status|exchange|rebuild
     words = sys.argv[1:] if argv is None else argv
     command = next((w for w in words if not w.startswith("-")), None)
     if command in LOCK_COMMANDS:
