@@ -27,6 +27,7 @@ import os
 import sys
 from pathlib import Path
 
+from kvstore import tls
 from kvstore.client import Client, GetResponse
 from kvstore.errors import InvalidRequest
 from kvstore.http_codec import b64
@@ -73,7 +74,7 @@ def client_for(args: argparse.Namespace) -> Client:
     nodes = [n for arg in args.node for n in arg.split(",") if n.strip()] if args.node \
         else default_nodes()
     wait = 10.0 if args.timeout is None else args.timeout + 1
-    return Client(nodes, timeout=wait)
+    return Client(nodes, timeout=wait, **tls.client_options(args))  # --cacert/--cert/--key
 
 
 def _arg_bytes(text: str, hex_: bool, what: str) -> bytes:

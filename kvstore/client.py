@@ -21,6 +21,10 @@ its error at once, since retrying it elsewhere could apply it twice (as two sibl
 `timeout` (seconds) bounds each request on the client; a per-call `timeout` is also sent to
 the node as `timeout_ms` (its quorum deadline) and the client waits a second longer.
 `Client` keeps one keep-alive connection per node and thread.
+
+TLS (docs/tls.md): `tls_ca` (the CA that signed the nodes' certificates), `tls_cert` and
+`tls_key` (a client certificate, optional), or nodes given as `https://host:port` make every
+request HTTPS with the node's certificate and host name verified (kvstore/tls.py).
 """
 
 from __future__ import annotations
@@ -50,7 +54,8 @@ from kvstore.client_core import (
     unsent,
     write_call,
 )
-from kvstore.errors import NodeUnavailable, RinglockError
+from kvstore.errors import InvalidRequest, NodeUnavailable, RinglockError
+from kvstore.tls import TLSError, client_setup
 
 if TYPE_CHECKING:
     import aiohttp
@@ -67,8 +72,11 @@ class Client:
     """Blocking client; see the module docstring."""
 
     def __init__(self, nodes: Sequence[str] | str | None = None, *,
-                 timeout: float = DEFAULT_TIMEOUT, resolver: Resolver | None = None) -> None:
+                 timeout: float = DEFAULT_TIMEOUT, resolver: Resolver | None = None,
+                 tls_ca: str | None = None, tls_cert: str | None = None,
+                 tls_key: str | None = None) -> None:
         self._nodes = Nodes(nodes)
+        self._scheme, self._tls = _tls_setup(nodes, tls_ca, tls_cert, tls_key)
         self.timeout = timeout
         self.resolver = resolver
         self._local = threading.local()
@@ -160,7 +168,10 @@ class Client:
             reused = conn is not None and conn.sock is not None
             if conn is None:
                 host, port = parse_node(node)
-                conn = conns[node] = http.client.HTTPConnection(host, port, timeout=wait)
+                conn = conns[node] = (
+                    http.client.HTTPConnection(host, port, timeout=wait) if self._tls is None
+                    else http.client.HTTPSConnection(host, port, timeout=wait,
+                                                     context=self._tls))
             conn.timeout = wait
             if conn.sock is not None:
                 conn.sock.settimeout(wait)
@@ -194,8 +205,11 @@ class AsyncClient:
     """The asyncio client: the same methods as `Client`, as coroutines."""
 
     def __init__(self, nodes: Sequence[str] | str | None = None, *,
-                 timeout: float = DEFAULT_TIMEOUT, resolver: Resolver | None = None) -> None:
+                 timeout: float = DEFAULT_TIMEOUT, resolver: Resolver | None = None,
+                 tls_ca: str | None = None, tls_cert: str | None = None,
+                 tls_key: str | None = None) -> None:
         self._nodes = Nodes(nodes)
+        self._scheme, self._tls = _tls_setup(nodes, tls_ca, tls_cert, tls_key)
         self.timeout = timeout
         self.resolver = resolver
         self._session: aiohttp.ClientSession | None = None
@@ -251,7 +265,8 @@ class AsyncClient:
         if self._session is None:
             import aiohttp  # here, so that the blocking client (and `kv get`) starts fast
 
-            self._session = aiohttp.ClientSession(auto_decompress=False)
+            self._session = aiohttp.ClientSession(
+                auto_decompress=False, connector=aiohttp.TCPConnector(ssl=self._tls or True))
         last: RinglockError | None = None
         for node in self._nodes.order():
             try:
@@ -278,7 +293,7 @@ class AsyncClient:
         import yarl
 
         assert self._session is not None
-        url = yarl.URL(f"http://{node}{call.path}", encoded=True)
+        url = yarl.URL(f"{self._scheme}://{node}{call.path}", encoded=True)
         try:
             async with self._session.request(
                 call.method, url, data=call.body or None, headers=call.headers,
@@ -290,3 +305,11 @@ class AsyncClient:
             raise unsent(node, exc) from None
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise lost(node, call, exc) from None
+
+
+def _tls_setup(nodes, ca, cert, key):
+    """kvstore.tls.client_setup, its errors as InvalidRequest (a clear one-line message)."""
+    try:
+        return client_setup(nodes, ca, cert, key)
+    except TLSError as exc:
+        raise InvalidRequest(str(exc)) from None

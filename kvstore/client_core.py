@@ -61,7 +61,8 @@ class Call:
 
 
 def parse_node(node: str) -> tuple[str, int]:
-    """`host:port` (or `http://host:port`) as (host, port); InvalidRequest if malformed."""
+    """`host:port` (or `http://host:port`, `https://host:port`) as (host, port);
+    InvalidRequest if malformed. (The scheme is the client's: kvstore.tls.client_setup.)"""
     if not isinstance(node, str):
         raise TypeError(f"a node address must be str, not {type(node).__name__}")
     text = node if "://" in node else f"http://{node}"
@@ -70,7 +71,7 @@ def parse_node(node: str) -> tuple[str, int]:
         host, port = parts.hostname, parts.port
     except ValueError:
         host = port = None
-    if not host or not port or parts.scheme != "http" or parts.path not in ("", "/"):
+    if not host or not port or parts.scheme not in ("http", "https") or parts.path not in ("", "/"):
         raise InvalidRequest(f"a node address must be host:port, not {node!r}")
     return host, port
 

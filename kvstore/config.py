@@ -16,6 +16,9 @@ Flags (the contract's; `kv serve` and `python -m kvstore.node` accept exactly th
                        flags given on the command line win over the file
     --log-level LEVEL  DEBUG, INFO (default), WARNING, ERROR
     --log-format FMT   plain (default) or json: one JSON object per line (kvstore/logs.py)
+    --tls-cert FILE --tls-key FILE --tls-ca FILE   all three or none: serve HTTPS only and
+                       call peers over TLS (kvstore/tls.py, docs/tls.md); the files are
+                       read when the node starts (a bad one: an error and exit status 1)
 
 `lock-peers` in TOML is either the flag's string or a table `{1 = "127.0.0.1:7001", ...}`.
 Every value is checked here (ConfigError, a ValueError, with one sentence saying what is
@@ -27,6 +30,7 @@ from __future__ import annotations
 import argparse
 import tomllib
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 from kvstore.ring import MAX_RING_SIZE
@@ -58,6 +62,9 @@ class NodeConfig:
     log_level: str = "INFO"
     log_format: str = "plain"
     timeout_s: float = 5.0  # default request deadline (not a flag)
+    tls_cert: Path | None = None  # the node's certificate, key and CA (kvstore/tls.py)
+    tls_key: Path | None = None
+    tls_ca: Path | None = None
 
     @property
     def host(self) -> str:
@@ -100,6 +107,13 @@ class NodeConfig:
                 raise ConfigError("lock-id must be one of the ids in lock-peers")
             if self.lock_peers[self.lock_id] != self.name:
                 raise ConfigError(f"lock peer {self.lock_id} must be this node ({self.name})")
+        tls = {k: getattr(self, k) for k in ("tls_cert", "tls_key", "tls_ca")}
+        if any(v is not None for v in tls.values()):
+            if any(v is None or not isinstance(v, str | Path) or not str(v) for v in tls.values()):
+                raise ConfigError("tls-cert, tls-key and tls-ca go together: give all three "
+                                  "files, or none")
+            for key, value in tls.items():
+                object.__setattr__(self, key, Path(value))
 
 
 def check_address(what: str, value: object) -> str:
@@ -144,6 +158,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--config", metavar="FILE.toml", help="read settings from a TOML file (flags win)")
     add("--log-level", type=str.upper, choices=LOG_LEVELS, help="log level (default INFO)")
     add("--log-format", choices=LOG_FORMATS, help="log lines: plain (default) or json")
+    add("--tls-cert", metavar="FILE", help="the node's TLS certificate (PEM; with --tls-key "
+        "and --tls-ca: serve HTTPS only, call peers over TLS)")
+    add("--tls-key", metavar="FILE", help="the key of --tls-cert (PEM)")
+    add("--tls-ca", metavar="FILE", help="the CA that signs node and client certificates")
 
 
 _KEYS = {f.name for f in fields(NodeConfig)} - {"timeout_s"}

@@ -140,7 +140,7 @@ class Membership:
         self._set_ring(ring)
         if self._session is None:
             self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(
-                local_addr=source_address(self.name)))
+                local_addr=source_address(self.name), ssl=self.config.tls or True))
         self.gossiper.start(self._session)
         if self.transfers is not None:
             base = await asyncio.to_thread(ring_file.read_ring,
@@ -239,7 +239,8 @@ class Membership:
         if self._session is None:
             raise NodeUnavailable(target, "membership is not started")
         return await membership_http.request_change(
-            self._session, target, op, node, hops, self.config.change_timeout_s)
+            self._session, target, op, node, hops, self.config.change_timeout_s,
+            scheme=self.config.scheme)
 
     async def _adopt(self, ring: Ring, *, force: bool = False) -> bool:
         """Persist and act on `ring` if it wins over ours (or `force`); True if adopted."""

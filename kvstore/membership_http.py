@@ -199,12 +199,13 @@ def routes(m: Membership) -> list[web.RouteDef]:
 
 
 async def post(session: aiohttp.ClientSession, target: str, path: str, body: bytes,
-               timeout_s: float) -> bytes:
-    """POST a msgpack body to `target`; the answer's bytes. Raises NodeUnavailable on a
-    transport error or an unexpected status, MembershipError on 409 (a refused change)."""
+               timeout_s: float, *, scheme: str = "http") -> bytes:
+    """POST a msgpack body to `target` (over `scheme`: https when TLS is on); the answer's
+    bytes. Raises NodeUnavailable on a transport error or an unexpected status,
+    MembershipError on 409 (a refused change)."""
     try:
         data_arg = io.BytesIO(body) if len(body) > LARGE_BODY else body
-        async with session.post(f"http://{target}{path}", data=data_arg,
+        async with session.post(f"{scheme}://{target}{path}", data=data_arg,
                                 timeout=aiohttp.ClientTimeout(total=timeout_s),
                                 headers={"Content-Type": "application/x-msgpack"}) as resp:
             data = await resp.read()
@@ -219,10 +220,11 @@ async def post(session: aiohttp.ClientSession, target: str, path: str, body: byt
 
 
 async def request_change(session: aiohttp.ClientSession, target: str, op: str, node: str,
-                         hops: int, timeout_s: float) -> Ring:
+                         hops: int, timeout_s: float, *, scheme: str = "http") -> Ring:
     """Ask `target` to have the claimant apply `op` to `node`; the resulting ring."""
     body = msgpack.packb({"op": op, "node": node, "hops": hops})
-    answer = await post(session, target, "/internal/v1/gossip/change", body, timeout_s)
+    answer = await post(session, target, "/internal/v1/gossip/change", body, timeout_s,
+                        scheme=scheme)
     try:
         return Ring.from_bytes(msgpack.unpackb(answer, raw=False)["ring"])
     except (ValueError, TypeError, KeyError, msgpack.UnpackException, InvalidRing) as exc:

@@ -27,7 +27,7 @@ from lockservice.client_errors import ClientError, SessionLost
 from lockservice.handles import EntryValue, HeldLock, Watch, parse_mode
 from lockservice.keepalive import Callback, SessionKeeper
 from lockservice.lease import LeaseState, LocalLease, Transition
-from lockservice.members import Members
+from lockservice.members import Members, client_context
 from lockservice.sequencer import LockMode, Sequencer
 
 log = logging.getLogger(__name__)
@@ -41,8 +41,12 @@ class AsyncLockClient:
     def __init__(self, members: Sequence[str], *, ttl_ms: int = 10_000,
                  safety_margin_ms: int | None = None, grace_ms: int | None = None,
                  request_timeout_s: float = 10.0, on_jeopardy: Callback | None = None,
-                 on_safe: Callback | None = None, on_lost: Callback | None = None) -> None:
-        self.members = Members(members)
+                 on_safe: Callback | None = None, on_lost: Callback | None = None,
+                 tls_ca: str | None = None, tls_cert: str | None = None,
+                 tls_key: str | None = None) -> None:
+        # TLS (lockservice/members.py): https:// members, or any of the CA / client cert
+        tls = client_context(tls_ca, tls_cert, tls_key) if (tls_ca or tls_cert or tls_key) else None
+        self.members = Members(members, tls=tls)
         self.ttl_ms = ttl_ms
         self.lease = LocalLease.for_ttl(ttl_ms, safety_margin_ms=safety_margin_ms,
                                         grace_ms=grace_ms)

@@ -120,8 +120,13 @@ def _main(run: Callable[[argparse.Namespace], Awaitable[int]], args: argparse.Na
 
 
 def _client(args: argparse.Namespace) -> AsyncLockClient:
-    return AsyncLockClient(args.member_list, ttl_ms=args.ttl,
-                           request_timeout_s=args.request_timeout)
+    try:  # kv's --cacert/--cert/--key (kvstore/tls.py) reach the lock client too
+        return AsyncLockClient(args.member_list, ttl_ms=args.ttl,
+                               request_timeout_s=args.request_timeout,
+                               **{k: getattr(args, k, None)
+                                  for k in ("tls_ca", "tls_cert", "tls_key")})
+    except ValueError as exc:
+        raise ClientError(str(exc)) from None
 
 
 def _split_command(args: argparse.Namespace) -> None:

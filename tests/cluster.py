@@ -25,6 +25,10 @@ Usage (a module-scoped fixture shares one cluster between the tests of a file):
   every node's command line. With `lock_voters=k` the first k nodes are lock-service
   voters (`--lock-id 1..k`) and every node gets `--lock-peers` naming them
   (`Cluster.lock_peers`).
+- With `tls=True` the cluster makes its certificates under `ROOT/certs` (kvstore/certs.py:
+  a CA, a node certificate per name, a client certificate `client-test`), starts every node
+  with `--tls-cert/--tls-key/--tls-ca`, and its requests go over HTTPS presenting the first
+  node's certificate (so `internal()` passes the peer-route check); `tls_dir` names the folder.
 """
 
 from __future__ import annotations
@@ -37,13 +41,14 @@ import os
 import random
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 from pathlib import Path
 
 import msgpack
 
-from kvstore import vclock
+from kvstore import certs, tls, vclock
 from kvstore.ring import partition_of
 from kvstore.vclock import SiblingSet
 from tests.waiting import wait_until
@@ -154,7 +159,7 @@ class Cluster:
     """`size` real nodes on 127.0.0.1 under `root`; see the module docstring."""
 
     def __init__(self, root: Path, size: int = 3, extra_args: list[str] | None = None, *,
-                 lock_voters: int = 0) -> None:
+                 lock_voters: int = 0, tls: bool = False) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         # Sorted, so the seed has the lowest name: it is the claimant for every join (a
@@ -162,6 +167,7 @@ class Cluster:
         self.names = sorted(f"127.0.0.1:{port}" for port in free_ports(size))
         self.lock_peers = {i + 1: name for i, name in enumerate(self.names[:lock_voters])}
         peers = ",".join(f"{i}={name}" for i, name in self.lock_peers.items())
+        self.tls_dir, self.ssl_context = (self._make_certs() if tls else (None, None))
         self.nodes = []
         for i, name in enumerate(self.names):
             args = list(extra_args or [])
@@ -169,7 +175,17 @@ class Cluster:
                 args += ["--lock-peers", peers]
                 if i < lock_voters:
                     args += ["--lock-id", str(i + 1)]
+            if self.tls_dir is not None:
+                stem = self.tls_dir / certs.node_stem(name)
+                args += ["--tls-cert", f"{stem}.crt", "--tls-key", f"{stem}.key",
+                         "--tls-ca", str(self.tls_dir / "ca.crt")]
             self.nodes.append(NodeProcess(name, self.root, args))
+
+    def _make_certs(self) -> tuple[Path, ssl.SSLContext]:
+        folder = self.root / "certs"
+        certs.init(folder, self.names, ["test"], force=True)
+        first = folder / certs.node_stem(self.names[0])
+        return folder, tls.client_context(folder / "ca.crt", f"{first}.crt", f"{first}.key")
 
     def __enter__(self) -> Cluster:
         try:
@@ -247,7 +263,10 @@ class Cluster:
              headers: dict[str, str] | None = None,
              timeout: float = REQUEST_S) -> tuple[int, dict[str, str], bytes]:
         host, port = node.rsplit(":", 1)
-        conn = http.client.HTTPConnection(host, int(port), timeout=timeout)
+        conn = (http.client.HTTPConnection(host, int(port), timeout=timeout)
+                if self.ssl_context is None else
+                http.client.HTTPSConnection(host, int(port), timeout=timeout,
+                                            context=self.ssl_context))
         try:
             conn.request(method, path, body=body, headers=headers or {})
             resp = conn.getresponse()
