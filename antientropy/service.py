@@ -31,6 +31,7 @@ from antientropy.scheduler import Scheduler
 from antientropy.trees import Trees
 from kvstore.replica import ReplicaStore
 from kvstore.ring import Ring
+from raft.transport import peer_headers
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +75,7 @@ class AntiEntropy:
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(
                     limit_per_host=4, ssl=self.tls if self.tls is not None else True),
-                headers={"Content-Type": codec.CONTENT_TYPE})
+                headers={"Content-Type": codec.CONTENT_TYPE, **peer_headers()})
         try:
             scheme = "http" if self.tls is None else "https"
             async with self._session.post(f"{scheme}://{peer}{PREFIX}{op}", data=body,

@@ -22,6 +22,9 @@ its error at once, since retrying it elsewhere could apply it twice (as two sibl
 the node as `timeout_ms` (its quorum deadline) and the client waits a second longer.
 `Client` keeps one keep-alive connection per node and thread.
 
+`token` (docs/auth.md) goes with every request as `Authorization: Bearer`; a node that
+refuses it raises Unauthenticated (401) or Forbidden (403), kvstore/errors.py.
+
 TLS (docs/tls.md): `tls_ca` (the CA that signed the nodes' certificates), `tls_cert` and
 `tls_key` (a client certificate, optional), or nodes given as `https://host:port` make every
 request HTTPS with the node's certificate and host name verified (kvstore/tls.py).
@@ -43,6 +46,7 @@ from kvstore.client_core import (
     Nodes,
     Resolver,
     Sent,
+    auth_headers,
     error_of,
     failover_worthy,
     get_call,
@@ -52,6 +56,7 @@ from kvstore.client_core import (
     read_json,
     read_write,
     unsent,
+    with_headers,
     write_call,
 )
 from kvstore.errors import InvalidRequest, NodeUnavailable, RinglockError
@@ -73,9 +78,11 @@ class Client:
 
     def __init__(self, nodes: Sequence[str] | str | None = None, *,
                  timeout: float = DEFAULT_TIMEOUT, resolver: Resolver | None = None,
+                 token: str | None = None,
                  tls_ca: str | None = None, tls_cert: str | None = None,
                  tls_key: str | None = None) -> None:
         self._nodes = Nodes(nodes)
+        self._auth = auth_headers(token)  # Authorization: Bearer (docs/auth.md)
         self._scheme, self._tls = _tls_setup(nodes, tls_ca, tls_cert, tls_key)
         self.timeout = timeout
         self.resolver = resolver
@@ -140,6 +147,7 @@ class Client:
 
     def _send(self, call: Call, timeout: float | None):
         wait = self.timeout if timeout is None else timeout + GRACE
+        call = with_headers(call, self._auth)
         last: RinglockError | None = None
         for node in self._nodes.order():
             try:
@@ -206,9 +214,11 @@ class AsyncClient:
 
     def __init__(self, nodes: Sequence[str] | str | None = None, *,
                  timeout: float = DEFAULT_TIMEOUT, resolver: Resolver | None = None,
+                 token: str | None = None,
                  tls_ca: str | None = None, tls_cert: str | None = None,
                  tls_key: str | None = None) -> None:
         self._nodes = Nodes(nodes)
+        self._auth = auth_headers(token)  # Authorization: Bearer (docs/auth.md)
         self._scheme, self._tls = _tls_setup(nodes, tls_ca, tls_cert, tls_key)
         self.timeout = timeout
         self.resolver = resolver
@@ -262,6 +272,7 @@ class AsyncClient:
 
     async def _send(self, call: Call, timeout: float | None):
         wait = self.timeout if timeout is None else timeout + GRACE
+        call = with_headers(call, self._auth)
         if self._session is None:
             import aiohttp  # here, so that the blocking client (and `kv get`) starts fast
 

@@ -10,10 +10,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from urllib.parse import urlsplit
 
-from kvstore.errors import InvalidRequest, NodeUnavailable, RinglockError
+from kvstore.errors import (
+    Forbidden,
+    InvalidRequest,
+    NodeUnavailable,
+    RinglockError,
+    Unauthenticated,
+)
 from kvstore.http_codec import (
     CONTEXT_HEADER,
     SEQUENCER_HEADER,
@@ -126,6 +132,29 @@ def write_call(method: str, key: bytes, value: bytes, *, context: bytes | str | 
     return Call(method, path, headers, bytes(value))
 
 
+def auth_headers(token: str | None) -> dict[str, str]:
+    """The Authorization header of a client's token (docs/auth.md); {} without one."""
+    if token is None:
+        return {}
+    if not isinstance(token, str) or not token or not token.isprintable() or " " in token:
+        raise InvalidRequest("a token is a non-empty string of printable characters "
+                             "without spaces")
+    return {"Authorization": f"Bearer {token}"}
+
+
+def with_headers(call: Call, headers: dict[str, str]) -> Call:
+    return replace(call, headers={**call.headers, **headers}) if headers else call
+
+
+def _error_from(status: int, doc: object, node: str) -> RinglockError:
+    """error_from, with the auth middleware's 401/403 as Unauthenticated/Forbidden."""
+    if status in (401, 403):
+        message = doc.get("message") if isinstance(doc, dict) else None
+        detail = f"{message or f'HTTP {status}'} (node {node})"
+        return Unauthenticated(detail) if status == 401 else Forbidden(detail)
+    return error_from(status, doc, node)
+
+
 def _json(body: bytes) -> object:
     try:
         return json.loads(body)
@@ -157,7 +186,7 @@ def read_get(status: int, headers: Mapping[str, str], body: bytes, node: str,
         except ValueError as exc:
             raise NodeUnavailable(node, f"malformed 300 answer: {exc}") from None
         return _resolve(GetResponse(values, context), resolver)
-    raise error_from(status, _json(body), node)
+    raise _error_from(status, _json(body), node)
 
 
 def _resolve(response: GetResponse, resolver: Resolver | None) -> GetResponse:
@@ -173,14 +202,14 @@ def read_write(status: int, headers: Mapping[str, str], body: bytes, node: str) 
     """The new context of a PUT/DELETE answer; raises typed errors."""
     if status == 204:
         return headers.get(CONTEXT_HEADER, "").encode("ascii", "replace")
-    raise error_from(status, _json(body), node)
+    raise _error_from(status, _json(body), node)
 
 
 def read_json(status: int, body: bytes, node: str) -> dict:
     doc = _json(body)
     if status in (200, 202) and isinstance(doc, dict):
         return doc
-    raise error_from(status, doc, node)
+    raise _error_from(status, doc, node)
 
 
 def failover_worthy(exc: RinglockError) -> bool:

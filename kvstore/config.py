@@ -16,6 +16,7 @@ Flags (the contract's; `kv serve` and `python -m kvstore.node` accept exactly th
                        flags given on the command line win over the file
     --log-level LEVEL  DEBUG, INFO (default), WARNING, ERROR
     --log-format FMT   plain (default) or json: one JSON object per line (kvstore/logs.py)
+    --auth-file FILE   tokens and ACLs (TOML, docs/auth.md); without it the node is open
     --tls-cert FILE --tls-key FILE --tls-ca FILE   all three or none: serve HTTPS only and
                        call peers over TLS (kvstore/tls.py, docs/tls.md); the files are
                        read when the node starts (a bad one: an error and exit status 1)
@@ -62,6 +63,7 @@ class NodeConfig:
     log_level: str = "INFO"
     log_format: str = "plain"
     timeout_s: float = 5.0  # default request deadline (not a flag)
+    auth_file: Path | None = None  # --auth-file: tokens and ACLs (kvstore/auth_http.py)
     tls_cert: Path | None = None  # the node's certificate, key and CA (kvstore/tls.py)
     tls_key: Path | None = None
     tls_ca: Path | None = None
@@ -107,6 +109,10 @@ class NodeConfig:
                 raise ConfigError("lock-id must be one of the ids in lock-peers")
             if self.lock_peers[self.lock_id] != self.name:
                 raise ConfigError(f"lock peer {self.lock_id} must be this node ({self.name})")
+        if self.auth_file is not None:  # read when the node starts (kvstore/node.py)
+            if not isinstance(self.auth_file, str | Path) or not str(self.auth_file):
+                raise ConfigError(f"auth-file must name a file, not {self.auth_file!r}")
+            object.__setattr__(self, "auth_file", Path(self.auth_file))
         tls = {k: getattr(self, k) for k in ("tls_cert", "tls_key", "tls_ca")}
         if any(v is not None for v in tls.values()):
             if any(v is None or not isinstance(v, str | Path) or not str(v) for v in tls.values()):
@@ -158,6 +164,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--config", metavar="FILE.toml", help="read settings from a TOML file (flags win)")
     add("--log-level", type=str.upper, choices=LOG_LEVELS, help="log level (default INFO)")
     add("--log-format", choices=LOG_FORMATS, help="log lines: plain (default) or json")
+    add("--auth-file", metavar="FILE", help="tokens and ACLs (TOML, docs/auth.md); "
+        "without it the node is open")
     add("--tls-cert", metavar="FILE", help="the node's TLS certificate (PEM; with --tls-key "
         "and --tls-ca: serve HTTPS only, call peers over TLS)")
     add("--tls-key", metavar="FILE", help="the key of --tls-cert (PEM)")

@@ -50,6 +50,7 @@ from kvstore.gossiper import MAX_OUTSIDERS, Gossiper, MembershipConfig
 from kvstore.peers import source_address
 from kvstore.ring import DEFAULT_RING_SIZE, Ring
 from kvstore.transfer import Items, Transfers
+from raft.transport import peer_headers
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +140,8 @@ class Membership:
             log.info("%s: created a new cluster (ring v1 holding only this node)", self.name)
         self._set_ring(ring)
         if self._session is None:
-            self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(
+            self._session = aiohttp.ClientSession(headers=peer_headers(),
+                                                  connector=aiohttp.TCPConnector(
                 local_addr=source_address(self.name), ssl=self.config.tls or True))
         self.gossiper.start(self._session)
         if self.transfers is not None:

@@ -36,6 +36,7 @@ import aiohttp
 from kvstore import logs, vclock, wire
 from kvstore.errors import NodeUnavailable
 from kvstore.vclock import SiblingSet
+from raft.transport import peer_headers
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +80,8 @@ class Peers:
                                          local_addr=source_address(self.name),
                                          ssl=self.tls if self.tls is not None else True)
         self._session = aiohttp.ClientSession(
-            connector=connector, headers={"Content-Type": wire.CONTENT_TYPE},
+            connector=connector,  # peer_headers: the peer token (kvstore/auth_http.py)
+            headers={"Content-Type": wire.CONTENT_TYPE, **peer_headers()},
             skip_auto_headers=("User-Agent",))
 
     async def close(self) -> None:

@@ -42,11 +42,12 @@ class AsyncLockClient:
                  safety_margin_ms: int | None = None, grace_ms: int | None = None,
                  request_timeout_s: float = 10.0, on_jeopardy: Callback | None = None,
                  on_safe: Callback | None = None, on_lost: Callback | None = None,
+                 token: str | None = None,
                  tls_ca: str | None = None, tls_cert: str | None = None,
                  tls_key: str | None = None) -> None:
         # TLS (lockservice/members.py): https:// members, or any of the CA / client cert
         tls = client_context(tls_ca, tls_cert, tls_key) if (tls_ca or tls_cert or tls_key) else None
-        self.members = Members(members, tls=tls)
+        self.members = Members(members, token=token, tls=tls)
         self.ttl_ms = ttl_ms
         self.lease = LocalLease.for_ttl(ttl_ms, safety_margin_ms=safety_margin_ms,
                                         grace_ms=grace_ms)

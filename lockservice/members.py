@@ -101,7 +101,8 @@ def split_scheme(addresses: Sequence[str], tls: ssl.SSLContext | None) -> tuple[
 class Members:
     """The members of one lock-service group and a pooled HTTP session to them."""
 
-    def __init__(self, addresses: Sequence[str], *, connect_timeout_s: float = 1.0,
+    def __init__(self, addresses: Sequence[str], *, token: str | None = None,
+                 connect_timeout_s: float = 1.0,
                  tls: ssl.SSLContext | None = None) -> None:
         self.scheme, bare = split_scheme(addresses, tls)
         self.tls = tls
@@ -110,6 +111,8 @@ class Members:
             raise ValueError("no lock-service members given")
         self.current = 0  # index of the member that answered last
         self.connect_timeout_s = connect_timeout_s
+        # the bearer token sent with every request (kvstore/auth_http.py); None: none
+        self.headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._http: aiohttp.ClientSession | None = None
 
     async def close(self) -> None:
@@ -121,7 +124,8 @@ class Members:
         if self._http is None:
             timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.connect_timeout_s)
             connector = aiohttp.TCPConnector(ssl=self.tls if self.tls is not None else True)
-            self._http = aiohttp.ClientSession(timeout=timeout, connector=connector)
+            self._http = aiohttp.ClientSession(headers=self.headers, timeout=timeout,
+                                               connector=connector)
         return self._http
 
     async def call(self, method: str, path: str, body: dict[str, Any] | None = None, *,
