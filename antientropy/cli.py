@@ -87,6 +87,8 @@ def _call(args: argparse.Namespace, method: str, path: str, body: dict | None = 
     data = None if body is None else json.dumps(body).encode()
     req = urllib.request.Request(f"http://{node}{path}", data, method=method,
                                  headers={"Content-Type": "application/json"})
+    if getattr(args, "token", None):  # kv --token (docs/auth.md)
+        req.add_header("Authorization", f"Bearer {args.token}")
     try:
         with urllib.request.urlopen(req, timeout=args.timeout) as resp:
             return json.loads(resp.read())

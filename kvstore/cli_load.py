@@ -218,7 +218,8 @@ async def load(stream: IO[bytes], args: argparse.Namespace, bar: progress.Progre
     def next_batch() -> list:
         return list(itertools.islice(lines, READ_BATCH))
 
-    async with AsyncClient(_nodes(args), timeout=_client_timeout(args)) as kv:
+    async with AsyncClient(_nodes(args), timeout=_client_timeout(args),
+                           token=getattr(args, "token", None)) as kv:  # kv --token
         workers = [asyncio.create_task(worker(kv)) for _ in range(args.concurrency)]
         try:
             while summary.stopped_at_line is None and (batch := await asyncio.to_thread(

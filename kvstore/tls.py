@@ -180,7 +180,8 @@ def client_setup(nodes: Any, ca: str | Path | None = None, cert: str | Path | No
 
 
 ENV_CACERT, ENV_CERT, ENV_KEY = "RINGLOCK_CACERT", "RINGLOCK_CERT", "RINGLOCK_KEY"
-CLIENT_FLAGS = ("--cacert", "--cert", "--key")  # each takes a value (kv finds its command)
+# each takes a value (kv finds its command word after them)
+CLIENT_FLAGS = ("--cacert", "--cert", "--key", "--token")
 
 
 def add_client_arguments(parser: Any) -> None:
@@ -195,8 +196,13 @@ def add_client_arguments(parser: Any) -> None:
                         help=f"client certificate to present (${ENV_CERT})")
     parser.add_argument("--key", dest="tls_key", metavar="FILE", default=env(ENV_KEY),
                         help=f"key of --cert (${ENV_KEY})")
+    # the bearer token of a node with --auth-file (docs/auth.md; the auth engineer's line)
+    parser.add_argument("--token", metavar="TOKEN", default=env("RINGLOCK_TOKEN"),
+                        help="token for nodes started with --auth-file ($RINGLOCK_TOKEN)")
 
 
 def client_options(args: Any) -> dict[str, Any]:
-    """The client keyword arguments (tls_ca, tls_cert, tls_key) of parsed `kv` options."""
-    return {name: getattr(args, name, None) for name in ("tls_ca", "tls_cert", "tls_key")}
+    """The client keyword arguments (tls_ca, tls_cert, tls_key, token) of parsed `kv`
+    options."""
+    return {name: getattr(args, name, None)
+            for name in ("tls_ca", "tls_cert", "tls_key", "token")}

@@ -124,7 +124,7 @@ def _client(args: argparse.Namespace) -> AsyncLockClient:
         return AsyncLockClient(args.member_list, ttl_ms=args.ttl,
                                request_timeout_s=args.request_timeout,
                                **{k: getattr(args, k, None)
-                                  for k in ("tls_ca", "tls_cert", "tls_key")})
+                                  for k in ("tls_ca", "tls_cert", "tls_key", "token")})
     except ValueError as exc:
         raise ClientError(str(exc)) from None
 
