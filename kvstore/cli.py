@@ -16,7 +16,9 @@ from importlib.metadata import version
 
 from antientropy import cli as aae_cli
 from kvstore import cli_cluster, cli_data, cli_demo, cli_load, progress
+from kvstore.cli_certs import register as register_certs
 from kvstore.errors import RinglockError
+from kvstore.tls import CLIENT_FLAGS, add_client_arguments
 
 LOCK_COMMANDS = {"lock": "hold a lock while a command runs; lock status",
                  "elect": "campaign for NAME; run CMD while leader",
@@ -31,6 +33,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
         description="ringlock: a replicated key-value store and lock service.",
     )
     parser.add_argument("--version", action="version", version=f"ringlock {version('ringlock')}")
+    add_client_arguments(parser)  # --cacert/--cert/--key (kvstore/tls.py, docs/tls.md)
     progress.add_arguments(parser, top=True)  # and after the commands that show progress
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     cli_demo.register(commands)
@@ -39,8 +42,10 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     cli_cluster.register(commands)
     cli_cluster.register_serve(commands)
     aae_cli.register(commands)  # kv aae status|exchange|rebuild
+    register_certs(commands)  # kv certs init|node|client
     words = sys.argv[1:] if argv is None else argv
-    command = next((w for w in words if not w.startswith("-")), None)
+    command = next((w for i, w in enumerate(words) if not w.startswith("-")
+                    and (i == 0 or words[i - 1] not in CLIENT_FLAGS)), None)
     if command in LOCK_COMMANDS:
         from lockservice import cli as lock_cli
 
