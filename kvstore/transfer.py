@@ -100,6 +100,7 @@ class Transfers:
         self.base: Ring | None = None
         self._done: set[tuple[int, str]] = set()  # (partition, target) pushed since base
         self._empty: set[int] = set()  # handed-off partitions whose last scan found no key
+        self._owed: set[int] = set()  # partitions found owing a push since the base was set
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
         self.counts = dict(keys_sent=0, batches_sent=0, keys_removed=0, pushes_done=0,
@@ -110,6 +111,7 @@ class Transfers:
         if self.base is None:
             self.base = old
             self._done.clear()
+            self._owed.clear()
         self._wake.set()
 
     def pending(self) -> list[Push]:
@@ -138,8 +140,15 @@ class Transfers:
         return self.base is None and not self.pending()
 
     def stats(self) -> dict[str, Any]:
+        """Counters, and the progress of the current hand-off (`kv cluster join --wait`):
+        `partitions_owed` partitions have owed a push since the base ring (kept after it
+        settles, until the next change), `partitions_done` of them owe nothing now."""
+        pending = self.pending()
+        owing = {push.partition for push in pending}
+        self._owed |= owing
         return {**self.counts, "base_version": self.base.version if self.base else None,
-                "pending": len(self.pending())}
+                "pending": len(pending), "partitions_owed": len(self._owed),
+                "partitions_done": len(self._owed - owing)}
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"transfers {self._me}")
@@ -175,7 +184,9 @@ class Transfers:
         for p in list(self._empty):  # a late write may have reached a handed-off partition
             if p not in held or await self._has_keys(p):
                 self._empty.discard(p)
-        for push in self.pending():
+        pending = self.pending()
+        self._owed.update(push.partition for push in pending)
+        for push in pending:
             ready = tuple(t for t in push.targets if self._ready(t))
             if push.drop and len(ready) < len(push.targets):
                 continue  # every new holder must take it before we delete it
