@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 
 from kvstore import progress
 from kvstore.local_cluster import (
@@ -17,8 +18,12 @@ from kvstore.local_cluster import (
     DEFAULT_DIR,
     DEFAULT_HOST,
     DEFAULT_NODES,
+    ClusterError,
     LocalCluster,
 )
+
+WAIT_S = 600.0  # `--wait` of join/leave/remove: a hand-off of much data takes a while
+WAIT_POLL_S = 0.5
 
 
 def kv_command() -> str:
@@ -74,6 +79,13 @@ def _register_membership(verbs: argparse._SubParsersAction) -> None:
                          (members, run_members)):
         add_node_options(parser)
         parser.set_defaults(func=func)
+    for parser in (join, leave, remove):
+        parser.add_argument("--wait", action="store_true",
+                            help="return once every live node acts on the new ring and has "
+                                 "handed off what it owes (a bar of partitions transferred)")
+        parser.add_argument("--wait-timeout", type=float, default=WAIT_S, metavar="SECONDS",
+                            help=f"give up waiting after this long (default {WAIT_S:.0f})")
+        progress.add_arguments(parser)
 
 
 def run_up(args: argparse.Namespace) -> int:
@@ -171,20 +183,77 @@ def _print_members(doc: dict, as_json: bool) -> None:
 
 
 def run_join(args: argparse.Namespace) -> int:
-    _print_members(_admin(args, "join", {"seed": args.seed}), args.json)
+    doc = _admin(args, "join", {"seed": args.seed})
+    _print_members(_wait_transfers(args, doc["node"]) if args.wait else doc, args.json)
     return 0
 
 
 def run_leave(args: argparse.Namespace) -> int:
     doc = _admin(args, "leave")
+    if args.wait:
+        _print_members(_wait_transfers(args, doc["node"], leaving=doc["node"]), args.json)
+        return 0
     print(json.dumps(doc) if args.json else f"{doc.get('node')} is leaving (ring version "
           f"{doc.get('ring_version')}); `kv cluster members` shows when it has left")
     return 0
 
 
 def run_remove(args: argparse.Namespace) -> int:
-    _print_members(_admin(args, "remove", {"node": args.dead}), args.json)
+    doc = _admin(args, "remove", {"node": args.dead})
+    _print_members(_wait_transfers(args, doc["node"]) if args.wait else doc, args.json)
     return 0
+
+
+def _members_of(args: argparse.Namespace, node: str) -> dict | None:
+    """GET /admin/v1/members of `node` (with the command's client options), None if it
+    does not answer."""
+    from kvstore.cli_data import client_for
+    from kvstore.errors import RinglockError
+
+    try:
+        with client_for(argparse.Namespace(**{**vars(args), "node": [node]})) as kv:
+            return kv.admin("members")
+    except RinglockError:
+        return None
+
+
+def _settled(docs: dict[str, dict | None], leaving: str | None) -> bool:
+    """Every polled node answered, all act on one ring, none owes a push, and the leaving
+    node (if any) says it has left."""
+    answered = [d for d in docs.values() if d is not None]
+    if len(answered) < len(docs) or len({d["ring_version"] for d in answered}) != 1:
+        return False
+    for d in answered:
+        t = d.get("transfers") or {}
+        if not d["converged"] or t.get("pending") or t.get("base_version") is not None:
+            return False
+    return leaving is None or (docs.get(leaving) or {}).get("status") == "left"
+
+
+def _wait_transfers(args: argparse.Namespace, asked: str, leaving: str | None = None) -> dict:
+    """Follow the hand-off after a membership change until `_settled`: a bar of the
+    partitions transferred, summed over the live nodes (their `transfers` status,
+    kvstore/transfer.py). The asked node's final status."""
+    mode = progress.choose(progress.flag(args), sys.stderr, json_output=args.json)
+    deadline = time.monotonic() + args.wait_timeout
+    with progress.Progress("partitions transferred", mode=mode, unit="partitions",
+                           rate=False) as bar:
+        while True:
+            view = _members_of(args, asked)
+            names = {asked} | ({leaving} if leaving else set())
+            if view is not None:
+                names |= {n for n, m in view["members"].items() if m["member"] and m["alive"]}
+            docs = {name: _members_of(args, name) for name in sorted(names)}
+            stats = [(d.get("transfers") or {}) for d in docs.values() if d]
+            owed = sum(t.get("partitions_owed", 0) for t in stats)
+            bar.set(sum(t.get("partitions_done", 0) for t in stats), owed)
+            if view is not None and _settled(docs, leaving):
+                return view
+            if time.monotonic() > deadline:
+                raise ClusterError(f"the hand-off did not finish in {args.wait_timeout:.0f} s "
+                                   f"({bar.n:.0f} of {owed} partitions transferred); "
+                                   f"`kv cluster members --node NODE` shows each node's state")
+            time.sleep(WAIT_POLL_S)
 
 
 def run_members(args: argparse.Namespace) -> int:
