@@ -81,6 +81,7 @@ class Membership:
         self._ring_lock = asyncio.Lock()
         self._claim_lock = asyncio.Lock()
         self._leave_task: asyncio.Task | None = None
+        self._joining = False  # a node never decides a change before its join has finished
         self.transfers: Transfers | None = None
         if store is not None:
             if deliver is None:
@@ -170,16 +171,20 @@ class Membership:
         if seed == self.name or (self.name in self.ring.members and len(self.ring.members) > 1):
             return  # bootstrapping node, or already a member (restart with --join)
         deadline = self._clock() + self.config.join_timeout_s
-        while True:
-            try:
-                ring = await self._request_change(seed, "join", self.name, hops=0)
-                break
-            except NodeUnavailable as exc:
-                if self._clock() >= deadline:
-                    raise
-                log.info("%s: seed %s not reachable yet (%s); retrying", self.name, seed,
-                         exc.detail)
-                await asyncio.sleep(0.25)
+        self._joining = True
+        try:
+            while True:
+                try:
+                    ring = await self._request_change(seed, "join", self.name, hops=0)
+                    break
+                except NodeUnavailable as exc:
+                    if self._clock() >= deadline:
+                        raise
+                    log.info("%s: seed %s not reachable yet (%s); retrying", self.name, seed,
+                             exc.detail)
+                    await asyncio.sleep(0.25)
+        finally:
+            self._joining = False
         # Force over our own lone ring (or one we are out of): it may carry a higher version
         # than the cluster's. But never go back from a newer cluster ring that gossip
         # brought meanwhile (the claimant may gossip to us before its answer arrives).
@@ -204,12 +209,20 @@ class Membership:
             raise MembershipError("a node cannot remove itself; use leave")
         await self.change("remove", node)
 
-    async def change(self, op: str, node: str, hops: int = 0) -> Ring:
+    async def change(self, op: str, node: str, hops: int = 0,
+                     ring: Ring | None = None) -> Ring:
         """Have the claimant apply `op` to `node`; adopt and return the resulting ring.
 
+        `ring` is the ring of the node that forwarded the request here, adopted first when
+        it wins over ours: the claimant is chosen on the forwarder's ring, and a node that
+        has just become claimant (a joiner named below every member) may not have heard of
+        that ring yet; deciding on an older one would fork the ring. A node whose own join
+        is still in flight decides nothing (NoClaimant: retry shortly).
         A request that finds no claimant (rings still spreading) is retried for up to
         `join_timeout_s` when it starts here (hops == 0).
         """
+        if ring is not None:
+            await self._adopt(ring)
         deadline = self._clock() + self.config.join_timeout_s
         while True:
             try:
@@ -227,9 +240,11 @@ class Membership:
         if decider is None:
             raise MembershipError("this node has no ring")
         if decider != self.name:
-            ring = await self._request_change(decider, op, node, hops=hops + 1)
+            ring = await self._request_change(decider, op, node, hops=hops + 1, ring=self.ring)
             await self._adopt(ring)
             return ring
+        if self._joining:
+            raise NoClaimant("the claimant is still joining the cluster; retry shortly")
         async with self._claim_lock:
             new = next_ring(self.ring, op, node, node_alive=self.is_alive(node))
             if new is not self.ring:
@@ -237,11 +252,12 @@ class Membership:
                 log.info("%s (claimant): %s %s -> ring v%d", self.name, op, node, new.version)
             return new
 
-    async def _request_change(self, target: str, op: str, node: str, *, hops: int) -> Ring:
+    async def _request_change(self, target: str, op: str, node: str, *, hops: int,
+                              ring: Ring | None = None) -> Ring:
         if self._session is None:
             raise NodeUnavailable(target, "membership is not started")
         return await membership_http.request_change(
-            self._session, target, op, node, hops, self.config.change_timeout_s,
+            self._session, target, op, node, hops, self.config.change_timeout_s, ring=ring,
             scheme=self.config.scheme)
 
     async def _adopt(self, ring: Ring, *, force: bool = False) -> bool:

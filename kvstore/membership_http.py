@@ -15,7 +15,9 @@ CLI's `kv cluster join|leave|remove|members` call these):
 Internal endpoints (msgpack bodies, `application/x-msgpack`):
     POST /internal/v1/gossip         a gossip message (kvstore/gossip.py) both ways
     POST /internal/v1/gossip/change  {"op": "join"|"leave"|"remove", "node": str,
-                                      "hops": int} -> {"ring": Ring.to_bytes()};
+                                      "hops": int, "ring"?: bytes (the forwarder's
+                                      ring, adopted first when it wins)}
+                                      -> {"ring": Ring.to_bytes()};
                                       409 JSON when the claimant refuses
 Every body is size-bounded and validated; a bad one gets 400 `{"error": "bad_request"}`
 with a message and changes nothing.
@@ -35,7 +37,7 @@ from aiohttp import web
 from kvstore import gossip
 from kvstore.claimant import NoClaimant
 from kvstore.errors import InvalidRing, MembershipError, NodeUnavailable, WireError
-from kvstore.ring import MAX_NODE_NAME_BYTES, Ring
+from kvstore.ring import MAX_NODE_NAME_BYTES, MAX_SERIALISED_BYTES, Ring
 
 if TYPE_CHECKING:
     from kvstore.membership import Membership
@@ -84,6 +86,18 @@ def _node_field(obj: dict[str, Any], field: str) -> str:
     return value
 
 
+def _ring_field(obj: dict[str, Any]) -> Ring | None:
+    """The forwarder's ring of a change request (None when the field is absent)."""
+    if "ring" not in obj:
+        return None
+    if not isinstance(obj["ring"], bytes):
+        raise WireError("'ring' must be the bytes of a serialised ring")
+    try:
+        return Ring.from_bytes(obj["ring"])
+    except InvalidRing as exc:
+        raise WireError(f"'ring' is not a valid ring: {exc}") from None
+
+
 def _log_failure(task: asyncio.Task) -> None:
     if not task.cancelled() and task.exception() is not None:
         log.error("leave failed: %s", task.exception())
@@ -121,17 +135,19 @@ def routes(m: Membership) -> list[web.RouteDef]:
 
     async def handle_change(request: web.Request) -> web.Response:
         try:
-            data = await _body(request, MAX_ADMIN_BODY)
+            data = await _body(request, MAX_ADMIN_BODY + MAX_SERIALISED_BYTES)
             try:
-                obj = msgpack.unpackb(data, raw=False, max_ext_len=0, max_bin_len=0)
+                obj = msgpack.unpackb(data, raw=False, max_ext_len=0,
+                                      max_bin_len=MAX_SERIALISED_BYTES)
             except (ValueError, msgpack.UnpackException) as exc:
                 raise WireError(f"change body is not msgpack: {exc}") from None
-            if not isinstance(obj, dict) or set(obj) != {"op", "node", "hops"}:
-                raise WireError("change body must be a map with exactly op, node, hops")
+            if not isinstance(obj, dict) or set(obj) - {"ring"} != {"op", "node", "hops"}:
+                raise WireError("change body must be a map of op, node, hops and "
+                                "optionally ring")
             if obj["op"] not in OPS or type(obj["hops"]) is not int or obj["hops"] < 0:
                 raise WireError(f"op must be one of {OPS} and hops a non-negative int")
             node = _node_field(obj, "node")
-            ring = await m.change(obj["op"], node, hops=obj["hops"])
+            ring = await m.change(obj["op"], node, hops=obj["hops"], ring=_ring_field(obj))
         except WireError as exc:
             return _error(400, "bad_request", str(exc))
         except NoClaimant as exc:
@@ -220,9 +236,14 @@ async def post(session: aiohttp.ClientSession, target: str, path: str, body: byt
 
 
 async def request_change(session: aiohttp.ClientSession, target: str, op: str, node: str,
-                         hops: int, timeout_s: float, *, scheme: str = "http") -> Ring:
-    """Ask `target` to have the claimant apply `op` to `node`; the resulting ring."""
-    body = msgpack.packb({"op": op, "node": node, "hops": hops})
+                         hops: int, timeout_s: float, *, scheme: str = "http",
+                         ring: Ring | None = None) -> Ring:
+    """Ask `target` to have the claimant apply `op` to `node`; the resulting ring. A
+    forwarded request carries the forwarder's `ring` (see Membership.change)."""
+    fields: dict = {"op": op, "node": node, "hops": hops}
+    if ring is not None:
+        fields["ring"] = ring.to_bytes()
+    body = msgpack.packb(fields)
     answer = await post(session, target, "/internal/v1/gossip/change", body, timeout_s,
                         scheme=scheme)
     try:

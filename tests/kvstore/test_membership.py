@@ -274,6 +274,9 @@ HOSTILE_CHANGE = [
     msgpack.packb({"op": "join", "node": "", "hops": 0}),
     msgpack.packb({"op": "join", "node": "a:1", "hops": -1}),
     msgpack.packb({"op": "join", "node": 7, "hops": 0}),
+    msgpack.packb({"op": "join", "node": "a:1", "hops": 0, "extra": 1}),
+    msgpack.packb({"op": "join", "node": "a:1", "hops": 1, "ring": 5}),
+    msgpack.packb({"op": "join", "node": "a:1", "hops": 1, "ring": b"\x00not a ring"}),
 ]
 HOSTILE_ADMIN = [
     ("/admin/v1/join", b"{"), ("/admin/v1/join", b"[]"), ("/admin/v1/join", b"{}"),
@@ -430,4 +433,41 @@ def test_4_8_a_lone_node_with_a_higher_ring_version_still_joins(tmp_path: Path) 
             await converge([seed, lone])
         finally:
             await stop_all([seed, lone])
+    run(main())
+
+
+def port_between(lo: int, hi: int) -> int:
+    """A free port in [lo, hi): names compare as strings, so ports of one length order
+    the nodes' names the way a test needs."""
+    sock = None
+    for port in random.sample(range(lo, hi), 200):
+        try:
+            sock = bind_listener(port)
+        except OSError:
+            continue
+        sock.close()
+        return port
+    raise OSError(f"no free port in {lo}..{hi}")
+
+
+def test_4_8_a_change_forwarded_to_a_claimant_that_has_not_heard_of_its_ring_does_not_fork_it(
+        tmp_path: Path) -> None:
+    """The claimant is the lowest-named live member, so a node that joins with a name below
+    the seed's is the claimant of the very ring that made it a member, before gossip has
+    brought it that ring. A join forwarded to it at once must not be decided on its old
+    one-member ring: that would make a second ring of the same version, and whichever won
+    would drop members of the other."""
+    async def main() -> None:
+        seed = await Node(tmp_path, port_between(23000, 26000)).start()
+        low = await Node(tmp_path, port_between(20000, 23000)).start()
+        high = await Node(tmp_path, port_between(26000, 29000)).start()
+        nodes = [seed, low, high]
+        try:
+            await seed.m.change("join", low.name)
+            assert seed.m.claimant() == low.name and low.m.ring.members == (low.name,)
+            ring = await seed.m.change("join", high.name)  # decided by `low`
+            assert set(ring.members) == {n.name for n in nodes}
+            await converge(nodes)
+        finally:
+            await stop_all(nodes)
     run(main())
