@@ -45,7 +45,7 @@ import time
 from dataclasses import dataclass, field
 from typing import IO
 
-from kvstore import progress
+from kvstore import progress, tls
 from kvstore.client import AsyncClient
 from kvstore.errors import RinglockError
 from kvstore.http_codec import DEFAULT_MAX_VALUE_BYTES
@@ -219,7 +219,7 @@ async def load(stream: IO[bytes], args: argparse.Namespace, bar: progress.Progre
         return list(itertools.islice(lines, READ_BATCH))
 
     async with AsyncClient(_nodes(args), timeout=_client_timeout(args),
-                           token=getattr(args, "token", None)) as kv:  # kv --token
+                           **tls.client_options(args)) as kv:  # --token, --cacert, ...
         workers = [asyncio.create_task(worker(kv)) for _ in range(args.concurrency)]
         try:
             while summary.stopped_at_line is None and (batch := await asyncio.to_thread(
