@@ -15,7 +15,7 @@ import sys
 from importlib.metadata import version
 
 from antientropy import cli as aae_cli
-from kvstore import cli_cluster, cli_data, cli_demo, cli_load, progress
+from kvstore import cli_auth, cli_cluster, cli_data, cli_demo, cli_load, progress
 from kvstore.cli_certs import register as register_certs
 from kvstore.errors import RinglockError
 from kvstore.tls import CLIENT_FLAGS, add_client_arguments
@@ -42,6 +42,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     cli_cluster.register(commands)
     cli_cluster.register_serve(commands)
     aae_cli.register(commands)  # kv aae status|exchange|rebuild
+    cli_auth.register(commands)  # kv auth new-token|hash-token|add-user|check
     register_certs(commands)  # kv certs init|node|client
     words = sys.argv[1:] if argv is None else argv
     command = next((w for i, w in enumerate(words) if not w.startswith("-")
