@@ -83,14 +83,22 @@ def _node(args: argparse.Namespace) -> str:
 
 
 def _call(args: argparse.Namespace, method: str, path: str, body: dict | None = None) -> dict:
+    from kvstore.tls import TLSError, client_setup  # kv --cacert/--cert/--key (docs/tls.md)
+
     node = _node(args)
+    try:
+        scheme, context = client_setup([node], *(getattr(args, k, None)
+                                                 for k in ("tls_ca", "tls_cert", "tls_key")))
+    except TLSError as exc:
+        raise AntiEntropyError(str(exc)) from None
+    node = node.split("://", 1)[-1]
     data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(f"http://{node}{path}", data, method=method,
+    req = urllib.request.Request(f"{scheme}://{node}{path}", data, method=method,
                                  headers={"Content-Type": "application/json"})
     if getattr(args, "token", None):  # kv --token (docs/auth.md)
         req.add_header("Authorization", f"Bearer {args.token}")
     try:
-        with urllib.request.urlopen(req, timeout=args.timeout) as resp:
+        with urllib.request.urlopen(req, timeout=args.timeout, context=context) as resp:
             return json.loads(resp.read())
     except urllib.error.HTTPError as exc:
         try:
