@@ -7,9 +7,10 @@ Theory of operation (docs/auth.md)
   rules when the new file is bad. A changed `[peer] token` takes effect for outgoing calls
   only at restart (peer sessions hold their headers from the start).
 - Every request is classified before its handler runs (`classify`, pure): a public path
-  (the file's `[public] paths`, default /health) passes; a peer route (/internal/, the
-  Raft routes) needs the peer token; any other request needs `Authorization: Bearer
-  <token>` of a known user (or the peer) and, for a named resource, `auth.decide` to allow
+  (the file's `[public] paths`, default /health; an entry ending in `*` is a prefix)
+  passes; a peer route (/internal/, the Raft routes) needs the peer token; any other
+  request needs `Authorization: Bearer <token>` of a known user (or the peer) and, for a
+  named resource, `auth.decide` to allow
   it. A missing, malformed or unknown token answers 401, a refusal 403, both JSON
   `{"error": "unauthenticated"|"forbidden", "message": ...}`; the handler never runs, so a
   denied request changes nothing. Each denial counts in `ringlock_auth_denied_total{reason}`
@@ -70,7 +71,7 @@ def classify(method: str, raw_path: str, path: str, route: str | None,
     """The Need of a request: its method, raw (still percent-encoded) and decoded path,
     the canonical pattern of the route it matched (None: no route) and the match."""
     perm = Perm.READ if method in READS else Perm.WRITE
-    if path in public:
+    if path in public or any(p.endswith("*") and path.startswith(p[:-1]) for p in public):
         return PUBLIC
     if path.startswith("/internal/") or path in (RAFT_PATH, STREAM_PATH):
         return PEER_ONLY

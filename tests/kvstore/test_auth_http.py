@@ -78,6 +78,12 @@ def test_admin_peer_public_and_other_paths():
                  "/raft/stream"):
         assert need("POST", peer) == PEER_ONLY
     assert need("GET", "/nowhere") == USER
+    pages = frozenset({"/status", "/status/static/*"})
+    assert classify("GET", "/status/static/app.js", "/status/static/app.js", None, {},
+                    pages) == PUBLIC
+    assert classify("GET", "/status", "/status", None, {}, pages) == PUBLIC
+    assert classify("GET", "/status/v1", "/status/v1", None, {}, pages).checks == (
+        (Kind.ADMIN, "/status/v1", Perm.READ),)
 
 
 @pytest.mark.parametrize(("values", "expected"), [
