@@ -21,6 +21,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from kvstore import certs, cli_certs, tls
 from kvstore.cli import main as kv_main
 from kvstore.config import ConfigError, NodeConfig
+from lockservice import members
 
 
 @pytest.fixture(scope="module")
@@ -231,3 +232,23 @@ def test_the_node_takes_all_three_tls_files_or_none() -> None:
                     {"tls_cert": "a", "tls_key": "b", "tls_ca": 5}):
         with pytest.raises(ConfigError, match="go together"):
             NodeConfig(**base, **partial)
+
+
+def test_lock_members_take_https_urls_and_tls_files(tmp_path: Path) -> None:
+    certs.init(tmp_path, [], ["ops"])
+    assert members.parse_members("1=https://127.0.0.1:7001,https://h:2") == [
+        "https://127.0.0.1:7001", "https://h:2"]
+    with pytest.raises(ValueError, match="host:port"):
+        members.parse_members("https://127.0.0.1")
+    group = members.Members(["https://127.0.0.1:7001", "https://127.0.0.1:7002"])
+    assert (group.scheme, group.addresses) == ("https", ["127.0.0.1:7001", "127.0.0.1:7002"])
+    context = members.client_context(str(tmp_path / "ca.crt"), str(tmp_path / "client-ops.crt"),
+                                     str(tmp_path / "client-ops.key"))
+    assert members.Members(["127.0.0.1:7001"], tls=context).scheme == "https"
+    assert members.Members(["127.0.0.1:7001"]).scheme == "http"
+    with pytest.raises(ValueError, match="mix"):
+        members.Members(["https://127.0.0.1:7001", "http://127.0.0.1:7002"])
+    with pytest.raises(ValueError, match="cannot be used"):
+        members.client_context(str(tmp_path / "missing.crt"))
+    with pytest.raises(ValueError, match="needs its key"):
+        members.client_context(None, str(tmp_path / "client-ops.crt"))
