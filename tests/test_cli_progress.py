@@ -1,7 +1,8 @@
 """Progress of the long `kv` operations, end to end on real node processes.
 
 One story: `kv cluster up --progress` (nodes started, joined, ring formed, lock leader
-agreed), a load, `kv aae rebuild --wait` (trees rebuilt), then a node of a second cluster
+agreed), a load, `kv aae rebuild --wait` (trees rebuilt), `kv aae status --watch` (every
+shared partition exchanged again, Dynamo §4.7), then a node of a second cluster
 joins with `kv cluster join --wait` and leaves with `kv cluster leave --wait` (Dynamo
 §4.9: partitions transferred, counted from every node's transfers status). The bars'
 final lines are on stderr (log-style lines: stderr is a pipe here) and stdout holds only
@@ -17,7 +18,7 @@ import sys
 from pathlib import Path
 
 from kvstore.client import Client
-from tests.kvstore.api_cluster import free_base_port, running_cluster
+from tests.kvstore.api_cluster import free_base_port, request, running_cluster
 
 
 def kv(*args: str, stdin: bytes = b"") -> subprocess.CompletedProcess[str]:
@@ -61,6 +62,21 @@ def test_cluster_up_load_rebuild_join_and_leave_show_progress(tmp_path: Path) ->
         assert doc["rebuilt"] > 0 and doc["trees"]["pending"] == 0
         last = rebuild.stderr.splitlines()[-1]
         assert last.startswith("trees rebuilt: 100%") and f"{doc['rebuilt']}/" in last
+
+        status, _, _ = request(names[0], "POST", "/admin/v1/aae/schedule",
+                               json.dumps({"interval_s": 0.2}).encode(),
+                               {"Content-Type": "application/json"})
+        assert status == 200
+        watch = kv("aae", "status", "--watch", "--progress", "--node", names[0], "--json")
+        assert watch.returncode == 0, watch.stderr
+        doc = json.loads(watch.stdout)
+        assert doc["partitions"] and doc["trees"]["pending"] == 0
+        assert all(row["last_exchange"] is not None for row in doc["partitions"].values())
+        bars = final_lines(watch.stderr)
+        shared = len(doc["partitions"])
+        assert bars["partitions exchanged"].startswith("partitions exchanged: 100%")
+        assert f"{shared}/{shared} partitions" in bars["partitions exchanged"]
+        assert bars["trees ready"].startswith("trees ready: 100%")
 
         with running_cluster(tmp_path / "b", nodes=1) as b:
             newcomer = b.names[0]
