@@ -8,10 +8,12 @@ Theory of operation (docs/auth.md)
   only at restart (peer sessions hold their headers from the start).
 - Every request is classified before its handler runs (`classify`, pure): a public path
   (the file's `[public] paths`, default /health; an entry ending in `*` is a prefix)
-  passes; a peer route (/internal/, the Raft routes) needs the peer token; any other
+  passes; a peer route (/internal/, the Raft routes) needs the peer token (with TLS on, a
+  connection that presented a node certificate passes peer routes and forwarded lock
+  requests without a token, as kvstore/tls.py's peer_guard admits them); any other
   request needs `Authorization: Bearer <token>` of a known user (or the peer) and, for a
-  named resource, `auth.decide` to allow
-  it. A missing, malformed or unknown token answers 401, a refusal 403, both JSON
+  named resource, `auth.decide` to allow it. A missing, malformed or unknown token
+  answers 401, a refusal 403, both JSON
   `{"error": "unauthenticated"|"forbidden", "message": ...}`; the handler never runs, so a
   denied request changes nothing. Each denial counts in `ringlock_auth_denied_total{reason}`
   (reasons: missing_token, bad_scheme, unknown_token, peer_only, forbidden).
@@ -38,6 +40,7 @@ from pathlib import Path
 
 from aiohttp import streams, web
 
+from kvstore import tls
 from kvstore.auth import MAX_TOKEN, AuthConfig, AuthFileError, Denied, Kind, Perm, decide, parse
 from kvstore.errors import InvalidRequest
 from kvstore.http_codec import parse_key
@@ -194,7 +197,8 @@ class Guard:
         route = info.route.resource.canonical if info.route.resource is not None else None
         need = classify(request.method, request.rel_url.raw_path, request.path, route,
                         info, config.public_paths)
-        if need.what == "public":
+        if need.what == "public" or (tls.is_peer_request(request.path, request.headers)
+                                     and _node_certificate(request)):
             return await handler(request)
         token, reason = bearer(request.headers.getall("Authorization", []))
         principal = config.authenticate(token) if token is not None else None
@@ -220,6 +224,14 @@ class Guard:
             if isinstance(verdict, Denied):
                 return self._deny(request, 403, "forbidden", verdict.reason)
         return await handler(request)
+
+
+def _node_certificate(request: web.Request) -> bool:
+    """The connection presented a CA-verified node certificate (TLS on, kvstore/tls.py):
+    on a peer route that authenticates the caller as well as the peer token does."""
+    transport = request.transport
+    peercert = transport.get_extra_info("peercert") if transport is not None else None
+    return bool(peercert) and tls.peer_refusal(peercert) is None
 
 
 def _hand_on(request: web.Request, raw: bytes) -> None:
