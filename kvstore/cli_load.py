@@ -49,11 +49,21 @@ from kvstore import progress, tls
 from kvstore.client import AsyncClient
 from kvstore.errors import RinglockError
 from kvstore.http_codec import DEFAULT_MAX_VALUE_BYTES
-from kvstore.load_lines import BadLine, Format, Record, detect, max_line, parse, read_lines
+from kvstore.load_lines import (
+    BadLine,
+    Format,
+    RawLine,
+    Record,
+    detect,
+    max_line,
+    parse,
+    read_lines,
+)
 
 DEFAULT_CONCURRENCY = 32
 LISTED = 10  # failures and bad lines listed in the summary
-READ_BATCH = 512  # lines read per trip to the reading thread
+READ_BATCH = 512  # lines read per trip to the reading thread...
+READ_BATCH_BYTES = 4 << 20  # ...or fewer, once they hold this many bytes
 
 
 @dataclass
@@ -215,8 +225,15 @@ async def load(stream: IO[bytes], args: argparse.Namespace, bar: progress.Progre
     lines = read_lines(stream, limit)
     fmt = None if args.format == "auto" else Format(args.format)
 
-    def next_batch() -> list:
-        return list(itertools.islice(lines, READ_BATCH))
+    def next_batch() -> list[RawLine]:
+        """Up to READ_BATCH lines or READ_BATCH_BYTES bytes (long lines: few at a time)."""
+        batch, size = [], 0
+        for raw in itertools.islice(lines, READ_BATCH):
+            batch.append(raw)
+            size += len(raw.data)
+            if size >= READ_BATCH_BYTES:
+                break
+        return batch
 
     async with AsyncClient(_nodes(args), timeout=_client_timeout(args),
                            **tls.client_options(args)) as kv:  # --token, --cacert, ...

@@ -122,6 +122,8 @@ def _json(data: bytes) -> tuple[bytes, bytes]:
                          ) from None
     except ValueError as exc:
         raise ValueError(f"not JSON: {exc}") from None
+    except RecursionError:  # `[[[[...` a hundred thousand deep
+        raise ValueError("not JSON: nested too deeply") from None
     if not isinstance(obj, dict):
         raise ValueError(f"a JSON line must be an object, not {type(obj).__name__}")
     unknown = set(obj) - {"key", "key_b64", "value", "value_b64"}

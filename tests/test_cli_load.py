@@ -20,6 +20,8 @@ import sys
 from types import SimpleNamespace
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kvstore.cli import main
 from kvstore.client import Client
@@ -71,6 +73,8 @@ def test_blank_lines_are_skipped_and_the_format_is_detected() -> None:
     (b'{"key": "k", "value": "v", "ttl": 5}', "unknown field(s) 'ttl'"),
     (b'{"key": "\\ud800", "value": "v"}', "not valid Unicode"),
     (b'{"key": "k", "value": "\xff\xfe junk"}', "not UTF-8"),
+    (b'{"key": ' + b"[" * 100_000, "nested too deeply"),
+    (b"[" * 100_000, "nested too deeply"),
     (b"\x00\x01\x02\xff\xfe binary junk", "no TAB"),
     (b"\tvalue without a key", "key must be 1..1024 bytes, not 0"),
     (b"k" * 1025 + b"\tv", "key must be 1..1024 bytes, not 1025"),
@@ -100,6 +104,28 @@ def test_an_endless_line_is_skipped_in_pieces_and_the_next_one_is_read() -> None
         parse(lines[1], Format.TSV, 100)
     exact = b"y" * limit + b"\n"  # exactly at the limit: accepted
     assert [r.data for r in read_lines(io.BytesIO(exact), limit)] == [b"y" * limit]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300), st.sampled_from(list(Format)))
+def test_any_bytes_parse_to_a_record_or_a_bad_line_never_a_crash(data, fmt) -> None:
+    for line in read_lines(io.BytesIO(data), max_line(100)):
+        try:
+            record = parse(line, fmt, 100)
+        except BadLine as exc:
+            assert exc.line == line.number and exc.reason
+            continue
+        assert record is None or (1 <= len(record.key) <= 1024 and len(record.value) <= 100)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(min_size=1, max_size=1024), st.binary(max_size=2000))
+def test_every_key_and_value_round_trips_through_a_base64_json_line(key, value) -> None:
+    line = json.dumps({"key_b64": base64.b64encode(key).decode(),
+                       "value_b64": base64.b64encode(value).decode()}).encode() + b"\n"
+    [got] = read_lines(io.BytesIO(line), max_line(LIMIT))
+    record = parse(got, detect(got.data), LIMIT)
+    assert (record.key, record.value, record.size) == (key, value, len(line))
 
 
 # -- against a real cluster ---------------------------------------------------------------
