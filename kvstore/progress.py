@@ -130,7 +130,10 @@ class Progress:
         self.set(self.n + n)
 
     def set(self, n: float, total: float | None = None) -> None:
-        """Exactly `n` done (of `total`, when given): for counts polled from a node."""
+        """Exactly `n` done (of `total`, when given): for counts polled from a node.
+        Ignored once closed."""
+        if self._closed:
+            return
         if total is not None:
             self.total = total
         self.n = n

@@ -122,6 +122,19 @@ def test_set_follows_a_polled_count_and_its_growing_total() -> None:
     assert "9/12" in err.getvalue() and err.getvalue().count("\n") == 1
 
 
+def test_a_closed_counter_prints_nothing_more_and_an_empty_total_is_no_error() -> None:
+    now = [0.0]
+    err = io.StringIO()
+    bar = Progress("trees rebuilt", mode=Mode.LINES, total=0, unit="trees", rate=False,
+                   stream=err, interval=1.0, clock=lambda: now[0])
+    bar.set(0, 0)
+    bar.close()
+    now[0] = 100.0
+    bar.set(5, 5)
+    [line] = err.getvalue().splitlines()  # the close; nothing after it
+    assert line.startswith("trees rebuilt: |") and line.endswith("| 0/0 trees [00:00]")
+
+
 def test_off_draws_nothing_and_write_goes_to_stdout(capsys) -> None:
     with Progress("load", mode=Mode.OFF, total=10) as bar:
         bar.update(10)
