@@ -25,6 +25,10 @@ Theory of operation (shared/DESIGN.md "One node")
   its Merkle trees see every write, and serves /internal/v1/aae/ and /admin/v1/aae.
   The cache is not fed lock events, so a sequencer stays "current" for up to its ttl_s
   (0.5 s) after its lock changed hands (the trade-off fencing.py documents).
+- Auth (`--auth-file`, kvstore/auth_http.py, docs/auth.md): the file is read when the Node
+  is made (a bad one: AuthFileError, exit status 1); its middleware checks every request's
+  token before the handlers; the peer token goes out with every peer call
+  (raft.transport.peer_headers) and the sequencer checks; SIGHUP reads the file again.
 - Observability: `GET /metrics` (kvstore/metrics.py, read from the parts' stats at scrape
   time); every route runs under a request id (kvstore/logs.py), and log lines are plain
   or JSON (`--log-format`).
@@ -44,6 +48,8 @@ from aiohttp import web
 
 from antientropy.service import AntiEntropy
 from kvstore import http_api, logs
+from kvstore.auth import AuthFileError
+from kvstore.auth_http import Guard
 from kvstore.config import ConfigError, NodeConfig, add_arguments, from_args
 from kvstore.coordinator import Coordinator
 from kvstore.errors import InvalidRequest, QuorumFailed, SequencerRejected
@@ -55,6 +61,7 @@ from kvstore.peers import Peers
 from kvstore.replica import ReplicaStore
 from kvstore.replica_api import ReplicaApi
 from kvstore.vclock import SiblingSet
+from raft.transport import set_peer_headers
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +80,10 @@ class Node:
         self.lock = None
         self.handoff: Handoff | None = None
         self._closers: list = []
+        # Tokens and ACLs (kvstore/auth_http.py): a bad file raises AuthFileError here,
+        # before anything opens; its peer token goes out with every peer call.
+        self.guard = Guard.load(config.auth_file) if config.auth_file else None
+        set_peer_headers(self.guard.peer_headers() if self.guard else {})
 
     async def start(self) -> None:
         cfg = self.config
@@ -140,7 +151,8 @@ class Node:
         else:
             from lockservice.async_client import AsyncLockClient
 
-            client = AsyncLockClient(list(cfg.lock_peers.values()))
+            peer = self.guard.config.peer_token if self.guard else None
+            client = AsyncLockClient(list(cfg.lock_peers.values()), token=peer)
             self._closers.append(client.members.close)
             checker = client.check_sequencer
         cache = SequencerCache(checker, rejected=SequencerRejected)
@@ -164,6 +176,10 @@ class Node:
             hints=self.hints.stats, handoff=lambda: self.handoff and self.handoff.stats(),
             aae=self.aae.status, lock=lambda: self.lock))
         app = web.Application(middlewares=[logs.request_ids, self.metrics.middleware])
+        if self.guard is not None:  # checks tokens before the request metrics and handlers
+            self.guard.on_denied = lambda reason: self.metrics.auth_denied.labels(reason).inc()
+            app.middlewares.insert(app.middlewares.index(self.metrics.middleware),
+                                   self.guard.middleware)
         app.add_routes(self.metrics.routes())
         app.add_routes(ReplicaApi(replica=self.replica, hints=self.hints,
                                   coordinator=self.coordinator, status=self.status).routes())
@@ -215,6 +231,8 @@ async def run(config: NodeConfig) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     node = Node(config)
+    if node.guard is not None:  # SIGHUP: read the auth file again (kvstore/auth_http.py)
+        loop.add_signal_handler(signal.SIGHUP, node.guard.reload)
     try:
         starting = asyncio.ensure_future(node.start())
         stopping = asyncio.ensure_future(stop.wait())
@@ -247,6 +265,9 @@ def main(config: NodeConfig) -> int:
     logs.setup(config.log_level, config.log_format, config.name)
     try:
         asyncio.run(run(config))
+    except AuthFileError as exc:
+        logger.error("%s: cannot run: %s", config.name, exc)
+        return 1
     except OSError as exc:
         logger.error("%s: cannot run: %s", config.name, exc)
         return 1
