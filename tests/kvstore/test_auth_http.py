@@ -188,3 +188,44 @@ def test_allowed_requests_reach_the_handler_with_their_body():
     assert seen == [("/kv/app/x", b"value"), ("/health", b""), ("/internal/v1/put", b"m"),
                     ("/lock/v1/sessions/7/watches", watch)]
     assert denials == ["forbidden"]
+
+
+def test_dot_segments_cannot_reach_another_route_than_the_one_checked():
+    """The router and the classifier see the same path: `/kv/../admin/...` is the key
+    `../admin/...` (checked as one), never the admin route (raw bytes on a socket, since
+    HTTP clients would normalise the dots away)."""
+    text = FILE + (f'[roles.all-keys]\nrules = [{{ kind = "kv", perms = ["write"] }}]\n'
+                   f'[users.kim]\ntoken_sha256 = "{hash_token("kim-token")}"\n'
+                   'roles = ["all-keys"]\n')
+    seen: list[str] = []
+
+    async def record(request: web.Request) -> web.Response:
+        seen.append(request.match_info.route.resource.canonical)
+        return web.json_response({})
+
+    async def main() -> list[bytes]:
+        app = web.Application(middlewares=[Guard(parse(text)).middleware])
+        app.add_routes([web.route("*", r"/kv/{key:[\s\S]+}", record),
+                        web.post("/admin/v1/leave", record)])
+        runner = web.AppRunner(app)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        port = runner.addresses[0][1]
+        heads = []
+        try:
+            for path in ("/kv/../admin/v1/leave", "/kv/%2E%2E/admin/v1/leave",
+                         "/admin/v1/../../kv/x", "/admin/v1/leave"):
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.write(f"POST {path} HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n"
+                             "Authorization: Bearer kim-token\r\nConnection: close\r\n\r\n"
+                             .encode())
+                heads.append((await reader.read()).split(b"\r\n", 1)[0])
+                writer.close()
+        finally:
+            await runner.cleanup()
+        return heads
+
+    heads = asyncio.run(main())
+    assert heads[:2] == [b"HTTP/1.1 200 OK"] * 2  # kim may write any key, dots included
+    assert b"403" in heads[2] and b"403" in heads[3]  # admin paths are admin's
+    assert seen == ["/kv/{key}", "/kv/{key}"]
