@@ -229,3 +229,23 @@ def test_dot_segments_cannot_reach_another_route_than_the_one_checked():
     assert heads[:2] == [b"HTTP/1.1 200 OK"] * 2  # kim may write any key, dots included
     assert b"403" in heads[2] and b"403" in heads[3]  # admin paths are admin's
     assert seen == ["/kv/{key}", "/kv/{key}"]
+
+
+def test_openapi_documents_the_bearer_scheme_and_the_refusals():
+    from pathlib import Path
+
+    import yaml
+
+    doc = yaml.safe_load((Path(__file__).parents[2] / "docs" / "openapi.yaml").read_text())
+    scheme = doc["components"]["securitySchemes"]["bearerAuth"]
+    assert (scheme["type"], scheme["scheme"]) == ("http", "bearer")
+    assert {} in doc["security"] and {"bearerAuth": []} in doc["security"]
+    codes = doc["components"]["schemas"]["Error"]["properties"]["error"]["enum"]
+    assert {"unauthenticated", "forbidden"} <= set(codes)
+    operations = 0
+    for path, item in doc["paths"].items():
+        for method, op in item.items():
+            if method in ("get", "put", "post", "delete") and path != "/health":
+                operations += 1
+                assert {"401", "403"} <= set(op["responses"]), (method, path)
+    assert operations > 20
