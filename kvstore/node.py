@@ -29,6 +29,10 @@ Theory of operation (shared/DESIGN.md "One node")
   is made (a bad one: AuthFileError, exit status 1); its middleware checks every request's
   token before the handlers; the peer token goes out with every peer call
   (raft.transport.peer_headers) and the sequencer checks; SIGHUP reads the file again.
+- TLS (`--tls-cert/--tls-key/--tls-ca`, kvstore/tls.py): the files are loaded when the
+  Node is made (a bad one: TLSError, exit status 1); the server is HTTPS only, peer routes
+  need a node certificate (tls.peer_guard), and every peer call uses the node's client
+  context (peers, membership, anti-entropy, Raft, lock forwarding and sequencer checks).
 - Observability: `GET /metrics` (kvstore/metrics.py, read from the parts' stats at scrape
   time); every route runs under a request id (kvstore/logs.py), and log lines are plain
   or JSON (`--log-format`).
@@ -47,7 +51,7 @@ from pathlib import Path
 from aiohttp import web
 
 from antientropy.service import AntiEntropy
-from kvstore import http_api, logs
+from kvstore import http_api, logs, tls
 from kvstore.auth import AuthFileError
 from kvstore.auth_http import Guard
 from kvstore.config import ConfigError, NodeConfig, add_arguments, from_args
@@ -80,6 +84,9 @@ class Node:
         self.lock = None
         self.handoff: Handoff | None = None
         self._closers: list = []
+        self.tls = (tls.NodeTLS.load(config.tls_cert, config.tls_key, config.tls_ca)
+                    if config.tls_cert else None)
+        self.peer_tls = self.tls.client if self.tls else None  # client context of peer calls
         # Tokens and ACLs (kvstore/auth_http.py): a bad file raises AuthFileError here,
         # before anything opens; its peer token goes out with every peer call.
         self.guard = Guard.load(config.auth_file) if config.auth_file else None
@@ -95,18 +102,19 @@ class Node:
         # any write; exchanges start one interval after the node serves.
         self.aae = AntiEntropy(self.data / "aae", self.replica, name=self.name, n=cfg.n,
                                ring=lambda: self.membership.ring,
-                               is_alive=lambda node: self.membership.is_alive(node))
+                               is_alive=lambda node: self.membership.is_alive(node),
+                               tls=self.peer_tls)
         await self.aae.open()
         self._closers.append(self.aae.close)
         self.hints = await HintStore.open(self.data / "hints", sync=cfg.sync)
         self._closers.append(self.hints.close)
-        self.peers = Peers(self.name)
+        self.peers = Peers(self.name, tls=self.peer_tls)
         await self.peers.start()
         self._closers.append(self.peers.close)
         # Membership keeps its own small session: gossip must not queue behind data
         # traffic in the peers' pool, or a busy node would look dead.
         self.membership = Membership(self.name, self.data, ring_size=cfg.ring_size,
-                                     config=MembershipConfig(n_val=cfg.n),
+                                     config=MembershipConfig(n_val=cfg.n, tls=self.peer_tls),
                                      store=self.replica, deliver=self._deliver)
         await self.membership.start()
         self._closers.append(self.membership.stop)
@@ -146,13 +154,14 @@ class Node:
 
             self.lock = LockServer.open(node_id=cfg.lock_id, addresses=dict(cfg.lock_peers),
                                         data_dir=str(self.data / "lock"),
-                                        sync=cfg.sync != "none")
+                                        sync=cfg.sync != "none", tls=self.peer_tls)
             checker = self.lock.check_sequencer
         else:
             from lockservice.async_client import AsyncLockClient
 
             peer = self.guard.config.peer_token if self.guard else None
-            client = AsyncLockClient(list(cfg.lock_peers.values()), token=peer)
+            client = AsyncLockClient(list(cfg.lock_peers.values()), token=peer,
+                                     **self._lock_tls())
             self._closers.append(client.members.close)
             checker = client.check_sequencer
         cache = SequencerCache(checker, rejected=SequencerRejected)
@@ -175,7 +184,8 @@ class Node:
             coordinator=self.coordinator.stats, replica=self.replica.stats,
             hints=self.hints.stats, handoff=lambda: self.handoff and self.handoff.stats(),
             aae=self.aae.status, lock=lambda: self.lock))
-        app = web.Application(middlewares=[logs.request_ids, self.metrics.middleware])
+        guard = [tls.peer_guard] if self.tls else []
+        app = web.Application(middlewares=[logs.request_ids, *guard, self.metrics.middleware])
         if self.guard is not None:  # checks tokens before the request metrics and handlers
             self.guard.on_denied = lambda reason: self.metrics.auth_denied.labels(reason).inc()
             app.middlewares.insert(app.middlewares.index(self.metrics.middleware),
@@ -194,8 +204,15 @@ class Node:
         self.runner = web.AppRunner(app, shutdown_timeout=SHUTDOWN_S, access_log=None)
         await self.runner.setup()
         await web.TCPSite(self.runner, self.config.host, self.config.port,
-                          reuse_address=True).start()
-        logger.info("%s: serving on http://%s/", self.name, self.name)
+                          reuse_address=True,
+                          ssl_context=self.tls.server if self.tls else None).start()
+        logger.info("%s: serving on %s://%s/", self.name, "https" if self.tls else "http",
+                    self.name)
+
+    def _lock_tls(self) -> dict:
+        cfg = self.config
+        return ({"tls_ca": str(cfg.tls_ca), "tls_cert": str(cfg.tls_cert),
+                 "tls_key": str(cfg.tls_key)} if self.tls else {})
 
     async def _deliver(self, owner: str, items: list[tuple[bytes, SiblingSet]]) -> None:
         await self.peers.merge_many(owner, items, DELIVER_TIMEOUT_S)
@@ -268,7 +285,7 @@ def main(config: NodeConfig) -> int:
     except AuthFileError as exc:
         logger.error("%s: cannot run: %s", config.name, exc)
         return 1
-    except OSError as exc:
+    except (OSError, tls.TLSError) as exc:
         logger.error("%s: cannot run: %s", config.name, exc)
         return 1
     return 0
