@@ -12,7 +12,10 @@ in Raft logs: do not change them; add new commands with new tags. Field kinds:
     opt_X   nil or an X
 
 `now` is the proposing leader's clock in milliseconds; it is the only way time enters the
-state machine. `decode` raises `CommandDecodeError` for anything else, with the reason.
+state machine. OpenClientSession (tag 16) came after the first release: every member must
+run code that knows it before any member proposes it (upgrade all members first; a member
+that cannot decode a command refuses it, and its table would lack that session).
+`decode` raises `CommandDecodeError` for anything else, with the reason.
 """
 
 from __future__ import annotations
@@ -34,6 +37,15 @@ MAX_COMMAND_BYTES = 1 << 20
 class OpenSession:
     ttl_ms: int
     now: int
+
+
+@dataclass(frozen=True, slots=True)
+class OpenClientSession:
+    """OpenSession counted under `client` (Limits.max_sessions_per_client)."""
+
+    ttl_ms: int
+    now: int
+    client: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +150,7 @@ Command = (
     | Get
     | Watch
     | Unwatch
+    | OpenClientSession
 )
 
 # tag -> (class, field kinds). On the wire: do not change.
@@ -157,6 +170,7 @@ _SPEC: dict[int, tuple[type, tuple[str, ...]]] = {
     13: (Get, ("str",)),
     14: (Watch, ("u64", "str")),
     15: (Unwatch, ("u64", "str")),
+    16: (OpenClientSession, ("u64", "u64", "str")),
 }
 _TAG = {cls: tag for tag, (cls, _) in _SPEC.items()}
 

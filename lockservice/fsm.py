@@ -79,6 +79,9 @@ class LockStateMachine:
         self.delayed: set[str] = set()  # Invariant: locks with delay_until > clock
         # Invariant: watchers[p] is the set of sessions whose watches include p (derived).
         self.watchers: dict[str, set[int]] = {}
+        # Invariant: client_sessions[c] is the number of sessions whose client is c (derived;
+        # clients with none are absent).
+        self.client_sessions: dict[str, int] = {}
         # Not state: the lock server's hook, told of every event queued for a session while
         # it is being applied (it wakes long-polls and waiting acquires). It must not raise.
         self.event_listener: Callable[[int, Event], None] | None = None
@@ -114,6 +117,7 @@ class LockStateMachine:
             "entries",
             "delayed",
             "watchers",
+            "client_sessions",
         ):
             setattr(self, attr, getattr(fresh, attr))
 
@@ -163,7 +167,9 @@ class LockStateMachine:
             self._advance(now)
         match cmd:
             case c.OpenSession():
-                return self._open_session(index, cmd)
+                return self._open_session(index, cmd.ttl_ms, "")
+            case c.OpenClientSession():
+                return self._open_session(index, cmd.ttl_ms, cmd.client)
             case c.KeepAlive():
                 return self._keep_alive(cmd)
             case c.CloseSession():
@@ -230,16 +236,25 @@ class LockStateMachine:
             return Refused(Reason.LEASE_ENDED, f"session {session}'s lease ended at {s.expires_at}")
         return s
 
-    def _open_session(self, index: int, cmd: c.OpenSession) -> Result:
+    def _open_session(self, index: int, ttl_ms: int, client: str) -> Result:
         lim = self.limits
-        if not lim.min_ttl_ms <= cmd.ttl_ms <= lim.max_ttl_ms:
+        if not lim.min_ttl_ms <= ttl_ms <= lim.max_ttl_ms:
             return Refused(Reason.BAD_TTL, f"ttl_ms must be in {lim.min_ttl_ms}..{lim.max_ttl_ms}")
+        if len(client.encode("utf-8", "surrogatepass")) > lim.max_client_bytes:
+            return Refused(Reason.BAD_COMMAND,
+                           f"a client id is at most {lim.max_client_bytes} bytes")
         if index < 1 or index in self.sessions:
             return Refused(Reason.SESSION_EXISTS, f"index {index} cannot name a new session")
         if len(self.sessions) >= lim.max_sessions:
             return Refused(Reason.TOO_MANY_SESSIONS, f"at most {lim.max_sessions} sessions")
-        s = SessionRecord(index, cmd.ttl_ms, self.clock + cmd.ttl_ms)
+        if client and self.client_sessions.get(client, 0) >= lim.max_sessions_per_client:
+            return Refused(Reason.TOO_MANY_CLIENT_SESSIONS,
+                           f"client {client!r} has {lim.max_sessions_per_client} sessions open, "
+                           "the most one client may have; close one first")
+        s = SessionRecord(index, ttl_ms, self.clock + ttl_ms, client=client)
         self.sessions[index] = s
+        if client:
+            self.client_sessions[client] = self.client_sessions.get(client, 0) + 1
         return SessionOpened(index, s.expires_at)
 
     def _keep_alive(self, cmd: c.KeepAlive) -> Result:
@@ -260,6 +275,12 @@ class LockStateMachine:
         touched: set[str] = set()
         for s in ended:
             del self.sessions[s.id]
+            if s.client:
+                left = self.client_sessions[s.client] - 1
+                if left:
+                    self.client_sessions[s.client] = left
+                else:
+                    del self.client_sessions[s.client]
             for prefix in s.watches:
                 self._unindex_watch(prefix, s.id)
             for name in sorted(s.waiting):

@@ -20,6 +20,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 import aiohttp
 from aiohttp import web
@@ -45,6 +46,7 @@ log = logging.getLogger(__name__)
 PREFIX = "/lock/v1"
 MAX_BODY = 64 * 1024  # a 16 KiB value in base64 plus the other fields
 FORWARDED = "X-Ringlock-Forwarded"
+CLIENT = "X-Ringlock-Client"  # a relayed request's client id, set by the relaying member
 MAX_WAIT_MS = 300_000  # a waiting acquire is answered within 5 minutes; clients loop
 
 # Reason -> (HTTP status, error code)
@@ -67,6 +69,7 @@ _STATUS: dict[Reason, tuple[int, str]] = {
     Reason.BAD_TTL: (400, "bad_ttl"),
     Reason.BAD_LOCK_DELAY: (400, "bad_lock_delay"),
     Reason.TOO_MANY_SESSIONS: (429, "too_many_sessions"),
+    Reason.TOO_MANY_CLIENT_SESSIONS: (429, "too_many_sessions"),
     Reason.TOO_MANY_WAITERS: (429, "too_many_waiters"),
     Reason.TOO_MANY_LOCKS: (429, "too_many_locks"),
     Reason.TOO_MANY_WATCHES: (429, "too_many_watches"),
@@ -93,7 +96,8 @@ def lock_routes(server: LockServer) -> list[web.RouteDef]:
             async with server.http.request(
                 request.method, f"{'https' if server.peer_tls else 'http'}://{address}"
                 f"{request.raw_path}", data=raw,
-                headers={"Content-Type": "application/json", FORWARDED: str(server.id)},
+                headers={"Content-Type": "application/json", FORWARDED: str(server.id),
+                         CLIENT: client_of(request, server)},
                 timeout=aiohttp.ClientTimeout(total=None, sock_connect=2,
                                               sock_read=max(server.max_hold_s,
                                                             MAX_WAIT_MS / 1000) + 30),
@@ -143,7 +147,8 @@ def lock_routes(server: LockServer) -> list[web.RouteDef]:
         lim = server.fsm.limits
         if not lim.min_ttl_ms <= f["ttl_ms"] <= lim.max_ttl_ms:
             raise BadRequest(f"ttl_ms must be in {lim.min_ttl_ms}..{lim.max_ttl_ms}")
-        return web.json_response(await server.open_session(f["ttl_ms"]), status=201)
+        return web.json_response(
+            await server.open_session(f["ttl_ms"], client_of(request, server)), status=201)
 
     async def keepalive(request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
         f = fields(body, optional={"ack": "u64"})
@@ -260,6 +265,36 @@ def lock_routes(server: LockServer) -> list[web.RouteDef]:
         web.get(f"{PREFIX}/status", endpoint(status, **r)),
         web.route("*", f"{PREFIX}/{{tail:.*}}", endpoint(no_route, **r)),  # JSON 404, last
     ]
+
+
+def client_of(request: web.Request, server: LockServer) -> str:
+    """Who `request` counts against for Limits.max_sessions_per_client.
+
+    The authenticated principal when the node checks tokens and its middleware leaves the
+    principal in `request["principal"]` ("principal:NAME"), else the remote address
+    ("address:IP"). A request relayed by another member names its client in CLIENT; that is
+    believed only from a member: an authenticated peer, or (without authentication) a
+    connection from a member's host. Without authentication and with every member on one
+    host, a local program can claim any client id: the limit stops runaway clients, and
+    with tokens it holds per principal. The id is ASCII (names are percent-quoted).
+    """
+    principal = request.get("principal")
+    relayed = request.headers.get(CLIENT)
+    if (relayed is not None and FORWARDED in request.headers and relayed.isascii()
+            and 0 < len(relayed) <= server.fsm.limits.max_client_bytes
+            and _from_member(request, principal, server)):
+        return relayed
+    name = getattr(principal, "name", None)
+    if isinstance(name, str) and name:
+        return "principal:" + quote(name, safe="")[:server.fsm.limits.max_client_bytes - 10]
+    return f"address:{request.remote or 'unknown'}"
+
+
+def _from_member(request: web.Request, principal: Any, server: LockServer) -> bool:
+    if principal is not None:
+        return bool(getattr(principal, "peer", False))
+    hosts = {a.rpartition(":")[0].strip("[]") for a in server.driver.addresses.values()}
+    return request.remote in hosts
 
 
 def _body_of(raw: bytes) -> dict[str, Any]:

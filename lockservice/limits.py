@@ -18,6 +18,12 @@ class Limits:
     max_value_bytes: int = 16 * 1024
     # A session is a few hundred bytes of state plus its event queue.
     max_sessions: int = 100_000
+    # Sessions one client may have open (OpenClientSession: per principal when the node
+    # authenticates users, else per remote address), so one runaway client cannot take
+    # them all.
+    max_sessions_per_client: int = 1_000
+    # The client id a session is counted under (an address or a principal's name).
+    max_client_bytes: int = 256
     # Bounds the FIFO a single lock can accumulate (one waiter per session per lock).
     max_waiters_per_lock: int = 1_024
     # Locks held plus locks waited on, per session: bounds the work of expiring one session.
@@ -39,5 +45,7 @@ class Limits:
     def __post_init__(self) -> None:
         if not 0 <= self.default_lock_delay_ms <= self.max_lock_delay_ms:
             raise ValueError("default_lock_delay_ms must be in 0..max_lock_delay_ms")
+        if self.max_sessions_per_client < 1 or self.max_client_bytes < 1:
+            raise ValueError("max_sessions_per_client and max_client_bytes are positive")
         if not 1 <= self.min_ttl_ms <= self.max_ttl_ms:
             raise ValueError("min_ttl_ms must be in 1..max_ttl_ms")

@@ -80,6 +80,11 @@ def check_table(t: LockStateMachine) -> None:
         for p in s.watches:
             index.setdefault(p, set()).add(sid)
     _require(index == t.watchers, "watch index out of date")
+    per_client: dict[str, int] = {}
+    for s in t.sessions.values():
+        if s.client:
+            per_client[s.client] = per_client.get(s.client, 0) + 1
+    _require(per_client == t.client_sessions, "sessions-per-client count out of date")
     for name, e in t.entries.items():
         _require(0 < e.version <= t.revision, f"entry {name!r}: version {e.version}")
         if e.ephemeral_session is not None:

@@ -2,7 +2,11 @@
 
     python -m lockservice.node --id 1 --data DIR \\
         --peers 1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003 \\
-        [--tick-ms 40] [--election-ticks 10] [--no-fsync] [--log-level WARNING]
+        [--tick-ms 40] [--election-ticks 10] [--no-fsync] [--log-level WARNING] \
+        [--limit NAME=VALUE ...]
+
+`--limit` sets one field of lockservice.limits.Limits (e.g. `max_sessions_per_client=100`);
+every member of a group must be given the same limits.
 
 Every member of `--peers` is a voter. The process serves the /lock/v1/ API
 (lockservice/http_api.py) and the Raft endpoints on the address of its own id, keeps Raft
@@ -17,9 +21,11 @@ import asyncio
 import logging
 import signal
 import sys
+from dataclasses import fields
 
 from aiohttp import web
 
+from lockservice.limits import Limits
 from lockservice.server import LockServer
 
 log = logging.getLogger(__name__)
@@ -36,10 +42,19 @@ def parse_peers(text: str) -> dict[int, str]:
     return peers
 
 
+def parse_limit(text: str) -> tuple[str, int]:
+    name, sep, value = text.partition("=")
+    known = {f.name for f in fields(Limits)}
+    if not sep or name not in known or not value.isdigit():
+        raise argparse.ArgumentTypeError(
+            f"bad limit {text!r}: want NAME=INTEGER, NAME one of {', '.join(sorted(known))}")
+    return name, int(value)
+
+
 async def serve(args: argparse.Namespace) -> None:
     server = LockServer.open(node_id=args.id, addresses=args.peers, data_dir=args.data,
                              tick_s=args.tick_ms / 1000, election_ticks=args.election_ticks,
-                             sync=not args.no_fsync)
+                             sync=not args.no_fsync, limits=args.limits)
     app = web.Application()
     app.add_routes(server.routes())
     # A long poll whose client went away is cancelled, so it extends no lease (and a
@@ -71,9 +86,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--election-ticks", type=int, default=10)
     p.add_argument("--no-fsync", action="store_true")
     p.add_argument("--log-level", default="WARNING")
+    p.add_argument("--limit", type=parse_limit, action="append", default=[],
+                   metavar="NAME=VALUE", help="one field of lockservice.limits.Limits")
     args = p.parse_args(argv)
     if args.id not in args.peers:
         p.error(f"--peers has no address for --id {args.id}")
+    try:
+        args.limits = Limits(**dict(args.limit))
+    except ValueError as exc:
+        p.error(f"--limit: {exc}")
     logging.basicConfig(level=args.log_level,
                         format=f"%(asctime)s m{args.id} %(levelname)s %(name)s: %(message)s")
     asyncio.run(serve(args))

@@ -111,9 +111,11 @@ class Operations(_Base):
 
     # -- sessions ------------------------------------------------------------------------
 
-    async def open_session(self, ttl_ms: int) -> dict[str, Any]:
+    async def open_session(self, ttl_ms: int, client: str = "") -> dict[str, Any]:
+        """Open a session; with `client`, counted under it (Limits.max_sessions_per_client)."""
         await self.lead()
-        a = await self.propose(c.OpenSession(ttl_ms, _now()))
+        a = await self.propose(c.OpenClientSession(ttl_ms, _now(), client) if client
+                               else c.OpenSession(ttl_ms, _now()))
         r = a.result
         return {"session": r.session, "ttl_ms": ttl_ms, "lease_ms": max(0, r.expires_at - _now()),
                 "expires_at": r.expires_at}

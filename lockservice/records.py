@@ -21,6 +21,7 @@ class SessionRecord:
     events: deque[Event] = field(default_factory=deque)
     last_event_seq: int = 0
     dropped: int = 0
+    client: str = ""  # who opened it (OpenClientSession), "" when not counted per client
 
 
 @dataclass(slots=True)

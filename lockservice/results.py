@@ -35,6 +35,7 @@ class Reason(enum.Enum):
     NOT_FOUND = "not found"
     VERSION_MISMATCH = "version mismatch"
     TOO_MANY_SESSIONS = "too many sessions"
+    TOO_MANY_CLIENT_SESSIONS = "too many sessions for this client"
     TOO_MANY_WAITERS = "too many waiters"
     TOO_MANY_LOCKS = "too many locks for this session"
     TOO_MANY_WATCHES = "too many watches"

@@ -1,7 +1,8 @@
 """The snapshot encoding of the lock table (msgpack, versioned).
 
     snapshot := [MAGIC, VERSION, clock, generation, revision, sessions, locks, entries]
-    session  := [id, ttl_ms, expires_at, [prefix...], last_event_seq, dropped, [event...]]
+    session  := [id, ttl_ms, expires_at, [prefix...], last_event_seq, dropped, [event...],
+                 client]                                     (client: VERSION 2 only)
     event    := [seq, kind, name, session, generation, version]
     lock     := [name, delay_until, [holder...], [waiter...]]
     holder   := [session, mode, generation, lock_delay_ms]      (grant order)
@@ -10,8 +11,10 @@
 
 Sessions are sorted by id, locks and entries by name, so equal states give equal bytes.
 What a session holds, waits for and owns is derived from locks and entries on load. MAGIC
-and VERSION are on disk: do not change; a new layout takes a new VERSION. `load_into`
-raises SnapshotError for anything `dump` never writes; fsm.restore then runs check().
+and VERSION are on disk: do not change; a new layout takes a new VERSION. `dump` writes
+VERSION 2 (each session ends with its client id, "" when not counted per client);
+`load_into` also reads VERSION 1 (no client: ""). It raises SnapshotError for anything
+`dump` never wrote; fsm.restore then runs check().
 """
 
 from __future__ import annotations
@@ -30,7 +33,8 @@ if TYPE_CHECKING:
     from lockservice.fsm import LockStateMachine
 
 MAGIC = "ringlock-lockfsm"
-VERSION = 1
+VERSION = 2
+READS = (1, 2)  # the versions load_into accepts
 # Times are a leader's now (< 2**63) plus a TTL or lock-delay, so they may pass 2**63.
 _U64 = 2**64 - 1
 
@@ -45,6 +49,7 @@ def dump(t: LockStateMachine) -> bytes:
             s.last_event_seq,
             s.dropped,
             [[e.seq, int(e.kind), e.name, e.session, e.generation, e.version] for e in s.events],
+            s.client,
         ]
         for s in sorted(t.sessions.values(), key=lambda s: s.id)
     ]
@@ -107,8 +112,9 @@ def load_into(t: LockStateMachine, data: bytes) -> None:
     top = _arr(raw, None, "snapshot")
     if len(top) < 2 or top[0] != MAGIC:
         raise SnapshotError("not a lock table snapshot (bad magic)")
-    if top[1] != VERSION:
-        raise SnapshotError(f"snapshot version {top[1]!r}, this code reads {VERSION}")
+    version = top[1]
+    if type(version) is not int or version not in READS:
+        raise SnapshotError(f"snapshot version {version!r}, this code reads {READS}")
     _, _, clock, generation, revision, sessions, locks, entries = _arr(top, 8, "snapshot")
     t.clock, t.generation, t.revision = (
         _u(clock, "clock"),
@@ -116,8 +122,13 @@ def load_into(t: LockStateMachine, data: bytes) -> None:
         _u(revision, "revision"),
     )
     for i, raw_s in enumerate(_arr(sessions, None, "sessions")):
-        sid, ttl, expires, watches, last_seq, dropped, events = _arr(raw_s, 7, f"session {i}")
-        s = SessionRecord(_u(sid, "session id"), _u(ttl, "ttl"), _u(expires, "expires_at"))
+        fields = _arr(raw_s, 7 if version == 1 else 8, f"session {i}")
+        sid, ttl, expires, watches, last_seq, dropped, events = fields[:7]
+        client = "" if version == 1 else fields[7]
+        if type(client) is not str:
+            raise SnapshotError(f"session {i}: client is not a string")
+        s = SessionRecord(_u(sid, "session id"), _u(ttl, "ttl"), _u(expires, "expires_at"),
+                          client=client)
         if s.id in t.sessions:
             raise SnapshotError(f"session {s.id} twice")
         s.watches = [_s(p, "watch") for p in _arr(watches, None, "watches")]
@@ -141,6 +152,8 @@ def load_into(t: LockStateMachine, data: bytes) -> None:
             )
         s.events = evs
         t.sessions[s.id] = s
+        if client:
+            t.client_sessions[client] = t.client_sessions.get(client, 0) + 1
     for raw_l in _arr(locks, None, "locks"):
         name, delay_until, holders, waiters = _arr(raw_l, 4, "lock")
         lock = LockRecord(_s(name, "lock name"), delay_until=_u(delay_until, "delay_until"))

@@ -40,8 +40,9 @@ def call(port: int, method: str, path: str, body: Any = None, *, raw: bytes | No
 
 
 class LockCluster:
-    def __init__(self, root: Path, n: int = 3) -> None:
+    def __init__(self, root: Path, n: int = 3, *, extra_args: tuple[str, ...] = ()) -> None:
         self.root = root
+        self.extra_args = list(extra_args)  # more `lockservice.node` flags, e.g. --limit
         self.ids = list(range(1, n + 1))
         self.ports = dict(zip(self.ids, free_ports(n), strict=True))
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
@@ -62,7 +63,7 @@ class LockCluster:
         assert member not in self.procs or self.procs[member].poll() is not None
         args = [sys.executable, "-m", "lockservice.node", "--id", str(member),
                 "--peers", self.peers, "--data", str(self.root / f"m{member}"),
-                "--tick-ms", str(TICK_MS), "--log-level", "INFO"]
+                "--tick-ms", str(TICK_MS), "--log-level", "INFO", *self.extra_args]
         log = open(self.root / f"m{member}.log", "ab")  # noqa: SIM115 - the child owns it
         self.procs[member] = subprocess.Popen(
             args, stdout=log, stderr=log, cwd=REPO, env={**os.environ, "PYTHONUNBUFFERED": "1"})
@@ -160,8 +161,8 @@ class LockCluster:
 
 
 @contextmanager
-def running_cluster(root: Path) -> Iterator[LockCluster]:
-    cluster = LockCluster(root)
+def running_cluster(root: Path, *, extra_args: tuple[str, ...] = ()) -> Iterator[LockCluster]:
+    cluster = LockCluster(root, extra_args=extra_args)
     try:
         cluster.start_all()
         yield cluster

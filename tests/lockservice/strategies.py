@@ -31,6 +31,7 @@ def command_strategy(
         st.builds(c.Get, names),
         st.builds(c.Watch, u64, names),
         st.builds(c.Unwatch, u64, names),
+        st.builds(c.OpenClientSession, u64, u64, st.sampled_from(["", "a", "b"]) | names),
     )
 
 

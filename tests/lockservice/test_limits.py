@@ -70,3 +70,26 @@ def test_limits_that_contradict_each_other_are_refused_at_construction() -> None
         Limits(default_lock_delay_ms=10, max_lock_delay_ms=5)
     with pytest.raises(ValueError, match="min_ttl_ms"):
         Limits(min_ttl_ms=0)
+
+
+def test_sessions_per_client_are_counted_and_freed_on_close_and_expiry() -> None:
+    log = Log(Limits(max_sessions_per_client=2))
+    opened = [log(c.OpenClientSession(1000, 0, "address:10.0.0.1")) for _ in range(2)]
+    refused(log, c.OpenClientSession(1000, 0, "address:10.0.0.1"),
+            Reason.TOO_MANY_CLIENT_SESSIONS)
+    log(c.OpenClientSession(1000, 0, "address:10.0.0.2"))  # another client is not counted
+    log(c.OpenSession(1000, now=0))  # nor is a session opened without a client
+    assert log.fsm.client_sessions == {"address:10.0.0.1": 2, "address:10.0.0.2": 1}
+    log(c.CloseSession(opened[0].session))  # type: ignore[union-attr]
+    log(c.OpenClientSession(5000, 0, "address:10.0.0.1"))
+    refused(log, c.OpenClientSession(1000, 0, "address:10.0.0.1"),
+            Reason.TOO_MANY_CLIENT_SESSIONS)
+    log(c.ExpireSessions(now=1000))  # all but the 5 s session end
+    assert log.fsm.client_sessions == {"address:10.0.0.1": 1}
+    log(c.OpenClientSession(1000, 1000, "address:10.0.0.1"))
+
+
+def test_a_client_id_longer_than_the_limit_is_refused() -> None:
+    log = Log(Limits(max_client_bytes=8))
+    refused(log, c.OpenClientSession(1000, 0, "x" * 9), Reason.BAD_COMMAND)
+    log(c.OpenClientSession(1000, 0, "x" * 8))

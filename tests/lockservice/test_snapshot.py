@@ -117,3 +117,28 @@ def test_times_past_2_63_round_trip() -> None:
     copy = LockStateMachine()
     copy.restore(log.fsm.snapshot())
     assert copy.snapshot() == log.fsm.snapshot()
+
+
+def test_client_ids_round_trip_and_a_version_1_snapshot_still_loads() -> None:
+    log = busy_log()
+    log(c.OpenClientSession(1000, 2000, "principal:ops"))
+    copy = LockStateMachine()
+    copy.restore(log.fsm.snapshot())
+    assert copy.client_sessions == {"principal:ops": 1}
+    assert copy.snapshot() == log.fsm.snapshot()
+    # Version 1 (before client ids): sessions have 7 fields, none is counted per client.
+    old = sections()
+    old[1] = 1
+    old[5] = [s[:7] for s in old[5]]
+    v1 = LockStateMachine()
+    v1.restore(msgpack.packb(old, use_bin_type=True))
+    assert v1.client_sessions == {} and set(v1.sessions) == {2, 3}
+    assert v1.snapshot() == busy_log().fsm.snapshot()
+
+
+@pytest.mark.parametrize("client", [5, None, b"x"])
+def test_a_client_id_that_is_not_a_string_is_refused(client: object) -> None:
+    table = LockStateMachine()
+    with pytest.raises(SnapshotError, match="client"):
+        table.restore(edited(_set((5, 0, 7), client)))
+    assert table.sessions == {}
