@@ -197,6 +197,8 @@ class Node:
         app.add_routes(self.aae.routes())
         if self.lock is not None:
             app.add_routes(self.lock.routes())
+        from kvstore import status_page  # GET /status (page), /status/v1 (its JSON)
+        status_page.install(app, node=self)  # before http_api: its middleware picks the page
         info = http_api.NodeInfo(name=self.name, ring=lambda: self.membership.ring,
                                  is_alive=self.membership.is_alive, status=self.status,
                                  max_value_bytes=self.config.max_value)
