@@ -293,3 +293,26 @@ def test_kv_cli_takes_a_token_and_reports_refusals(cluster):
     assert done.returncode == 1 and "not authenticated" in done.stderr, done.stderr
     assert "Traceback" not in done.stderr
     assert cluster.http(node, "GET", "/kv/app/cli", None, bearer("root"))[2] == b"hello"
+
+
+class RootCluster(AuthCluster):
+    """Its own requests carry the admin user's token (the file has no peer token)."""
+
+    def http(self, node, method, path, body=None, headers=None, *args, **kwargs):
+        headers = {"Authorization": f"Bearer {TOKENS['root']}", **(headers or {})}
+        return super().http(node, method, path, body, headers, *args, **kwargs)
+
+
+def test_with_tls_node_certificates_authenticate_peers_without_a_peer_token(tmp_path):
+    no_peer = AUTH.replace(f'[peer]\ntoken = "{PEER}"\n', "")
+    assert "[peer]" not in no_peer
+    (tmp_path / "auth.toml").write_text(no_peer)
+    with RootCluster(tmp_path / "c", size=2, tls=True,
+                     extra_args=["--auth-file", str(tmp_path / "auth.toml")]) as c:
+        # it formed: the join and gossip went over TLS with node certificates only
+        first, second = c.names
+        assert c.http(first, "PUT", "/kv/app/tls", b"t", bearer("alice"))[0] == 204
+        assert c.http(second, "GET", "/kv/app/tls", None, bearer("rita"))[::2] == (200, b"t")
+        assert error(c.http(second, "PUT", "/kv/app/tls", b"u", NONE)) == (
+            401, "unauthenticated")
+        assert c.internal(first, "status")[0] == 200  # the harness shows a node certificate
