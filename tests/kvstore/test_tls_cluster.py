@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
+import os
+import socket
 import ssl
 import subprocess
 import sys
@@ -127,6 +129,27 @@ def test_a_plain_http_request_to_a_tls_node_fails_cleanly(cluster) -> None:
         Client([node], timeout=5).get(b"greeting")  # a plain client: no answer, no hang
     status, _ = cluster.json(node, "GET", "/health")  # the node serves on
     assert status == 200
+
+
+def test_garbage_and_stalled_handshakes_do_not_stop_a_tls_node(cluster) -> None:
+    node = cluster.names[0]
+    host, port = node.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=TIMEOUT) as junk:
+        junk.sendall(b"\x16\x03\x01\x00\x05" + os.urandom(512))  # a broken ClientHello
+        try:
+            answer = junk.recv(4096)
+        except ConnectionResetError:
+            answer = b""
+        assert answer == b"" or answer[0] == 0x15  # EOF or a TLS alert record, not a hang
+    stalled = [socket.create_connection((host, int(port)), timeout=TIMEOUT) for _ in range(4)]
+    try:  # connections that never finish their handshake hold up nobody
+        assert cluster.json(node, "GET", "/health")[0] == 200
+        with Client([node], **files(cluster, "client-test")) as kv:
+            kv.put(b"during-stall", b"fine")
+            assert kv.get(b"during-stall").value == b"fine"
+    finally:
+        for s in stalled:
+            s.close()
 
 
 def test_peer_routes_refuse_a_connection_without_a_node_certificate(cluster) -> None:
