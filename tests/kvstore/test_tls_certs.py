@@ -20,7 +20,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from kvstore import certs, cli_certs, tls
 from kvstore.cli import main as kv_main
-from kvstore.config import ConfigError, NodeConfig
+from kvstore.config import ConfigError, NodeConfig, add_arguments, from_args
 from lockservice import members
 
 
@@ -252,3 +252,17 @@ def test_lock_members_take_https_urls_and_tls_files(tmp_path: Path) -> None:
         members.client_context(str(tmp_path / "missing.crt"))
     with pytest.raises(ValueError, match="needs its key"):
         members.client_context(None, str(tmp_path / "client-ops.crt"))
+
+
+def test_the_tls_files_come_from_flags_or_the_toml_file(tmp_path: Path) -> None:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    toml = tmp_path / "node.toml"
+    toml.write_text('name = "127.0.0.1:7001"\ndata = "d"\ntls-cert = "n.crt"\n'
+                    'tls-key = "n.key"\ntls-ca = "ca.crt"\n')
+    config = from_args(parser.parse_args(["--config", str(toml), "--tls-ca", "other.crt"]))
+    assert (config.tls_cert, config.tls_key, config.tls_ca) == (
+        Path("n.crt"), Path("n.key"), Path("other.crt"))  # the flag wins over the file
+    toml.write_text('name = "127.0.0.1:7001"\ndata = "d"\ntls-cert = "n.crt"\n')
+    with pytest.raises(ConfigError, match="go together"):
+        from_args(parser.parse_args(["--config", str(toml)]))
