@@ -8,6 +8,7 @@ peer-route check and the client's choice of scheme as pure functions.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import ipaddress
 import ssl
 import stat
@@ -266,3 +267,46 @@ def test_the_tls_files_come_from_flags_or_the_toml_file(tmp_path: Path) -> None:
     toml.write_text('name = "127.0.0.1:7001"\ndata = "d"\ntls-cert = "n.crt"\n')
     with pytest.raises(ConfigError, match="go together"):
         from_args(parser.parse_args(["--config", str(toml)]))
+
+
+async def _handshake(server: ssl.SSLContext, client: ssl.SSLContext) -> dict | None:
+    """One TLS connection on 127.0.0.1: the client certificate the server saw."""
+    seen: list = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        seen.append(writer.get_extra_info("peercert"))
+        writer.write(b"ok")
+        await writer.drain()
+        writer.close()
+
+    listener = await asyncio.start_server(serve, "127.0.0.1", 0, ssl=server)
+    port = listener.sockets[0].getsockname()[1]
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=client,
+                                                       server_hostname="127.0.0.1")
+        assert await reader.read() == b"ok"
+        writer.close()
+    finally:
+        listener.close()
+        await listener.wait_closed()
+    return seen[0]
+
+
+def test_a_ca_rotation_works_through_a_file_of_both_cas(tmp_path: Path) -> None:
+    """docs/tls.md "Rotating certificates": nodes and clients that trust old + new CA
+    accept certificates of either; a client that trusts only the old CA refuses a node
+    that already has its new certificate."""
+    node = "127.0.0.1:7001"
+    old, new = tmp_path / "old", tmp_path / "new"
+    certs.init(old, [node])
+    certs.init(new, [node])
+    both = tmp_path / "both.crt"
+    both.write_bytes((old / "ca.crt").read_bytes() + (new / "ca.crt").read_bytes())
+    stem = certs.node_stem(node)
+    rotated = tls.server_context(new / f"{stem}.crt", new / f"{stem}.key", both)
+    not_yet = tls.client_context(both, old / f"{stem}.crt", old / f"{stem}.key")
+    peer = asyncio.run(_handshake(rotated, not_yet))
+    assert tls.peer_refusal(peer) is None  # an old-CA node certificate still passes
+    stale_client = tls.client_context(old / "ca.crt")
+    with pytest.raises(ssl.SSLCertVerificationError):
+        asyncio.run(_handshake(rotated, stale_client))
