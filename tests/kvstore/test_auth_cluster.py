@@ -316,3 +316,14 @@ def test_with_tls_node_certificates_authenticate_peers_without_a_peer_token(tmp_
         assert error(c.http(second, "PUT", "/kv/app/tls", b"u", NONE)) == (
             401, "unauthenticated")
         assert c.internal(first, "status")[0] == 200  # the harness shows a node certificate
+
+
+def test_kv_lock_takes_the_token_too(cluster):
+    members = ",".join(cluster.lock_peers.values())
+    done = kv("--token", TOKENS["lou"], "lock", "run", "--members", members, "jobs/cli",
+              "--", sys.executable, "-c", "print('held')")
+    assert done.returncode == 0 and "held" in done.stdout, done.stderr
+    done = kv("lock", "run", "--members", members, "other/cli", "--", sys.executable, "-c",
+              "print('held')", env={"RINGLOCK_TOKEN": TOKENS["lou"]})
+    assert done.returncode != 0 and "held" not in done.stdout
+    assert "forbidden" in done.stderr and "Traceback" not in done.stderr, done.stderr
