@@ -146,6 +146,10 @@ def _watch(args: argparse.Namespace) -> dict:
             done = sum(row["last_exchange"] is not None
                        and row["last_exchange"] != before.get(p) for p, row in rows.items())
             exchanged.set(done, len(rows))
+            if done < len(rows) and not doc["settings"]["enabled"]:
+                raise AntiEntropyError(f"{doc['node']}: exchanges are paused (`POST "
+                                       "/admin/v1/aae/schedule {\"enabled\": true}` resumes "
+                                       "them); nothing to wait for")
             return t["pending"] == 0 and done == len(rows)
 
         return _follow(args, step)

@@ -17,6 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from kvstore.cli import main
 from kvstore.client import Client
 from tests.kvstore.api_cluster import free_base_port, request, running_cluster
 
@@ -38,7 +39,7 @@ def members(node: str) -> dict:
         return c.admin("members")
 
 
-def test_cluster_up_load_rebuild_join_and_leave_show_progress(tmp_path: Path) -> None:
+def test_cluster_up_load_rebuild_join_and_leave_show_progress(tmp_path: Path, capsys) -> None:
     folder, port = tmp_path / "a", free_base_port(2)
     names = [f"127.0.0.1:{port}", f"127.0.0.1:{port + 1}"]
     where = ("--dir", str(folder))
@@ -63,10 +64,16 @@ def test_cluster_up_load_rebuild_join_and_leave_show_progress(tmp_path: Path) ->
         last = rebuild.stderr.splitlines()[-1]
         assert last.startswith("trees rebuilt: 100%") and f"{doc['rebuilt']}/" in last
 
-        status, _, _ = request(names[0], "POST", "/admin/v1/aae/schedule",
-                               json.dumps({"interval_s": 0.2}).encode(),
-                               {"Content-Type": "application/json"})
-        assert status == 200
+        def schedule(**settings: object) -> None:
+            status, _, _ = request(names[0], "POST", "/admin/v1/aae/schedule",
+                                   json.dumps(settings).encode(),
+                                   {"Content-Type": "application/json"})
+            assert status == 200
+
+        schedule(enabled=False)  # paused: a watch would wait forever, so it says so
+        assert main(["aae", "status", "--watch", "--node", names[0]]) == 1
+        assert "exchanges are paused" in capsys.readouterr().err
+        schedule(enabled=True, interval_s=0.2)
         watch = kv("aae", "status", "--watch", "--progress", "--node", names[0], "--json")
         assert watch.returncode == 0, watch.stderr
         doc = json.loads(watch.stdout)
