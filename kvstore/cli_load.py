@@ -135,6 +135,8 @@ def _nodes(args: argparse.Namespace) -> list[str]:
 
 def run_load(args: argparse.Namespace) -> int:
     if args.file == "-":
+        if sys.stdin.isatty():
+            print("kv load: reading lines from stdin (end them with Ctrl-D)", file=sys.stderr)
         stream: IO[bytes] = sys.stdin.buffer
         total = None
     else:

@@ -10,7 +10,8 @@ line that is not blank starts with `{`, else TSV):
                                                       the rest of the line (a value may
                                                       hold TABs but not a newline)
 
-Lines end with `\\n` (a `\\r` before it is dropped in TSV; JSON ignores it as whitespace).
+Lines end with `\\n` (a `\\r` before it is dropped in TSV; JSON ignores it as whitespace);
+a UTF-8 byte order mark at the start of the input is dropped.
 Blank lines are skipped. Keys are 1..MAX_KEY_BYTES bytes; values at most `max_value` bytes
 (the node's limit). A line longer than `max_line(max_value)` is refused without being held
 in memory. Every refusal is a `BadLine` naming the line number and the reason; the line
@@ -28,6 +29,8 @@ from dataclasses import dataclass
 from typing import IO
 
 from kvstore.http_codec import MAX_KEY_BYTES
+
+BOM = b"\xef\xbb\xbf"  # a UTF-8 byte order mark, which some editors put first: dropped
 
 
 class Format(enum.Enum):
@@ -75,7 +78,10 @@ def read_lines(stream: IO[bytes], limit: int) -> Iterator[RawLine]:
             return
         number += 1
         if len(chunk) <= limit or chunk.endswith(b"\n"):
-            yield RawLine(number, chunk.rstrip(b"\n"), len(chunk), False)
+            data = chunk.rstrip(b"\n")
+            if number == 1:
+                data = data.removeprefix(BOM)
+            yield RawLine(number, data, len(chunk), False)
             continue
         size = len(chunk)
         while chunk and not chunk.endswith(b"\n"):

@@ -87,6 +87,14 @@ def test_hostile_lines_are_refused_with_their_line_number(line: bytes, reason: s
     assert str(exc.value).startswith("line 42: ")
 
 
+def test_a_byte_order_mark_at_the_start_is_dropped() -> None:
+    data = b'\xef\xbb\xbf{"key": "k", "value": "v"}\n\xef\xbb\xbfk2\tv\n'
+    first, second = read_lines(io.BytesIO(data), max_line(LIMIT))
+    assert detect(first.data) is Format.JSON and parse(first, Format.JSON, LIMIT).key == b"k"
+    assert first.size == 3 + len(first.data) + 1  # the bytes consumed count the mark
+    assert second.data.startswith(b"\xef\xbb\xbf")  # only the input's first bytes
+
+
 def test_an_oversized_value_is_refused_before_it_is_sent() -> None:
     with pytest.raises(BadLine, match="value of 101 bytes is over the limit of 100"):
         parse(raw(b"k\t" + b"v" * 101), Format.TSV, 100)
