@@ -48,9 +48,11 @@ import json
 import os
 import resource
 import shutil
+import signal
 import statistics
 import sys
 import tempfile
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -222,10 +224,21 @@ def phase_keepalive(cl: Clusters, args: argparse.Namespace, out: dict[str, Any])
             idle_leader = idle_cores([leader], 3.0) if leader else None
             marks: dict[str, tuple[float, dict[int, float], float]] = {}
 
-            def mark(phase: str, pids: list[int] = pids, marks: dict[str, Any] = marks) -> None:
+            killed: dict[str, Any] = {}
+            killer: list[threading.Timer] = []
+
+            def mark(phase: str, pids: list[int] = pids, marks: dict[str, Any] = marks,
+                     name: str = name, killed: dict[str, Any] = killed,
+                     killer: list[threading.Timer] = killer) -> None:
                 ru = resource.getrusage(resource.RUSAGE_SELF)
                 cpu = {p: tree_cpu_seconds(p) for p in pids}
                 marks[phase] = (time.monotonic(), cpu, ru.ru_utime + ru.ru_stime)
+                if phase == "start" and args.keepalive_fault:
+                    killer.append(threading.Timer(args.keepalive_fault_at, fault,
+                                                  (cl, args, name, killed)))
+                    killer[0].start()
+                elif phase == "end" and killer:
+                    killer[0].cancel()
 
             if name == "ringlock":
                 from bench.ringlock_target import keepalive_sessions
@@ -238,6 +251,10 @@ def phase_keepalive(cl: Clusters, args: argparse.Namespace, out: dict[str, Any])
                 url = cl.c[name].leader_url()
                 got = asyncio.run(keepalive_leases(url, args.sessions, TTL_MS // 1000,
                                                    args.keepalive_s, mark))
+            if killer:
+                killer[0].join()
+            if killed.get("signal") == "kill":
+                cl.ensure(name)  # restart the killed member before the next measurement
             (w0, c0, s0), (w1, c1, s1) = marks["start"], marks["end"]
             wall = w1 - w0
             row = got | {
@@ -247,19 +264,41 @@ def phase_keepalive(cl: Clusters, args: argparse.Namespace, out: dict[str, Any])
                 "members_cores": sum(c1[p] - c0[p] for p in c1) / wall,
                 "client_cores": (s1 - s0) / wall,
                 "idle_members_cores": idle, "idle_leader_cores": idle_leader,
+                "fault": killed or None, "load": loadavg(),
             }  # fmt: skip
             out["keepalive"].append(row)
             renewals = row.get("keepalives", row.get("renewals"))
             lost = row.get("sessions_lost")
             moved = row.get("leader_before") != row.get("leader_after")
+            how = {"kill": " (leader SIGKILLed)", "pause": " (leader paused)"}.get(
+                killed.get("signal", ""), "")
             extra = "" if lost is None else (f", {lost} sessions lost"
-                                             f"{', leader changed' if moved else ''}")
+                                             f"{', leader changed' if moved else ''}{how}"
+                                             f"; load {row['load'][0]:.1f}")
             kinds = ", ".join(f"{k}: {v}" for k, v in row.get("failure_kinds", {}).items())
+            if killed.get("signal") == "kill":
+                row["leader_cores"] = float("nan")  # the first leader did not live through it
             print(f"  {name:9} {args.sessions} sessions: leader {row['leader_cores']:.3f} "
                   f"cores (idle {idle_leader:.3f}), members {row['members_cores']:.3f} "
                   f"(idle {idle:.3f}), client {row['client_cores']:.3f}; "
                   f"{renewals} renewals, {row['failures']} failed{extra}"
                   f"{f' ({kinds})' if kinds else ''}", flush=True)  # fmt: skip
+
+
+def fault(cl: Clusters, args: argparse.Namespace, name: str, into: dict[str, Any]) -> None:
+    """The keepalive window's fault: SIGKILL the leader, or pause it until it is deposed."""
+    if args.keepalive_fault == "kill":
+        into.update(cl.c[name].kill_leader(), signal="kill")
+        return
+    pid = cl.leader_pid(name)
+    if pid is None:
+        return
+    into.update(signal="pause", pid=pid, at=time.monotonic())
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        time.sleep(args.pause_s)
+    finally:
+        os.kill(pid, signal.SIGCONT)
 
 
 def phase_failover(cl: Clusters, args: argparse.Namespace, out: dict[str, Any]) -> None:
@@ -469,6 +508,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--zk-procs", type=int, default=4, help="processes for kazoo's threads")
     p.add_argument("--sessions", type=int, default=1000)
     p.add_argument("--keepalive-s", type=float, help="keepalive window (30; quick 10)")
+    p.add_argument("--keepalive-fault", choices=("kill", "pause"),
+                   help="during the keepalive window: SIGKILL the leader (restarted after the "
+                        "window), or pause it (SIGSTOP, SIGCONT `--pause-s` later) so that it "
+                        "is deposed while alive; default: neither")
+    p.add_argument("--keepalive-fault-at", type=float, default=5.0,
+                   help="seconds into the keepalive window of the fault (5)")
+    p.add_argument("--pause-s", type=float, default=1.5, help="length of a pause fault")
     p.add_argument("--trials", type=int, help="failover trials per target (5; quick 1)")
     p.add_argument("--failover-s", type=float, default=8.0, help="length of a failover run")
     p.add_argument("--fifo-margin-ms", type=float, default=50.0)

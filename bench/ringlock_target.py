@@ -251,6 +251,7 @@ class LockCluster:
             sys.executable, "-m", "lockservice.node", "--id", str(node), "--peers", peers,
             "--data", os.path.join(self.root, f"m{node}"), "--tick-ms", str(self.tick_ms),
             "--election-ticks", str(self.election_ticks),
+            "--log-level", os.environ.get("RINGLOCK_BENCH_LOG_LEVEL", "WARNING"),
         ])  # fmt: skip
 
     def start(self, timeout: float = 60.0) -> None:

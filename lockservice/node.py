@@ -30,6 +30,13 @@ from lockservice.server import LockServer
 
 log = logging.getLogger(__name__)
 
+# Connections the kernel queues before the server accepts them (capped by
+# net.core.somaxconn). After a leader change every client and every relaying member connects
+# to the new leader at once; with aiohttp's default of 128 the kernel dropped the SYNs beyond
+# it, and TCP's SYN retransmission (1, 2, 4, 8 s) held those KeepAlives past their lease:
+# hundreds of 1,000 sessions expired across a fail-over (bench/lock.py, keepalive --fault).
+LISTEN_BACKLOG = 4096
+
 
 def parse_peers(text: str) -> dict[int, str]:
     peers: dict[int, str] = {}
@@ -62,7 +69,8 @@ async def serve(args: argparse.Namespace) -> None:
     runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
     await runner.setup()
     host, _, port = args.peers[args.id].rpartition(":")
-    site = web.TCPSite(runner, host, int(port), reuse_address=True, shutdown_timeout=1.0)
+    site = web.TCPSite(runner, host, int(port), reuse_address=True, shutdown_timeout=1.0,
+                       backlog=LISTEN_BACKLOG)
     await server.start()
     await site.start()
     print(f"ringlock lock member {args.id} ready", file=sys.stderr, flush=True)
