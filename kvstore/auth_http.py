@@ -24,6 +24,8 @@ Theory of operation (docs/auth.md)
   body's sequencer names; /lock/v1/status -> admin. `/admin/...`, `/ring`, `/status...`,
   `/metrics` -> admin path (GET/HEAD read, else write). Anything else (lock leader,
   unknown paths) needs only a known token; its handler answers (often 404).
+- An allowed request carries its `auth.Principal` in `request["principal"]` (`.name`,
+  `.peer`; the lock service counts sessions per client by it).
 - Bodies read for a decision (watch, sequencer check; at most lockservice's MAX_BODY) are
   handed on to the handler unchanged. A body or name the middleware cannot read leaves the
   refusal to the handler (a 4xx that changes nothing), for an authenticated principal only.
@@ -34,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import warnings
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -223,6 +226,9 @@ class Guard:
             verdict = decide(principal, kind, name, perm)
             if isinstance(verdict, Denied):
                 return self._deny(request, 403, "forbidden", verdict.reason)
+        with warnings.catch_warnings():  # a str key: lockservice reads it without kvstore
+            warnings.simplefilter("ignore", web.NotAppKeyWarning)
+            request["principal"] = principal  # who asked (lock sessions per client)
         return await handler(request)
 
 

@@ -121,9 +121,11 @@ def run_app(requests: list[tuple[str, str, dict, bytes | None]]):
     """Serve a recording app behind the guard; answer (status, json, bodies seen, denials)."""
     seen: list[tuple[str, bytes]] = []
     denials: list[str] = []
+    principals: list[str | None] = []
 
     async def record(request: web.Request) -> web.Response:
         seen.append((request.path, await request.read()))
+        principals.append(getattr(request.get("principal"), "name", None))
         return web.json_response({"ok": True})
 
     async def main():
@@ -150,14 +152,14 @@ def run_app(requests: list[tuple[str, str, dict, bytes | None]]):
             await runner.cleanup()
         return answers
 
-    return asyncio.run(main()), seen, denials
+    return asyncio.run(main()), seen, denials, principals
 
 
 ALICE = {"Authorization": "Bearer alice-token"}
 
 
 def test_denied_requests_never_reach_the_handler():
-    answers, seen, denials = run_app([
+    answers, seen, denials, _ = run_app([
         ("PUT", "/kv/other/x", ALICE, b"v"),
         ("PUT", "/kv/app/x", {}, b"v"),
         ("PUT", "/kv/app/x", {"Authorization": "Bearer wrong"}, b"v"),
@@ -177,7 +179,7 @@ def test_denied_requests_never_reach_the_handler():
 
 def test_allowed_requests_reach_the_handler_with_their_body():
     watch = json.dumps({"prefix": "jobs/"}).encode()
-    answers, seen, denials = run_app([
+    answers, seen, denials, principals = run_app([
         ("PUT", "/kv/app/x", ALICE, b"value"),
         ("GET", "/health", {}, None),
         ("POST", "/internal/v1/put", {"Authorization": f"Bearer {PEER_TOKEN}"}, b"m"),
@@ -188,6 +190,7 @@ def test_allowed_requests_reach_the_handler_with_their_body():
     assert seen == [("/kv/app/x", b"value"), ("/health", b""), ("/internal/v1/put", b"m"),
                     ("/lock/v1/sessions/7/watches", watch)]
     assert denials == ["forbidden"]
+    assert principals == ["alice", None, "peer", "alice"]  # /health is public: no one
 
 
 def test_dot_segments_cannot_reach_another_route_than_the_one_checked():
