@@ -206,7 +206,7 @@ class Node:
         self.runner = web.AppRunner(app, shutdown_timeout=SHUTDOWN_S, access_log=None)
         await self.runner.setup()
         await web.TCPSite(self.runner, self.config.host, self.config.port,
-                          reuse_address=True,
+                          reuse_address=True, backlog=4096,  # lockservice.node.LISTEN_BACKLOG
                           ssl_context=self.tls.server if self.tls else None).start()
         logger.info("%s: serving on %s://%s/", self.name, "https" if self.tls else "http",
                     self.name)
