@@ -250,3 +250,29 @@ def test_the_example_file_of_docs_auth_md_is_valid():
     assert isinstance(decide(alice, Kind.KV, b"app/1", Perm.WRITE), Allowed)
     assert isinstance(decide(alice, Kind.LOCK, "jobs/1", Perm.WRITE), Allowed)
     assert isinstance(decide(alice, Kind.KV, b"other", Perm.READ), Denied)
+
+
+@settings(max_examples=150, deadline=None)
+@given(rules=st.lists(st.tuples(st.sampled_from(["kv", "lock", "entry", "admin", "*"]),
+                                st.text(st.characters(exclude_categories=("Cs",)),
+                                        max_size=20),
+                                st.sets(st.sampled_from(["read", "write", "admin"]),
+                                        min_size=1)),
+                      max_size=5),
+       token=st.text(st.characters(exclude_categories=("Cs",)), min_size=1, max_size=40))
+def test_a_written_file_reads_back_as_the_same_rules(rules, token):
+    """The parser keeps any prefix (quotes, control characters, non-ASCII) byte for byte."""
+
+    def toml(text: str) -> str:  # a TOML basic string: escape what TOML requires
+        return '"' + "".join(f"\\u{ord(c):04x}" if c in '"\\' or ord(c) < 0x20
+                             or ord(c) == 0x7F else c for c in text) + '"'
+
+    lines = ["[roles.r]", "rules = ["]
+    lines += [f"  {{ kind = {toml(k)}, prefix = {toml(p)}, "
+              f"perms = [{', '.join(toml(x) for x in sorted(g))}] }}," for k, p, g in rules]
+    lines += ["]", "[users.u]", f'token_sha256 = "{hash_token(token)}"', 'roles = ["r"]']
+    config = parse("\n".join(lines) + "\n")
+    user = config.authenticate(token)
+    assert user is not None and user.name == "u"
+    assert user.rules == tuple(Rule(None if k == "*" else Kind(k), p.encode(),
+                                    frozenset(Perm(x) for x in g)) for k, p, g in rules)
