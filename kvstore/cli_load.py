@@ -10,7 +10,8 @@ KEY<TAB>VALUE as raw bytes (the value is the rest of the line: no newline in it)
 auto` (the default) takes JSON when the first line that is not blank starts with `{`.
 Blank lines are skipped. Keys are 1..1024 bytes; values at most --max-value bytes.
 
-Writes: up to --concurrency puts at a time (default 32) through the asyncio client, with
+Writes: up to --concurrency puts at a time (default 32) through the asyncio client, spread
+over the nodes given (--node, else the defaults of `kv put`) as coordinators, with
 `kv put`'s meaning: each put first reads the key and writes with that context, so it
 replaces what is stored (--blind skips the read: faster, and a key already stored gets a
 sibling). Two lines with the same key are written in file order (the later one wins).
@@ -36,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import itertools
 import json
 import os
@@ -237,9 +239,15 @@ async def load(stream: IO[bytes], args: argparse.Namespace, bar: progress.Progre
                 break
         return batch
 
-    async with AsyncClient(_nodes(args), timeout=_client_timeout(args),
-                           **tls.client_options(args)) as kv:  # --token, --cacert, ...
-        workers = [asyncio.create_task(worker(kv)) for _ in range(args.concurrency)]
+    # one client per node, each trying a different node first: the puts are coordinated
+    # by every node given, not all by the first (each client still fails over in order)
+    nodes = _nodes(args)
+    async with contextlib.AsyncExitStack() as stack:
+        clients = [await stack.enter_async_context(AsyncClient(
+            nodes[i:] + nodes[:i], timeout=_client_timeout(args),
+            **tls.client_options(args))) for i in range(len(nodes))]  # --token, --cacert...
+        workers = [asyncio.create_task(worker(clients[i % len(clients)]))
+                   for i in range(args.concurrency)]
         try:
             while summary.stopped_at_line is None and (batch := await asyncio.to_thread(
                     next_batch)):

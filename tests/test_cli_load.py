@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 from kvstore.cli import main
 from kvstore.client import Client
 from kvstore.load_lines import BadLine, Format, RawLine, detect, max_line, parse, read_lines
-from tests.kvstore.api_cluster import running_cluster
+from tests.kvstore.api_cluster import request, running_cluster
 
 LIMIT = 1 << 20
 
@@ -155,6 +155,15 @@ def run(capsysbinary, monkeypatch, nodes):
     return run
 
 
+def coordinated_puts(node: str) -> float:
+    """The puts `node` has coordinated successfully (its /metrics)."""
+    _status, _headers, body = request(node, "GET", "/metrics")
+    for line in body.decode().splitlines():
+        if line.startswith('ringlock_kv_requests_total{op="put",outcome="ok"}'):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
 def read_back(nodes: list[str], key: bytes) -> list[bytes]:
     with Client(nodes) as kv:
         return kv.get(key).values
@@ -174,8 +183,11 @@ def test_every_loaded_key_reads_back_and_the_summary_counts(run, nodes, tmp_path
     records[b"json-5"] = b"replaced"
     path = tmp_path / "data.jsonl"
     path.write_text("\n".join(lines) + "\n")
+    before = [coordinated_puts(node) for node in nodes]
     got = run("load", str(path), "--json", "--concurrency", "16")
     assert got.returncode == 0, got.stderr
+    # every node coordinated some of the puts (one client per node, each tries it first)
+    assert all(coordinated_puts(node) > b for node, b in zip(nodes, before, strict=True))
     summary = json.loads(got.stdout)
     assert (summary["loaded"], summary["failed"], summary["bad_lines"],
             summary["skipped_blank"]) == (302, 0, 0, 1)
