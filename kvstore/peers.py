@@ -43,6 +43,10 @@ logger = logging.getLogger(__name__)
 POOL_PER_HOST = 64  # concurrent calls to one peer before they queue for a connection
 KEEPALIVE_S = 30.0  # idle pooled connections are kept this long
 SUSPECT_S = 1.0  # after a transport failure, route around the peer for this long
+# A call that timed out with less than this to answer says nothing about the peer, only
+# about the caller's deadline (a client may ask for timeout_ms=1): it does not make the
+# peer suspect, or one such request would turn every other client away for SUSPECT_S.
+SUSPECT_MIN_WAIT_S = 0.5
 BATCH_BYTES = 8 << 20  # merge_many bodies are split below this size
 LARGE_BODY = 1 << 20  # aiohttp wants larger bodies as a file-like object, not bytes
 
@@ -124,7 +128,8 @@ class Peers:
             self._failed(node, f"{op}: {exc.strerror or exc}")
             raise wire.NotApplied(node, f"{op}: cannot connect ({exc.strerror or exc})") from None
         except TimeoutError:
-            self._failed(node, f"{op}: no answer within {timeout_s:.3f} s")
+            if timeout_s >= SUSPECT_MIN_WAIT_S:
+                self._failed(node, f"{op}: no answer within {timeout_s:.3f} s")
             raise NodeUnavailable(node, f"{op}: no answer within {timeout_s:.3f} s") from None
         except (aiohttp.ClientError, OSError) as exc:
             self._failed(node, f"{op}: {type(exc).__name__}: {exc}")
