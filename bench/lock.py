@@ -261,7 +261,8 @@ def phase_keepalive(cl: Clusters, args: argparse.Namespace, out: dict[str, Any])
                 "phase": "keepalive", "target": name, "round": rnd, "seconds": wall,
                 "ttl_ms": TTL_MS, "leader_pid": leader,
                 "leader_cores": (c1[leader] - c0[leader]) / wall if leader in c1 else None,
-                "members_cores": sum(c1[p] - c0[p] for p in c1) / wall,
+                # a member killed in the window reads 0 at the end: count the survivors
+                "members_cores": sum(c1[p] - c0[p] for p in c1 if c1[p] >= c0[p]) / wall,
                 "client_cores": (s1 - s0) / wall,
                 "idle_members_cores": idle, "idle_leader_cores": idle_leader,
                 "fault": killed or None, "load": loadavg(),

@@ -113,6 +113,7 @@ class LockServer(Operations):
         # Sessions whose lease is still the one this leader's GrantFreshLeases gave them all
         # at once: their first KeepAlive here is answered at once (operations.hold_ms).
         self.fresh_sessions: set[int] = set()
+        self._ready_changed = asyncio.Event()  # set (then replaced) when readiness changes
 
     @classmethod
     def open(cls, *, node_id: int, addresses: dict[int, str], data_dir: str,
@@ -203,18 +204,34 @@ class LockServer(Operations):
             lid = self.driver.leader_id
             if lid and lid != self.id:
                 raise NoLeader(f"member {self.id} is not the leader", lid)
-            if time.monotonic() >= deadline or self._task is None:
+            left = deadline - time.monotonic()
+            if left <= 0 or self._task is None:
                 raise NoLeader(f"member {self.id} knows no leader yet", lid or None)
-            await asyncio.sleep(self.driver.tick_s / 2)
+            # Woken as soon as this member is ready; at least every tick, to see a leader
+            # elected elsewhere.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(min(left, self.driver.tick_s)):
+                    await self._ready_changed.wait()
+
+    def _readiness_changed(self) -> None:
+        self._ready_changed.set()
+        self._ready_changed = asyncio.Event()
 
     async def _leader_duties(self) -> None:
+        changed = self.driver.leadership_changed
         while True:
-            await asyncio.sleep(self.expire_interval_s)
+            # Every interval, and at once when leadership changes (a new leader grants fresh
+            # leases without waiting out the interval: fail-over time).
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.expire_interval_s):
+                    await changed.wait()
+            changed.clear()
             try:
                 if not self.driver.is_leader:
                     if self.fresh_term:
                         self.fresh_term = 0
                         self.fresh_sessions = set()
+                        self._readiness_changed()
                         self.signals.wake_all()  # held requests answer now, not at their end
                 elif self.fresh_term != self.term:
                     term = self.term
@@ -223,6 +240,7 @@ class LockServer(Operations):
                     if self.driver.is_leader and self.term == term:
                         self.fresh_sessions = set(self.fsm.sessions)
                         self.fresh_term = term
+                        self._readiness_changed()
                         log.info("member %d leads term %d; fresh leases granted", self.id, term)
                 elif self._expiry_due(now_ms()):
                     await self.propose(c.ExpireSessions(now_ms()))

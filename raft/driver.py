@@ -97,6 +97,8 @@ class Driver:
         self.read_timeout_s = 2 * core.config.election_tick * tick_s
         self.leader_id = 0
         self.is_leader = False
+        # Set whenever leader_id or is_leader changes; whoever waits on it clears it.
+        self.leadership_changed = asyncio.Event()
         self.applied = storage.snapshot_index
         self.conf_state: ConfState = core.conf
         self._inbox: list[Message] = []
@@ -416,6 +418,8 @@ class Driver:
 
     def _on_soft_state(self, leader: int, is_leader: bool) -> None:
         was_leader = self.is_leader
+        if (leader, is_leader) != (self.leader_id, was_leader):
+            self.leadership_changed.set()
         self.leader_id, self.is_leader = leader, is_leader
         if was_leader and not is_leader:
             log.info("node %d lost leadership (leader now %d); failing %d proposals",
