@@ -119,6 +119,37 @@ def test_unknown_status_paths_answer_404_and_serve_no_file(cluster, path) -> Non
     assert b"import" not in body  # no source file leaked
 
 
+@pytest.mark.parametrize("accept", [
+    "text/html;q=nan", "text/html;q=inf, application/json;q=-1", "x" * 8000,
+    ";;;,,,/", "text/html\u00e9", "*/*;q=0.1, text/html;q=0.0001"])
+def test_odd_accept_headers_get_the_page_or_the_json_never_an_error(cluster, accept) -> None:
+    node = cluster.names[0]
+    status, got, body = cluster.http(node, "GET", "/status",
+                                     headers={"Accept": accept.encode().decode("latin-1")})
+    assert status == 200, body
+    kind = got["Content-Type"].split(";")[0]
+    assert kind in ("text/html", "application/json")
+    if kind == "application/json":
+        assert json.loads(body)["node"] == node
+
+
+def test_status_v1_matches_its_schema_in_openapi(cluster) -> None:
+    import jsonschema
+    import yaml
+
+    doc = yaml.safe_load((Path(__file__).resolve().parents[2] / "docs" / "openapi.yaml")
+                         .read_text())
+    # The whole document as the root schema: its other keys are unknown keywords (ignored),
+    # and "#/components/..." references inside the response schema resolve against it.
+    pointer = "#/paths/~1status~1v1/get/responses/200/content/application~1json/schema"
+    validator = jsonschema.Draft202012Validator({**doc, "$ref": pointer})
+    for node in cluster.names:
+        if cluster.node(node).running:
+            validator.validate(status_doc(cluster, node))
+    with pytest.raises(jsonschema.ValidationError):  # the schema does constrain something
+        validator.validate({**status_doc(cluster, cluster.names[0]), "version": 2})
+
+
 # -- the page in a real browser -------------------------------------------------------------
 
 def _chromium(tmp_path: Path):
