@@ -6,7 +6,8 @@ and refuses the write otherwise. `SequencerCache` asks through any `checker` (th
 in-process `LockServer.check_sequencer`, or `AsyncLockClient.check_sequencer` over HTTP),
 keeps each answer for `ttl_s`, shares one question among concurrent callers of the same
 token, and forgets the answers about a lock when a lock event names it (`on_event`, fed by
-`follow(client)` or by whoever sees the events).
+`follow(client)` or by whoever sees the events; `on_change(kind, name)`, fed by a voter's
+own table through `LockServer.add_change_listener`).
 
 The trade-off, as in Chubby: for up to `ttl_s` after a holder lost its lock, a cached
 "current" may still let its write through, unless an event invalidated it first. A holder
@@ -101,8 +102,13 @@ class SequencerCache:
             del self._answers[token]
 
     def on_event(self, event: Event) -> None:
-        if event.kind in LOCK_EVENTS:
-            self.invalidate(event.name)
+        self.on_change(event.kind, event.name)
+
+    def on_change(self, kind: EventKind, name: str) -> None:
+        """An event of `kind` about `name`: forget the lock's answers if its holders changed
+        (a voter feeds this from its own table: `LockServer.add_change_listener`)."""
+        if kind in LOCK_EVENTS:
+            self.invalidate(name)
 
     async def follow(self, client: AsyncLockClient, prefix: str = "") -> None:
         """Invalidate from `client`'s watch on `prefix` until cancelled or the session ends."""

@@ -85,6 +85,9 @@ class LockStateMachine:
         # Not state: the lock server's hook, told of every event queued for a session while
         # it is being applied (it wakes long-polls and waiting acquires). It must not raise.
         self.event_listener: Callable[[int, Event], None] | None = None
+        # Not state either: told of every event of the table as it is emitted, watched or
+        # not (kind, name): a fencing cache forgets what it knew about a lock. Must not raise.
+        self.change_listener: Callable[[EventKind, str], None] | None = None
 
     # -- the StateMachine protocol ------------------------------------------------------
 
@@ -482,6 +485,8 @@ class LockStateMachine:
         self, kind: EventKind, name: str, *, session: int = 0, generation: int = 0, version: int = 0
     ) -> None:
         """Queue an event for every session watching a prefix of `name`."""
+        if self.change_listener is not None:
+            self.change_listener(kind, name)
         if not self.watchers:
             return
         if len(self.watchers) <= len(name) + 1:

@@ -39,7 +39,7 @@ import contextlib
 import logging
 import ssl
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import aiohttp
@@ -47,6 +47,7 @@ from aiohttp import web
 
 from lockservice import commands as c
 from lockservice.errors import NoLeader, RequestRefused, ServerError, Unavailable
+from lockservice.events import EventKind
 from lockservice.fsm import LockStateMachine
 from lockservice.limits import Limits
 from lockservice.operations import Operations
@@ -114,6 +115,8 @@ class LockServer(Operations):
         # at once: their first KeepAlive here is answered at once (operations.hold_ms).
         self.fresh_sessions: set[int] = set()
         self._ready_changed = asyncio.Event()  # set (then replaced) when readiness changes
+        self._change_listeners: list[Callable[[EventKind, str], None]] = []
+        fsm.change_listener = self._on_change
 
     @classmethod
     def open(cls, *, node_id: int, addresses: dict[int, str], data_dir: str,
@@ -289,6 +292,19 @@ class LockServer(Operations):
             raise NoLeader(f"member {self.id} knows no leader for a read", exc.leader) from None
         except RaftError as exc:
             raise Unavailable(f"read not confirmed: {exc}", may_have_applied=False) from None
+
+    def add_change_listener(self, listener: Callable[[EventKind, str], None]) -> None:
+        """Call `listener(kind, name)` for every event of the table as this member applies it
+        (e.g. `SequencerCache.on_change`: a voter's fencing cache forgets a lock's answers
+        when its holders change). It runs inside apply: it must be quick and not raise."""
+        self._change_listeners.append(listener)
+
+    def _on_change(self, kind: EventKind, name: str) -> None:
+        for listener in self._change_listeners:
+            try:
+                listener(kind, name)
+            except Exception:
+                log.exception("member %d: a change listener failed", self.id)
 
     async def check_sequencer(self, token: str) -> bool:
         """Whether the sequencer `token` is still held (linearizable; for fencing).

@@ -108,6 +108,41 @@ def test_an_event_during_the_question_keeps_its_answer_out_of_the_cache() -> Non
     asyncio.run(run())
 
 
+def test_a_voters_table_invalidates_its_cache_without_watches() -> None:
+    """A voter feeds the cache from its own table (LockServer.add_change_listener does
+    this wiring): a release and a new grant make the cached "current" go at once, long
+    before the answer's TTL, though no session watches the lock."""
+    from lockservice import commands as c
+    from lockservice.fsm import LockStateMachine
+    from lockservice.results import Granted
+
+    async def run() -> None:
+        fsm = LockStateMachine()
+        cache = SequencerCache(lambda token: _now_current(fsm, token), ttl_s=3600.0,
+                               rejected=Rejected)
+        seen: list[tuple[EventKind, str]] = []
+        fsm.change_listener = lambda kind, name: (seen.append((kind, name)),
+                                                  cache.on_change(kind, name))
+        a = fsm.execute(1, c.OpenSession(10_000, now=0)).session  # type: ignore[union-attr]
+        b = fsm.execute(2, c.OpenSession(10_000, now=0)).session  # type: ignore[union-attr]
+        got = fsm.execute(3, c.Acquire(a, "job", LockMode.EXCLUSIVE, False, now=0))
+        assert isinstance(got, Granted)
+        token = got.sequencer.to_token()
+        await cache.check(token)
+        fsm.execute(4, c.Release(a, "job"))
+        fsm.execute(5, c.Acquire(b, "job", LockMode.EXCLUSIVE, False, now=0))
+        with pytest.raises(Rejected):
+            await cache.check(token)
+        assert cache.asked == 2
+        assert (EventKind.LOCK_RELEASED, "job") in seen and (EventKind.LOCK_ACQUIRED, "job") in seen
+
+    asyncio.run(run())
+
+
+async def _now_current(fsm: object, token: str) -> bool:
+    return fsm.check_sequencer(Sequencer.from_token(token))  # type: ignore[attr-defined]
+
+
 def test_errors_reach_every_waiter_and_nothing_is_cached() -> None:
     async def run() -> None:
         async def down(token: str) -> bool:
