@@ -66,10 +66,11 @@ function drawRing(doc, colour, healthOf) {
   const title = svg("title");
   title.textContent = `ring v${ring.version}: ${n} partitions over ${ring.members.length} nodes`;
   root.append(title);
+  const gap = Math.min(0.6, 40 / n);  // the white line between arcs, thinner on big rings
   ring.owners.forEach((owner, i) => {
     const health = healthOf.get(owner) || "unknown";
     const arc = svg("path", {d: arcPath(i, n, 120, 120, 110, 70), class: "arc " + health,
-                             fill: colour.get(owner) || "#8a94a6",
+                             fill: colour.get(owner) || "#8a94a6", "stroke-width": gap,
                              "data-partition": i, "data-owner": owner});
     const tip = svg("title");
     tip.textContent = `partition ${i}: ${owner} (${health})`;
