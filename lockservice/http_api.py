@@ -248,7 +248,7 @@ def lock_routes(server: LockServer) -> list[web.RouteDef]:
                      f"no endpoint {request.method} {request.path[:200]!r} in the lock API")
 
     w, r = {"writes": True}, {"writes": False}
-    name = "{name:.+}"
+    name = r"{name:[\s\S]+}"  # any name, "\n" too (".+" left such names unreachable)
     return [
         web.post(f"{PREFIX}/sessions", endpoint(open_session, **w)),
         web.post(f"{PREFIX}/sessions/{{id}}/keepalive", endpoint(keepalive, **w)),
@@ -263,7 +263,7 @@ def lock_routes(server: LockServer) -> list[web.RouteDef]:
         web.delete(f"{PREFIX}/entries/{name}", endpoint(delete_entry, **w)),
         web.get(f"{PREFIX}/leader", endpoint(leader, **r)),
         web.get(f"{PREFIX}/status", endpoint(status, **r)),
-        web.route("*", f"{PREFIX}/{{tail:.*}}", endpoint(no_route, **r)),  # JSON 404, last
+        web.route("*", rf"{PREFIX}/{{tail:[\s\S]*}}", endpoint(no_route, **r)),  # JSON 404, last
     ]
 
 
