@@ -132,7 +132,8 @@ class Node:
         if cfg.join:
             await self.membership.join(cfg.join)
         self.handoff = Handoff(self.hints, deliver=self._deliver,
-                               is_alive=self.membership.is_alive)
+                               is_alive=self.membership.is_alive,
+                               ring=lambda: self.membership.ring, n=cfg.n)
         await self.handoff.start()
         self._closers.append(self.handoff.stop)
         if self.lock is not None:
@@ -165,8 +166,6 @@ class Node:
             self._closers.append(client.members.close)
             checker = client.check_sequencer
         cache = SequencerCache(checker, rejected=SequencerRejected)
-        if self.lock is not None:  # a voter forgets a lock's answers as its own table changes
-            self.lock.add_change_listener(cache.on_change)
 
         async def fence(token: str) -> None:
             try:

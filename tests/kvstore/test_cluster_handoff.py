@@ -91,3 +91,28 @@ def test_a_replica_refusing_connections_is_replaced_by_a_spare_at_once(fresh_clu
         down.wait_ready()
     wait_for(lambda: cluster.status_of(spare)["hints"] == 0, what="hinted handoff")
     assert cluster.copy_on(p[1], key.encode()).values == [b"v"]
+
+
+def test_hints_for_a_removed_node_go_to_the_new_primaries(fresh_cluster) -> None:
+    """§4.6 with §4.8: a primary dies, a write goes to the spare as a hint, then the
+    operator removes the dead node. Its hints would wait forever; instead they go to the
+    key's primaries under the new ring, and the write is readable from all of them."""
+    cluster = fresh_cluster
+    key = "order-44"
+    p = cluster.preference_list(key.encode())
+    spare = next(n for n in cluster.names if n not in p)
+    cluster.node(p[1]).kill()
+    rest = [n for n in cluster.names if n != p[1]]
+    for observer in rest:  # the claimant refuses to remove a node it sees alive
+        cluster.wait_alive(observer, p[1], alive=False)
+    status, _, body = cluster.http(p[0], "PUT", f"/kv/{key}?w=3&timeout_ms=20000", b"v")
+    assert status == 204, body.decode()
+    assert cluster.status_of(spare)["hint_owners"] == [p[1]]
+    status, doc = cluster.json(p[0], "POST", "/admin/v1/remove", {"node": p[1]})
+    assert status == 200, doc
+    cluster.wait_converged(rest)
+    wait_for(lambda: cluster.status_of(spare)["hints"] == 0, what="the hint to be redirected")
+    now = cluster.preference_list(key.encode(), via=p[0])
+    assert sorted(now) == sorted(rest)  # three nodes left: each is a primary of every key
+    for holder in now:
+        assert cluster.copy_on(holder, key.encode()).values == [b"v"], holder
