@@ -166,6 +166,8 @@ class Node:
             self._closers.append(client.members.close)
             checker = client.check_sequencer
         cache = SequencerCache(checker, rejected=SequencerRejected)
+        if self.lock is not None:  # a voter forgets a lock's answers as its own table changes
+            self.lock.add_change_listener(cache.on_change)
 
         async def fence(token: str) -> None:
             try:
