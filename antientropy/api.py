@@ -6,8 +6,9 @@ codec.MAX_BODY_BYTES answers 413):
 
     POST /internal/v1/aae/nodes | keys | merge
 
-Operator (JSON; errors are `{"error": code, "message": sentence}` with 400, or 502 when
-the peer failed):
+Operator (JSON; errors are `{"error": code, "message": sentence}` with 400 `invalid`,
+413 `too_large` for a body over MAX_ADMIN_BODY (cut off as it streams in), or 502
+`peer_failed` when the peer failed):
 
     GET  /admin/v1/aae            status: settings, totals (exchanges, keys repaired,
                                   bytes, durations, failures), trees, and per partition
@@ -83,18 +84,33 @@ def _json(status: int, obj: Any) -> web.Response:
     return web.Response(status=status, text=json.dumps(obj), content_type="application/json")
 
 
+async def _admin_body(request: web.Request) -> bytes | None:
+    """The whole body, or None as soon as it is known to be over MAX_ADMIN_BODY (a declared
+    length over it is refused before a byte is read; a stream is cut off at the limit)."""
+    if (request.content_length or 0) > MAX_ADMIN_BODY:
+        return None
+    chunks, size = [], 0
+    while chunk := await request.content.read(1 << 16):  # b"" at the end of the body
+        size += len(chunk)
+        if size > MAX_ADMIN_BODY:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def _admin(aae: AntiEntropy, action):
     async def handle(request: web.Request) -> web.Response:
         try:
-            data = await request.content.read(MAX_ADMIN_BODY + 1)
-            if len(data) > MAX_ADMIN_BODY:
-                raise InvalidMessage("body over 64 KiB")
+            data = await _admin_body(request)
+            if data is None:
+                return _json(413, {"error": "too_large",
+                                   "message": f"the body is over {MAX_ADMIN_BODY} bytes"})
             body = json.loads(data) if data.strip() else {}
             if not isinstance(body, dict):
                 raise InvalidMessage("body must be a JSON object")
             return await action(aae, body)
-        except (InvalidMessage, ValueError) as exc:
-            return _json(400, {"error": "invalid", "message": str(exc)})
+        except (InvalidMessage, ValueError, RecursionError) as exc:  # deep "[[[..." too
+            return _json(400, {"error": "invalid", "message": str(exc)[:2000]})
         except PeerFailed as exc:
             return _json(502, {"error": "peer_failed", "message": str(exc)})
     return handle

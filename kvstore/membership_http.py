@@ -71,7 +71,7 @@ async def _json(request: web.Request) -> dict[str, Any]:
         return {}
     try:
         obj = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: "[[[[..." nested deep
         raise WireError(f"body is not JSON: {exc}") from None
     if not isinstance(obj, dict):
         raise WireError("body must be a JSON object")
@@ -79,10 +79,14 @@ async def _json(request: web.Request) -> dict[str, Any]:
 
 
 def _node_field(obj: dict[str, Any], field: str) -> str:
+    """`obj[field]` as a node name "host:port" (port 1..65535)."""
     value = obj.get(field)
-    if not isinstance(value, str) or not 1 <= len(value.encode("utf-8", "replace")) <= (
-            MAX_NODE_NAME_BYTES) or ":" not in value:
-        raise WireError(f"{field!r} must be a node name \"host:port\"")
+    host, _, port = value.rpartition(":") if isinstance(value, str) else ("", "", "")
+    if (not host or not (port.isascii() and port.isdigit() and len(port) <= 5)
+            or not 1 <= int(port) <= 65535
+            or not len(value.encode("utf-8", "replace")) <= MAX_NODE_NAME_BYTES):
+        raise WireError(f"{field!r} must be a node name \"host:port\" with a port in "
+                        f"1..65535, at most {MAX_NODE_NAME_BYTES} bytes")
     return value
 
 
@@ -96,6 +100,15 @@ def _ring_field(obj: dict[str, Any]) -> Ring | None:
         return Ring.from_bytes(obj["ring"])
     except InvalidRing as exc:
         raise WireError(f"'ring' is not a valid ring: {exc}") from None
+
+
+def _only_node_field(obj: dict[str, Any], field: str) -> str:
+    """`_node_field`, for a body that must hold nothing else (an admin command)."""
+    unknown = sorted(set(obj) - {field})
+    if unknown:
+        raise WireError(f"unknown field(s) {', '.join(map(repr, unknown))[:200]}; "
+                        f"the body is {{{field!r}: \"host:port\"}}")
+    return _node_field(obj, field)
 
 
 def _log_failure(task: asyncio.Task) -> None:
@@ -170,11 +183,11 @@ def routes(m: Membership) -> list[web.RouteDef]:
             return _error(503, "unavailable", str(exc))
 
     async def do_join(obj: dict[str, Any]) -> web.Response:
-        await m.join(_node_field(obj, "seed"))
+        await m.join(_only_node_field(obj, "seed"))
         return web.json_response(m.status())
 
     async def do_remove(obj: dict[str, Any]) -> web.Response:
-        await m.remove(_node_field(obj, "node"))
+        await m.remove(_only_node_field(obj, "node"))
         return web.json_response(m.status())
 
     async def do_leave(obj: dict[str, Any]) -> web.Response:
