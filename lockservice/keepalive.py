@@ -119,12 +119,14 @@ class SessionKeeper:
                 body = calls.check(reply)
                 events = [event_from_json(e) for e in calls.field(body, "events", list)]
                 lease_ms = calls.field(body, "lease_ms", int)
+                held = body.get("held_ms", 0)  # absent from servers before it was added
+                held_ms = held if type(held) is int and held >= 0 else 0
             except (ClientError, ValueError) as exc:
                 log.warning("session %d keepalive answer refused: %s", self.session_id, exc)
                 await asyncio.sleep(0.1)
                 continue
             self._dispatch(events)
-            self.apply(self.lease.renewed(sent, lease_ms, time.monotonic()))
+            self.apply(self.lease.renewed(sent, lease_ms, time.monotonic(), held_ms))
 
     async def _sleep_until(self, at: float) -> None:
         """Sleep until `at` or until the watchdog or a new watch wakes the loop."""

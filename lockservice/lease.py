@@ -11,6 +11,12 @@ client's monotonic clock) and the caller supplies it.
   rates (Chubby's client makes the same conservative choice). Until the local lease
   ends, the server's lease has certainly not ended, so no other session can have been
   granted a lock this session holds.
+- An answer may also say `held_ms`: the server had the request that long before answering
+  (a long poll). The server's instant of answering is then at least `sent_at + held_ms`
+  on our clock (less RATE_SLACK), so the local lease ends at
+  `sent_at + held_ms + lease_ms - margin`: the round trip is budgeted, not the hold.
+  `held_ms` counts for at most `now - sent_at` (a wrong one cannot stretch the lease past
+  what the arrival time allows).
 - NEW -> HEALTHY when the session is opened (`open`).
 - HEALTHY -> JEOPARDY when the local lease ends without a renewal: from that instant the
   client must not act as a holder of anything (`holding_at(now)` is False).
@@ -89,8 +95,10 @@ class LocalLease:
         self._saw(sent_at if now is None else now, lease_ms)
         return self._move(LeaseState.HEALTHY, sent_at, "session opened")
 
-    def renewed(self, sent_at: float, lease_ms: int, now: float) -> list[Transition]:
-        """A KeepAlive sent at `sent_at` was answered at `now` with `lease_ms` remaining.
+    def renewed(self, sent_at: float, lease_ms: int, now: float,
+                held_ms: int = 0) -> list[Transition]:
+        """A KeepAlive sent at `sent_at` was answered at `now` with `lease_ms` remaining,
+        after the server held it `held_ms`.
 
         Returns the transitions it causes (possibly none). A renewal never shortens the
         lease, and one arriving after LOST changes nothing (the loss is final).
@@ -100,7 +108,10 @@ class LocalLease:
         changes = self.poll(now)
         if self.state is LeaseState.LOST:
             return changes
-        self.expires_at = max(self.expires_at, self._local_end(sent_at, lease_ms))
+        if held_ms < 0:
+            raise ValueError("held_ms is not negative")
+        held_s = min(held_ms / 1000 * (1 - RATE_SLACK), max(0.0, now - sent_at))
+        self.expires_at = max(self.expires_at, self._local_end(sent_at + held_s, lease_ms))
         self._saw(now, lease_ms)
         if self.state is LeaseState.JEOPARDY and now < self.expires_at:
             changes.append(self._move(LeaseState.HEALTHY, now, "lease renewed"))

@@ -15,6 +15,7 @@ answered when its LOCK_GRANTED event is applied, or at `wait_ms` with CancelWait
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -122,7 +123,12 @@ class Operations(_Base):
 
     async def keepalive(self, session: int, ack: int,
                         gone: Callable[[], bool] = lambda: False) -> dict[str, Any] | None:
-        """Extend the lease (long poll). None when the client went away while held."""
+        """Extend the lease (long poll). None when the client went away while held.
+
+        The answer's `held_ms` is how long this member had the request before it answered
+        (lower bound; a relaying member's time is not in it): the client counts the lease from
+        its send time plus that, instead of from its send time alone."""
+        arrived = time.monotonic()
         await self.lead()
         await self.require_session(session)
         s = self.fsm.sessions[session]
@@ -147,9 +153,10 @@ class Operations(_Base):
         self.fresh_sessions.discard(session)
         pe = self.fsm.pending_events(session)
         events = [] if pe is None else [event_json(e) for e in pe.events if e.seq > ack]
+        held_ms = int((time.monotonic() - arrived) * 1000)  # before lease_ms: a lower bound
         return {"lease_ms": max(0, a.result.expires_at - _now()), "ttl_ms": s.ttl_ms,
                 "expires_at": a.result.expires_at, "events": events,
-                "dropped": 0 if pe is None else pe.dropped}
+                "dropped": 0 if pe is None else pe.dropped, "held_ms": held_ms}
 
     async def close_session(self, session: int) -> None:
         await self.lead()

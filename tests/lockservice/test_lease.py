@@ -156,3 +156,33 @@ def test_the_lease_module_reads_no_clock_and_does_no_io() -> None:
     imported |= {n.module.split(".")[0] for n in ast.walk(tree)
                  if isinstance(n, ast.ImportFrom) and n.module}
     assert imported <= {"__future__", "enum", "dataclasses"}
+
+
+def test_a_held_answer_counts_the_lease_from_send_time_plus_the_hold() -> None:
+    """The server held the KeepAlive 3 s before answering: its answer was made at least
+    3 s (less the rate slack) after the send, so the lease counts from there."""
+    lease = opened(margin=0.5, sent_at=100.0, lease_ms=5000)
+    lease.renewed(101.0, 5000, now=104.2, held_ms=3000)
+    assert lease.expires_at == pytest.approx(101.0 + 3.0 * (1 - 0.001) + 5.0 - 0.5)
+    lease.renewed(105.0, 5000, now=105.1, held_ms=0)  # a quick answer counts from its send
+    assert lease.expires_at == pytest.approx(109.5)
+
+
+def test_a_held_ms_longer_than_the_round_trip_counts_only_the_round_trip() -> None:
+    lease = opened(margin=0.5, sent_at=100.0, lease_ms=5000)
+    lease.renewed(101.0, 5000, now=102.0, held_ms=60_000)  # impossible: answered in 1 s
+    assert lease.expires_at == pytest.approx(101.0 + 1.0 + 5.0 - 0.5)
+    with pytest.raises(ValueError):
+        lease.renewed(103.0, 5000, now=103.1, held_ms=-1)
+
+
+@given(st.floats(0, 1e6), st.floats(0, 100), st.integers(0, 10**7), st.integers(0, 10**7))
+def test_the_local_lease_never_ends_after_the_server_could_have_ended_it(
+        sent: float, rtt: float, held_ms: int, lease_ms: int) -> None:
+    """Whatever held_ms says, the local end is before answer arrival + lease_ms (the latest
+    the server's lease can end) minus the margin."""
+    lease = LocalLease(safety_margin_s=0.5, grace_s=1.0)
+    lease.open(sent, 1000)
+    now = sent + rtt
+    lease.renewed(sent, lease_ms, now, held_ms)
+    assert lease.expires_at <= max(sent + 0.5, now + lease_ms / 1000 - 0.5) + 1e-6

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -83,8 +84,12 @@ def test_keepalive_extends_the_lease_before_it_ends(cluster: LockCluster) -> Non
     sid = cluster.open_session(1_500)
     expires = []
     for _ in range(3):
+        sent = time.monotonic()
         _code, ka = cluster.request("POST", f"/lock/v1/sessions/{sid}/keepalive", {}, ok=(200,))
+        elapsed_ms = (time.monotonic() - sent) * 1000
         assert ka["ttl_ms"] == 1_500 and 0 < ka["lease_ms"] <= 1_500
+        # How long the member had the request: part of the round trip, never more.
+        assert type(ka["held_ms"]) is int and 0 <= ka["held_ms"] <= elapsed_ms
         expires.append(ka["expires_at"])
     assert expires == sorted(expires) and len(set(expires)) == 3
 
