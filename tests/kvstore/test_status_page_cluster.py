@@ -3,10 +3,12 @@ and /status/v1 (hostile input included), then the page itself in Debian's chromi
 by playwright: it draws the ring, names the nodes, the lock leader, a session and its locks,
 and, without a reload, shows a node going down, an event about it, and goes stale when its
 own node stops. A screenshot goes to the test's tmp_path (and to $RINGLOCK_SCREENSHOT_DIR).
+Last, one node with an auth file: the page draws when its paths are public (docs/status.md).
 """
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import shutil
@@ -16,7 +18,7 @@ import pytest
 
 from kvstore.client import Client
 from lockservice.client import LockClient
-from tests.cluster import Cluster
+from tests.cluster import Cluster, NodeProcess, free_ports
 
 RING_SIZE = 32  # partitions: few enough that each arc is visible in the screenshot
 CHROMIUM = Path("/usr/bin/chromium")
@@ -272,3 +274,54 @@ def _expect():
     from playwright.sync_api import expect
 
     return expect
+
+
+AUTH_FILE = """
+[peer]
+token = "status-page-test-peer-token-0123456789"
+
+[public]
+paths = ["/health", "/status", "/status/v1", "/status/static/*"]
+"""
+
+
+def test_with_an_auth_file_the_page_draws_when_docs_status_paths_are_public(tmp_path) -> None:
+    """docs/status.md's advice: a browser sends no token, so the page needs its paths public;
+    everything else (here /ring) still asks for one."""
+    (tmp_path / "auth.toml").write_text(AUTH_FILE)
+    name = f"127.0.0.1:{free_ports(1)[0]}"
+    node = NodeProcess(name, tmp_path, ["--auth-file", str(tmp_path / "auth.toml"),
+                                        "--ring-size", str(RING_SIZE)])
+    node.start()
+    try:
+        node.wait_ready()
+        assert _get_status(name, "/ring") == 401
+        assert _get_status(name, "/status/v1") == 200
+        manager, context = _chromium(tmp_path)
+        try:
+            page = context.new_page()
+            page.goto(f"http://{name}/status")
+            expect = _expect()
+            expect(page.locator("#ring svg path.arc")).to_have_count(RING_SIZE,
+                                                                     timeout=WAIT_MS)
+            expect(page.locator(f'#legend li[data-node="{name}"]')).to_have_attribute(
+                "data-health", "alive")
+            expect(page.locator("body")).to_have_attribute("data-state", "live")
+            expect(page.locator("#lock-note")).to_contain_text("no lock service")
+        finally:
+            context.close()
+            manager.__exit__(None, None, None)
+    finally:
+        node.stop()
+
+
+def _get_status(node: str, path: str) -> int:
+    host, port = node.rsplit(":", 1)
+    conn = http.client.HTTPConnection(host, int(port), timeout=30)
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        response.read()
+        return response.status
+    finally:
+        conn.close()
