@@ -39,7 +39,10 @@ KeepAlive the node holds (the documented long poll) is abandoned after HELD_S an
 as held; even positive session ids are pointed at POOL_SESSIONS real sessions (odd ones
 stay, mostly unknown), so locks, entries and watches are also granted, not only refused;
 an integral float whose integer is even becomes that integer in a lock body (the lock API
-takes JSON integers only, and refuses 5.0 with 400).
+takes JSON integers only, and refuses 5.0 with 400); an even `r` or `w` is brought into
+1..N; even-length sequencers and contexts of the documented shape are replaced by real
+ones seen in earlier answers (a current and a released sequencer are there from the
+start), so fenced and causal writes are exercised too.
 
 The closing figures (requests per operation, statuses, time) are printed by the last test
 (`pytest -s` shows them).
@@ -48,6 +51,7 @@ The closing figures (requests per operation, statuses, time) are printed by the 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -116,6 +120,17 @@ class Target:
     base_url: str
     probe: Probe
     sessions: list[int] = field(default_factory=list)
+    # Real values seen in answers (acquire's sequencers, the store's contexts), handed back
+    # in later requests in place of generated ones (see `adjust`).
+    seen: dict[str, list[str]] = field(default_factory=lambda: {"sequencer": [],
+                                                                "context": []})
+
+    def remember(self, case, response) -> None:
+        if response.status_code == 200 and case.operation.path.endswith("/acquire"):
+            self.seen["sequencer"].append(response.json()["sequencer"])
+        context = response.headers.get("X-Ringlock-Context")
+        if context and case.operation.path == "/kv/{key}":
+            self.seen["context"].append(context)
 
     @property
     def name(self) -> str:
@@ -138,7 +153,17 @@ def target(cluster):
                                        {"ttl_ms": 3_600_000})
             assert status == 201, doc
             sessions.append(doc["session"])
-        yield Target(f"http://{name}", probe, sessions)
+        target = Target(f"http://{name}", probe, sessions)
+        # A current sequencer and one whose lock was released (no longer current).
+        for lock, release in (("fuzz-held", False), ("fuzz-released", True)):
+            status, grant = cluster.json(name, "POST", f"/lock/v1/locks/{lock}/acquire",
+                                         {"session": sessions[0]})
+            assert status == 200, grant
+            target.seen["sequencer"].append(grant["sequencer"])
+            if release:
+                assert cluster.json(name, "POST", f"/lock/v1/locks/{lock}/release",
+                                    {"session": sessions[0]})[0] == 204
+        yield target
     finally:
         probe.close()
 
@@ -166,6 +191,18 @@ def adjust(case, target: Target) -> None:
     body, op = case.body, case.operation.path
     if op in ("/lock/v1/sessions/{id}/watches",) and _pooled(case.path_parameters["id"]):
         case.path_parameters["id"] = _session(target, case.path_parameters["id"])
+    headers = case.headers or {}
+    for header, kind in (("X-Ringlock-Sequencer", "sequencer"), ("X-Ringlock-Context",
+                                                                  "context")):
+        if _replaceable(headers.get(header), kind):
+            headers[header] = _seen(target, kind, headers[header])
+    query = case.query or {}
+    for name in ("r", "w"):  # even levels in the document's 1..64 become 1..N (N = 3)
+        if type(query.get(name)) is int and 1 <= query[name] <= 64 and query[name] % 2 == 0:
+            query[name] = query[name] // 2 % 3 + 1
+    if isinstance(body, dict) and isinstance(body.get("sequencer"), str) and len(
+            body["sequencer"]) % 2 == 0:  # the document allows any string here
+        body["sequencer"] = _seen(target, "sequencer", body["sequencer"])
     if not isinstance(body, dict):
         return
     if op.startswith("/lock/v1/"):
@@ -192,6 +229,22 @@ def _pooled(value: object) -> bool:
 
 def _session(target: Target, value: int) -> int:
     return target.sessions[value // 2 % len(target.sessions)] if target.sessions else value
+
+
+_SHAPE = {"context": re.compile(r"[A-Za-z0-9_-]+"),  # the document's Context pattern
+          "sequencer": re.compile(r"[\x20-\x7e]{1,4096}")}
+
+
+def _replaceable(value: object, kind: str) -> bool:
+    """Even-length strings of the shape the document allows are replaced by a real value
+    of `kind`; the rest (odd lengths, what the document forbids) stay as generated."""
+    return (isinstance(value, str) and len(value) % 2 == 0
+            and bool(_SHAPE[kind].fullmatch(value)))
+
+
+def _seen(target: Target, kind: str, value: str) -> str:
+    pool = target.seen[kind]
+    return pool[len(value) // 2 % len(pool)] if pool else value
 
 
 def _dialable(seed: object) -> bool:
@@ -228,6 +281,7 @@ def run(case, target: Target, http: requests.Session) -> None:
         return
     status = response.status_code
     TALLY.add(case.operation.label, status)
+    target.remember(case, response)
     if status >= 500 and not (status == 503 and allowed_503(case, response)):
         raise AssertionError(f"{case.operation.label} answered {status}: "
                              f"{response.text[:500]}\n{case.as_curl_command()}")
