@@ -67,6 +67,9 @@ def _internal(aae: AntiEntropy, op: str):
             if len(body) > codec.MAX_BODY_BYTES:
                 return _packed(413, {"error": "too_large", "message": "body over the limit"})
             reply = await aae.responder.handle(op, body)
+        except ConnectionResetError:  # the peer went away inside the body: not our error
+            logger.debug("aae %s from %s: the body ended early", op, request.remote)
+            return _packed(400, {"error": "invalid", "message": "the body ended early"})
         except InvalidMessage as exc:
             logger.debug("aae %s from %s refused: %s", op, request.remote, exc)
             return _packed(400, {"error": "invalid", "message": str(exc)[:2000]})
@@ -90,11 +93,14 @@ async def _admin_body(request: web.Request) -> bytes | None:
     if (request.content_length or 0) > MAX_ADMIN_BODY:
         return None
     chunks, size = [], 0
-    while chunk := await request.content.read(1 << 16):  # b"" at the end of the body
-        size += len(chunk)
-        if size > MAX_ADMIN_BODY:
-            return None
-        chunks.append(chunk)
+    try:
+        while chunk := await request.content.read(1 << 16):  # b"" at the end of the body
+            size += len(chunk)
+            if size > MAX_ADMIN_BODY:
+                return None
+            chunks.append(chunk)
+    except ConnectionResetError:  # the client went away inside the body: not our error
+        raise InvalidMessage("the body ended before it was complete") from None
     return b"".join(chunks)
 
 

@@ -113,12 +113,23 @@ async def _read_value(request: web.Request, limit: int) -> bytes:
     if request.content_length is not None and request.content_length > limit:
         raise ValueTooLarge
     chunks, size = [], 0
-    async for chunk in request.content.iter_chunked(_CHUNK):
-        size += len(chunk)
-        if size > limit:
-            raise ValueTooLarge
-        chunks.append(chunk)
+    try:
+        async for chunk in request.content.iter_chunked(_CHUNK):
+            size += len(chunk)
+            if size > limit:
+                raise ValueTooLarge
+            chunks.append(chunk)
+    except ConnectionResetError:
+        raise BodyCut from None
     return b"".join(chunks)
+
+
+class BodyCut(InvalidRequest):
+    """The connection ended inside the request body: the client went away (400, logged at
+    DEBUG: a client hanging up is not the node's error)."""
+
+    def __init__(self) -> None:
+        super().__init__("the request body ended before it was complete")
 
 
 class PublicApi:
@@ -152,6 +163,10 @@ class PublicApi:
                                   "bytes this node accepts; nothing was written", limit=limit)
             except web.HTTPException:
                 raise
+            except BodyCut as exc:
+                logger.debug("public API %s %s: %s", request.method,
+                             request.rel_url.raw_path[:200], exc)
+                return json_error(400, "invalid_request", str(exc))
             except Exception as exc:  # typed errors answer 4xx/503; others 500, logged
                 status, body = error_for(exc)
                 if status == 500:
@@ -190,8 +205,11 @@ class PublicApi:
 
     async def delete(self, request: web.Request) -> web.Response:
         key, params, context, sequencer = self._write_args(request)
-        if request.content_length or await request.content.read(1):
-            raise InvalidRequest("a DELETE carries no body")
+        try:
+            if request.content_length or await request.content.read(1):
+                raise InvalidRequest("a DELETE carries no body")
+        except ConnectionResetError:
+            raise BodyCut from None
         result = await self.coordinator.delete(key, context=context, w=params.get("w"),
                                                timeout_s=_timeout(params), sequencer=sequencer)
         return web.Response(status=204, headers={CONTEXT_HEADER: result.context.decode()})

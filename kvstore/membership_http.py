@@ -57,11 +57,14 @@ async def _body(request: web.Request, limit: int) -> bytes:
     if request.content_length is not None and request.content_length > limit:
         raise WireError(f"body of {request.content_length} bytes is over the {limit} limit")
     chunks, size = [], 0
-    while chunk := await request.content.read(1 << 16):  # b"" at the end of the body
-        size += len(chunk)
-        if size > limit:
-            raise WireError(f"body is over the {limit} byte limit")
-        chunks.append(chunk)
+    try:
+        while chunk := await request.content.read(1 << 16):  # b"" at the end of the body
+            size += len(chunk)
+            if size > limit:
+                raise WireError(f"body is over the {limit} byte limit")
+            chunks.append(chunk)
+    except ConnectionResetError:  # the client went away inside the body: not our error
+        raise WireError("the body ended before it was complete") from None
     return b"".join(chunks)
 
 

@@ -267,3 +267,22 @@ def test_a_lock_name_with_a_newline_is_reachable(cluster, node) -> None:
     status, _ = cluster.json(node, "PUT", "/lock/v1/entries/%0A", {"value": "AA=="})
     assert status == 200
     assert cluster.json(node, "DELETE", f"/lock/v1/sessions/{doc['session']}")[0] == 204
+
+
+@pytest.mark.parametrize(("method", "path"), [
+    ("PUT", "/kv/cut"), ("POST", "/admin/v1/join"), ("POST", "/admin/v1/aae/schedule"),
+    ("POST", "/internal/v1/aae/keys"), ("POST", "/internal/v1/gossip"),
+])
+def test_a_client_that_hangs_up_inside_its_body_is_not_an_error_of_the_node(
+        cluster, node, unchanged, method, path) -> None:
+    """A connection closed inside the request body was logged as the node's own ERROR with a
+    traceback (the store answered 500 to nobody): a log anyone could flood."""
+    proc = cluster.node(node)
+    errors_before = proc.output().count(" ERROR ")
+    host, port = node.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=30) as s:
+        s.sendall(f"{method} {path} HTTP/1.1\r\nHost: r\r\nContent-Type: application/json\r\n"
+                  "Content-Length: 1000\r\n\r\n0123456789".encode())
+    for _ in range(3):  # the node's loop has turned well past the lost connection
+        assert cluster.http(node, "GET", "/health")[0] == 200
+    assert proc.output().count(" ERROR ") == errors_before, proc.output()[-3000:]
