@@ -15,6 +15,11 @@ Ongaro's dissertation).
   A vote is granted only to a candidate whose log is at least as up-to-date (§5.4.1).
   Only a leader's message or a granted vote restarts the election timer (Figure 2), so
   doomed candidates cannot keep an up-to-date node from campaigning.
+  Two followers whose timers fire together would both win their pre-votes and split the
+  real vote, costing another election timeout. So a pre-candidate refuses the pre-vote of
+  a lower id whose log equals its own (the higher id goes on and gets its vote); it grants
+  a lower id with a more up-to-date log, so the tie-break never blocks the only node that
+  can win. Pre-votes change no state: this affects liveness only, never safety.
 - Leader lease (diss. §6.2, §4.2.3). With check_quorum, a node that heard from a leader
   less than election_tick ago ignores votes and pre-votes (except a leadership transfer's),
   and a leader that has not heard from a majority for election_tick ticks steps down.
@@ -524,7 +529,13 @@ class RaftCore(LeaderMixin, FollowerMixin):
             or (self.vote == 0 and self.lead == 0)
             or (m.type == MT.PRE_VOTE and m.term > self.term)
         )
-        if can_vote and self.log.is_up_to_date(m.log_term, m.index):
+        tie = (
+            m.type == MT.PRE_VOTE
+            and self.role == Role.PRE_CANDIDATE
+            and m.sender < self.id
+            and (m.log_term, m.index) == (self.log.last_term, self.log.last_index)
+        )
+        if can_vote and not tie and self.log.is_up_to_date(m.log_term, m.index):
             self._send(resp, m.sender, term=m.term)
             if m.type == MT.VOTE:
                 self.election_elapsed = 0

@@ -187,3 +187,31 @@ def test_entries_replaced_while_a_ready_is_outstanding_are_handed_out_again() ->
     assert rd2.entries == newer and rd2.truncate_from == 2
     # and the acknowledgement for the newer entry travels with the Ready that persists it
     assert [(m.to, m.index) for m in rd2.messages if m.type == MT.APPEND_RESP] == [(3, 2)]
+
+
+def _answers(core: RaftCore) -> list[tuple[int, bool]]:
+    rd = core.ready()
+    assert rd is not None
+    core.advance(rd)
+    return [(m.to, m.reject) for m in rd.messages if m.type == MT.PRE_VOTE_RESP]
+
+
+@pytest.mark.parametrize(("sender", "log_term", "index", "reject"), [
+    (1, 0, 0, True),  # a lower id with the same log: we go on, it waits (no split vote)
+    (3, 0, 0, False),  # a higher id with the same log goes on
+    (1, 1, 1, False),  # a lower id with a more up-to-date log: only it can win, grant it
+])
+def test_simultaneous_pre_candidates_break_the_tie_by_id(
+        sender: int, log_term: int, index: int, reject: bool) -> None:
+    """Diss. §9.6 pre-vote, plus our tie-break: two followers that time out together both
+    won their pre-votes and then split the real vote (another election timeout)."""
+    from raft import Message
+
+    core = RaftCore(2, ConfState(frozenset({1, 2, 3})), random.Random(1), Config())
+    core.campaign()
+    assert core.soft_state.role is Role.PRE_CANDIDATE
+    _answers(core)
+    core.step(Message(MT.PRE_VOTE, to=2, sender=sender, term=1, log_term=log_term,
+                      index=index))
+    assert _answers(core) == [(sender, reject)]
+    assert core.term == 0 and core.hard_state.vote == 0  # a pre-vote changes nothing
