@@ -121,6 +121,9 @@ def lock_routes(server: LockServer) -> list[web.RouteDef]:
                 raw = await read_body(request, MAX_BODY)
             except BodyTooLarge as exc:
                 return error(413, "too_large", str(exc))
+            except ConnectionResetError:  # the client went away inside the body
+                log.debug("%s %s: the body ended early", request.method, request.path[:200])
+                return error(400, "bad_request", "the body ended before it was complete")
             try:
                 body = {} if request.method == "GET" else _body_of(raw)
                 return await handler(request, body)
