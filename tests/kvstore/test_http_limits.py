@@ -272,6 +272,7 @@ def test_a_lock_name_with_a_newline_is_reachable(cluster, node) -> None:
 @pytest.mark.parametrize(("method", "path"), [
     ("PUT", "/kv/cut"), ("POST", "/admin/v1/join"), ("POST", "/admin/v1/aae/schedule"),
     ("POST", "/internal/v1/aae/keys"), ("POST", "/internal/v1/gossip"),
+    ("POST", "/lock/v1/sessions"),
 ])
 def test_a_client_that_hangs_up_inside_its_body_is_not_an_error_of_the_node(
         cluster, node, unchanged, method, path) -> None:
