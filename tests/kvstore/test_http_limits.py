@@ -287,3 +287,12 @@ def test_a_client_that_hangs_up_inside_its_body_is_not_an_error_of_the_node(
     for _ in range(3):  # the node's loop has turned well past the lost connection
         assert cluster.http(node, "GET", "/health")[0] == 200
     assert proc.output().count(" ERROR ") == errors_before, proc.output()[-3000:]
+
+
+@pytest.mark.parametrize("payload", [{"peer": [1]}, {"peer": {}}, {"peer": 7},
+                                     {"peer": "nobody:1"}])
+def test_an_exchange_with_a_peer_that_is_not_a_name_is_a_400(cluster, node, unchanged,
+                                                              payload) -> None:
+    """`peer in shared` raised TypeError (answered 500) for a list or an object."""
+    status, body = cluster.json(node, "POST", "/admin/v1/aae/exchange", payload)
+    assert status == 400 and body["error"] == "invalid" and "peer" in body["message"], body
