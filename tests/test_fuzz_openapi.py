@@ -352,6 +352,9 @@ def test_nodes_survived_and_figures(cluster, throwaway) -> None:
     for node in [*cluster.nodes, *throwaway[1].nodes]:
         assert node.running, node.output()[-3000:]
         assert cluster.http(node.name, "GET", "/health")[0] == 200
+        errors = [line for line in node.output().splitlines()
+                  if " ERROR " in line or line.startswith("Traceback")]
+        assert not errors, "\n".join(errors[:20])  # no handler or background task failed
     print("\n" + TALLY.report())
     every = {result.ok().label for result in schema.get_all_operations()}
     assert set(TALLY.requests) == every, every ^ set(TALLY.requests)
