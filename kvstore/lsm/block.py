@@ -235,6 +235,65 @@ def block_pairs(raw: bytes, size: int, path: str, offset: int
     return list(zip(_slices(raw, 0, ends[:n]), _slices(raw, vbase, ends[n:]), strict=True))
 
 
+_UNIFORM_RUN_ENDS: dict[tuple[int, int, int], bytes] = {}
+
+
+def plain_run(stored: bytes, size: int, path: str, offset: int, verify: bool
+              ) -> list[tuple[bytes, bytes]] | None:
+    """A scan's block read once, in one call: block_pairs(*open_block(stored, ...)) for
+    the stored bytes + trailer of an uncompressed block, or None if the block is
+    compressed or holds a tombstone (the caller then takes the general path). Where every
+    key has one width and every value another (fixed-size records), both end arrays are
+    checked by one bytes comparison and keys and values are cut by one cached struct
+    each; otherwise block_pairs does it. Raises CorruptionError as open_block and _layout
+    do (checksum with `verify`, short block, inconsistent offsets)."""
+    if len(stored) != size + TRAILER_SIZE:
+        raise CorruptionError(path, offset, "data block runs past the end of the file")
+    if stored[size] != NO_COMPRESSION:
+        return None
+    if verify:
+        c = crc32c(memoryview(stored)[:size + 1])  # the stored bytes and the type byte
+        if ((((c >> 15) | (c << 17)) & 0xFFFFFFFF) + _MASK_DELTA) & 0xFFFFFFFF != \
+                _U32_AT(stored, size + 1)[0]:
+            raise CorruptionError(path, offset, "block checksum mismatch")
+    if size < 4:
+        raise CorruptionError(path, offset, "block shorter than its entry count")
+    n = _U32_AT(stored, size - 4)[0]
+    tags_at = size - 4 - 16 * n
+    if tags_at < 0:
+        raise CorruptionError(path, offset, f"block of {size} bytes cannot hold {n} entries")
+    if not n:
+        return []
+    if KIND_DELETE in stored[tags_at:tags_at + 8 * n:8]:
+        return None
+    ends_at = tags_at + 8 * n
+    width = _U32_AT(stored, ends_at)[0]  # of key 0
+    vbase = width * n
+    vwidth, rest = divmod(tags_at - vbase, n)
+    if not rest and 0 < width <= 4096 and 0 < vwidth <= 4096:
+        uniform = _UNIFORM_RUN_ENDS.get((width, vwidth, n))
+        if uniform is None:
+            if len(_UNIFORM_RUN_ENDS) > 4096:
+                _UNIFORM_RUN_ENDS.clear()
+            uniform = _UNIFORM_RUN_ENDS[(width, vwidth, n)] = struct.pack(
+                f"<{2 * n}I", *range(width, vbase + width, width),
+                *range(vbase + vwidth, tags_at + vwidth, vwidth))
+        if stored[ends_at:size - 4] == uniform:
+            return list(zip(_pieces(width, n)(stored, 0), _pieces(vwidth, n)(stored, vbase),
+                            strict=True))
+    return block_pairs(stored, size, path, offset)
+
+
+def _pieces(width: int, n: int) -> Callable[..., tuple[bytes, ...]]:
+    """unpack_from of n adjacent pieces of `width` bytes (cached)."""
+    unpack = _PIECES.get((width, n))
+    if unpack is None:
+        if len(_PIECES) > 4096:
+            _PIECES.clear()
+        unpack = _PIECES[(width, n)] = struct.Struct("<" + f"{width}s" * n).unpack_from
+    return unpack
+
+
 def _key_ending_at(raw: bytes, ends_at: int, n: int, end: int) -> int:
     """The index i < n with key_ends[i] == end, or -1 (a bisect of key_ends)."""
     lo, hi = 0, n

@@ -22,8 +22,8 @@ from .block import (
     NO_COMPRESSION,
     TRAILER_SIZE,
     Block,
-    block_pairs,
     open_block,
+    plain_run,
     search_block,
     unseal_block,
 )
@@ -135,6 +135,11 @@ class TableReader:
         # than a tuple; file numbers are never reused.
         base = self.file_number << 32
         self._cache_keys = list(range(base, base + n))
+        # verified[i]: data block i's checksum matched once through this reader. The file
+        # is immutable and its bytes stay those that were checked, so later reads of the
+        # block trust that check (as a block cache trusts the block it decoded once); a
+        # mismatch is never recorded, so a damaged block fails every read of it.
+        self._verified = bytearray(n)
         if n and (index.keys[-1] != self.largest):
             raise CorruptionError(self.path, offset, "index and props disagree on the "
                                   "largest key")
@@ -199,10 +204,13 @@ class TableReader:
             # lies (no copy, no Block object). A closed map raises ValueError.
             try:
                 if m[off + size] == NO_COMPRESSION:
-                    c = crc32c(memoryview(m)[off:off + size + 1])  # contents + type byte
-                    if ((((c >> 15) | (c << 17)) & 0xFFFFFFFF) + _MASK_DELTA) & 0xFFFFFFFF \
-                            != _U32.unpack_from(m, off + size + 1)[0]:
-                        raise CorruptionError(self.path, off, "block checksum mismatch")
+                    verified = self._verified
+                    if not verified[i]:
+                        c = crc32c(memoryview(m)[off:off + size + 1])  # contents + type
+                        if ((((c >> 15) | (c << 17)) & 0xFFFFFFFF) + _MASK_DELTA) \
+                                & 0xFFFFFFFF != _U32.unpack_from(m, off + size + 1)[0]:
+                            raise CorruptionError(self.path, off, "block checksum mismatch")
+                        verified[i] = 1
                     return search_block(m, size, user_key, max_seq, self.path, off, off)
             except ValueError:
                 raise EngineClosedError(f"{self.path}: read after close") from None
@@ -221,22 +229,6 @@ class TableReader:
             return self._load(i, False, self._read_random).get(user_key, max_seq)
         return search_block(stored, size, user_key, max_seq, self.path, off)
 
-    def _plain_pairs(self, i: int, read) -> list[tuple[bytes, bytes]] | None:
-        """Block i as a plain run (Block.pairs), decoded straight from its bytes unless it
-        is cached; None if it holds a tombstone. Requires checksums verified."""
-        cache = self._cache
-        if cache is not None:
-            item = cache.probe(self._cache_keys[i])
-            if item is not None:
-                return item[0].pairs()  # type: ignore[attr-defined]
-        off = self._offsets[i]
-        size = self._sizes[i]
-        stored = read(off, size + TRAILER_SIZE)
-        if len(stored) != size + TRAILER_SIZE:
-            raise CorruptionError(self.path, off, "data block runs past the end of the file")
-        stored, size = open_block(stored, self.path, off, True)
-        return block_pairs(stored, size, self.path, off)
-
     def _block(self, i: int, fill_cache: bool, read=None) -> Block:
         cache = self._cache
         if cache is not None:
@@ -252,8 +244,11 @@ class TableReader:
         stored = (read or self._file.read)(off, size + TRAILER_SIZE)
         if len(stored) != size + TRAILER_SIZE:
             raise CorruptionError(self.path, off, "data block runs past the end of the file")
-        if self._verify or stored[size] != NO_COMPRESSION:
-            stored, size = open_block(stored, self.path, off, self._verify)
+        verify = self._verify and not self._verified[i]
+        if verify or stored[size] != NO_COMPRESSION:
+            stored, size = open_block(stored, self.path, off, verify)
+            if verify:
+                self._verified[i] = 1
         block = Block(stored, self.path, off, size)
         # With checksums verified, a block is what the builder wrote; without, at least
         # make sure it is the block the index meant.
@@ -283,12 +278,32 @@ class TableReader:
         first = 0 if start is None else bisect_left(self._index_keys, start)
         read = _ReadAhead(self._file.read).read  # blocks are adjacent in the file
         quick = plain and self._verify and not fill_cache
+        # The quick path (a plain scan with checksums on, not filling the cache): a block
+        # read once becomes a plain run in one call (block.plain_run); a cached block
+        # gives its pairs; a block with a tombstone or compressed takes the general path.
+        probe = None if self._cache is None else self._cache.probe
+        cache_keys = self._cache_keys
+        offsets = self._offsets
+        sizes = self._sizes
+        verified = self._verified
+        path = self.path
         for i in range(first, self._nblocks):
             if quick and (start is None or i != first):
-                pairs = self._plain_pairs(i, read)
-                if pairs is not None:
-                    yield pairs
-                    continue
+                item = None if probe is None else probe(cache_keys[i])
+                if item is None:
+                    off = offsets[i]
+                    size = sizes[i]
+                    pairs = plain_run(read(off, size + TRAILER_SIZE), size, path, off,
+                                      not verified[i])
+                    if pairs is not None:
+                        verified[i] = 1
+                        yield pairs
+                        continue
+                else:
+                    pairs = item[0].pairs()  # type: ignore[attr-defined]
+                    if pairs is not None:
+                        yield pairs
+                        continue
             block = self._block(i, fill_cache, read)
             at = block.seek(start) if start is not None and i == first else 0
             if plain:

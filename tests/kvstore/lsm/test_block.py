@@ -15,6 +15,7 @@ from kvstore.lsm.block import (
     Block,
     block_pairs,
     encode_block,
+    plain_run,
     seal_block,
     search_block,
     unseal_block,
@@ -97,6 +98,49 @@ def test_pairs_are_the_entries_of_a_block_without_tombstones(entries, start) -> 
         tail = entries[start:]
         assert block.pairs(start) == (None if any(e[2] == 0 for e in tail)
                                       else [(k, v) for k, _, _, v in tail])
+
+
+@given(entries_strategy, st.booleans(), st.integers(1, 4))
+def test_plain_run_is_block_pairs_of_the_unsealed_block(entries, fixed, vwidth) -> None:
+    """A scan's block read once (block.plain_run, one call): what block_pairs gives for
+    the block's contents, fixed-width records or not; None for a compressed block."""
+    if fixed:  # every key one width, every value another: the one-comparison path
+        entries = [(b"%08d" % i, s, t, b"v" * vwidth) for i, (_, s, t, _) in
+                   enumerate(entries)]
+    contents = build(entries)
+    stored = seal_block(contents)
+    expected = block_pairs(contents, len(contents), "t", 0)
+    assert plain_run(stored, len(contents), "t", 0, True) == expected
+    assert plain_run(stored, len(contents), "t", 0, False) == expected
+    zipped = seal_block(build(entries * 20 or [(b"k", 1, 1, b"v" * 99)]), ZLIB_COMPRESSION)
+    if zipped[-5] == ZLIB_COMPRESSION:
+        assert plain_run(zipped, len(zipped) - 5, "t", 0, True) is None
+
+
+def test_plain_run_catches_flipped_bytes_and_damaged_layouts() -> None:
+    contents = build([(b"key%05d" % i, i, 1, b"v" * 20) for i in range(30)])
+    stored = seal_block(contents)
+    size = len(contents)
+    for pos in range(len(stored)):
+        damaged = bytearray(stored)
+        damaged[pos] ^= 0x40
+        if pos == size:  # the type byte: not a plain block (and caught by the general path)
+            assert plain_run(bytes(damaged), size, "/db/5.sst", 64, True) is None
+            continue
+        with pytest.raises(CorruptionError) as info:
+            plain_run(bytes(damaged), size, "/db/5.sst", 64, True)
+        assert info.value.offset == 64 and info.value.path == "/db/5.sst"
+    with pytest.raises(CorruptionError, match="past the end"):
+        plain_run(stored[:-1], size, "/db/5.sst", 64, True)
+    # Unverified (a block checked before), damage to the layout is still an error.
+    for raw, reason in [(b"\x01", "shorter than its entry count"),
+                        (b"\x00" * 8 + b"\x05\x00\x00\x00", "cannot hold 5 entries")]:
+        with pytest.raises(CorruptionError, match=reason):
+            plain_run(seal_block(raw), len(raw), "/db/5.sst", 64, False)
+    bad_ends = bytearray(contents)
+    bad_ends[-5] ^= 0x7F  # the last value end no longer meets the tags
+    with pytest.raises(CorruptionError, match="inconsistent"):
+        plain_run(seal_block(bytes(bad_ends)), size, "/db/5.sst", 64, False)
 
 
 def test_known_layout() -> None:

@@ -381,3 +381,35 @@ def test_point_reads_agree_with_and_without_memory_maps(tmp_path) -> None:
         assert mapped.get(k, s) == plain.get(k, s) == expected_get(entries, k, s)
     mapped.close()
     plain.close()
+
+
+@pytest.mark.parametrize("mmap_reads", [True, False])
+def test_a_damaged_block_fails_every_read_not_only_the_first(tmp_path, mmap_reads) -> None:
+    """A block's checksum is checked once per reader and the success remembered
+    (TableReader._verified); a mismatch is never remembered, so a damaged block raises on
+    every point read and scan of it, while the blocks around it keep answering."""
+    entries = [(b"key%06d" % i, i + 1, KIND_VALUE, b"v%05d" % i * 8) for i in range(600)]
+    write_table(tmp_path / "t.sst", entries, block_size=512)
+    data = bytearray((tmp_path / "t.sst").read_bytes())
+    t = open_table(tmp_path / "t.sst", BlockCache(1 << 16))
+    first_block_end = t._offsets[1] - 5
+    t.close()
+    data[first_block_end // 2] ^= 0x01  # inside data block 0 only
+    (tmp_path / "t.sst").write_bytes(bytes(data))
+    t = TableReader.open(RealFileSystem(mmap_reads=mmap_reads), str(tmp_path / "t.sst"), 1,
+                         BlockCache(1 << 16))
+    try:
+        damaged = entries[0][0]
+        intact = entries[-1]
+        for _ in range(3):
+            with pytest.raises(CorruptionError):
+                t.get(damaged, MAX_SEQ)
+            assert t.get(intact[0], MAX_SEQ) == (intact[1], KIND_VALUE, intact[3])
+            with pytest.raises(CorruptionError):
+                list(t.runs(visible_at=MAX_SEQ))
+        # Scans that start after the damaged block read the rest, verified, twice alike.
+        runs = [list(t.runs(entries[300][0], visible_at=MAX_SEQ)) for _ in range(2)]
+        assert runs[0] == runs[1]
+        assert [p for run in runs[0] for p in run] == [(k, v) for k, _, _, v in entries[300:]]
+    finally:
+        t.close()
