@@ -135,8 +135,8 @@ async def _exchange(aae: AntiEntropy, body: dict) -> web.Response:
     peer, partitions = body.get("peer"), body.get("partitions")
     mode, limited = body.get("mode", "tree"), body.get("limited", True)
     if peer is not None and (not isinstance(peer, str) or peer not in shared):
-        raise InvalidMessage(f"peer {peer!r:.80} is not a node sharing a partition with "
-                             "this one")  # a list or an object here was a TypeError (500)
+        # (a list or an object here was a TypeError in `peer not in shared`: 500)
+        raise InvalidMessage(f"peer {peer!r:.80} shares no partition with this node")
     if mode not in ("tree", "full") or not isinstance(limited, bool):
         raise InvalidMessage('mode must be "tree" or "full", limited a boolean')
     if partitions is not None and (not isinstance(partitions, list) or not all(
