@@ -215,3 +215,19 @@ def test_simultaneous_pre_candidates_break_the_tie_by_id(
                       index=index))
     assert _answers(core) == [(sender, reject)]
     assert core.term == 0 and core.hard_state.vote == 0  # a pre-vote changes nothing
+
+
+def test_a_single_voter_leader_holds_reads_until_its_term_commits() -> None:
+    """Diss. §6.4: a new leader's commit index may lag what an earlier leader committed
+    until an entry of its own term commits; a sole voter is no exception (seed 9079 of the
+    simulation: a leader removed itself, committed with the last voter and crashed; that
+    voter then led with an older commit index and answered a read below it)."""
+    core = single()
+    core.campaign()
+    core.read_index(b"r")  # leader of term 1, nothing of term 1 committed yet
+    rd = core.ready()
+    assert rd is not None and rd.read_states == ()
+    core.advance(rd)
+    rd = core.ready()
+    assert rd is not None
+    assert [(s.context, s.index) for s in rd.read_states] == [(b"r", 1)]
