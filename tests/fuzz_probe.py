@@ -140,9 +140,13 @@ class Probe:
         path = urlsplit(url).path
         if path.startswith("/kv/") and method in ("PUT", "DELETE"):
             key = kv_key_of(path)
+            if key is not None and status >= 500:
+                # Indeterminate: the write may be on some replicas only (its deadline ran
+                # out before the others were sent to). A read of all three repairs them.
+                self.conns[self.target].request("GET", f"{path}?r=3")
             if key is not None:
                 self.wait_copies_equal(key)
-            if status >= 500:  # indeterminate: copies may still be on their way
+            if status >= 500:  # copies may still be on their way
                 self.wait_engines_still()
         if path.startswith("/internal/") and status < 300:
             self.wait_engines_still()
