@@ -117,6 +117,16 @@ class Probe:
             return None
         raise AssertionError("the lock service has no leader")
 
+    def lock_term(self) -> int:
+        """The highest Raft term any lock member reports (it moves with every election)."""
+        terms = [0]
+        for name in self.lock_peers.values():
+            with contextlib.suppress(OSError, http.client.HTTPException, ValueError):
+                status, doc = self.conns[name].json("/lock/v1/leader")
+                if status == 200:
+                    terms.append(doc["term"])
+        return max(terms)
+
     def lock_digest(self, path: str) -> dict[str, Any]:
         leader = self.leader()
         status, doc = leader.json("/lock/v1/status")
