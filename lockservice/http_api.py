@@ -8,8 +8,11 @@ integers, unknown fields are refused), names and ids are in range. A bad request
 
 A member that is not the leader forwards writes (and KeepAlive, which is one) to the leader
 and relays its answer; a forwarded request carries FORWARDED so it is never forwarded
-twice. Linearizable reads are served here after a ReadIndex; `?stale=1` reads the local
-table. With no leader known: 503 `{"error": "no_leader", "leader": null}`.
+twice. When nothing reaches the leader (connection refused: it is down), the member waits
+up to `leader_wait_s` for the next leader and relays to it, or serves the request if it now
+leads itself: a fail-over costs the client a slower answer, not a 503 and a retry loop.
+Linearizable reads are served here after a ReadIndex; `?stale=1` reads the local table.
+With no leader known: 503 `{"error": "no_leader", "leader": null}`.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import base64
 import binascii
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -87,7 +91,9 @@ Handler = Callable[[web.Request, dict[str, Any]], Awaitable[web.StreamResponse]]
 def lock_routes(server: LockServer) -> list[web.RouteDef]:
     """The /lock/v1/ routes of `server` (the Raft routes come from `server.routes()`)."""
 
-    async def forward(request: web.Request, raw: bytes, leader: int) -> web.StreamResponse:
+    async def forward(request: web.Request, raw: bytes,
+                      leader: int) -> web.StreamResponse | None:
+        """Relay `request` to `leader` and its answer back; None when nothing reached it."""
         address = server.driver.addresses.get(leader)
         assert server.http is not None
         if address is None:
@@ -107,8 +113,7 @@ def lock_routes(server: LockServer) -> list[web.RouteDef]:
                                     content_type=resp.content_type)
         except aiohttp.ClientConnectorError as exc:  # nothing reached the leader
             log.info("forwarding %s to member %d failed: %s", request.path, leader, exc)
-            return error(503, "no_leader", f"the leader (member {leader}) is not reachable",
-                         leader=None, may_have_applied=False)
+            return None
         except (aiohttp.ClientError, TimeoutError) as exc:
             log.info("forwarding %s to member %d failed: %s", request.path, leader, exc)
             return error(503, "unavailable", f"the leader (member {leader}) did not answer: "
@@ -124,26 +129,44 @@ def lock_routes(server: LockServer) -> list[web.RouteDef]:
             except ConnectionResetError:  # the client went away inside the body
                 log.debug("%s %s: the body ended early", request.method, request.path[:200])
                 return error(400, "bad_request", "the body ended before it was complete")
-            try:
-                body = {} if request.method == "GET" else _body_of(raw)
-                return await handler(request, body)
-            except BadRequest as exc:
-                return error(exc.status, "bad_request", str(exc))
-            except BadSequencerToken as exc:
-                return error(400, "bad_sequencer", str(exc))
-            except RequestRefused as exc:
-                status, code = _STATUS[exc.refused.reason]
-                return error(status, code, exc.refused.detail, **exc.extra)
-            except NoLeader as exc:
-                if (exc.leader and exc.leader != server.id and writes
-                        and FORWARDED not in request.headers):
-                    return await forward(request, raw, exc.leader)
-                return error(503, "no_leader", str(exc), leader=exc.leader)
-            except Unavailable as exc:
-                return error(503, "unavailable", str(exc),
-                             may_have_applied=exc.may_have_applied)
+            deadline = None
+            while True:
+                answer = await attempt(request, raw, handler, writes)
+                if not isinstance(answer, _Unreachable):
+                    return answer
+                # Nothing reached the leader (it is down): wait for the next one and go
+                # again, so that a fail-over costs the client one slow answer, not a 503.
+                if deadline is None:
+                    deadline = time.monotonic() + server.leader_wait_s
+                if not await server.next_leader(answer.leader, answer.term, deadline):
+                    return error(503, "no_leader", f"the leader (member {answer.leader}) is "
+                                 "not reachable and no other was elected in time",
+                                 leader=None, may_have_applied=False)
 
         return run
+
+    async def attempt(request: web.Request, raw: bytes, handler: Handler,
+                      writes: bool) -> web.StreamResponse | _Unreachable:
+        term = server.term
+        try:
+            body = {} if request.method == "GET" else _body_of(raw)
+            return await handler(request, body)
+        except BadRequest as exc:
+            return error(exc.status, "bad_request", str(exc))
+        except BadSequencerToken as exc:
+            return error(400, "bad_sequencer", str(exc))
+        except RequestRefused as exc:
+            status, code = _STATUS[exc.refused.reason]
+            return error(status, code, exc.refused.detail, **exc.extra)
+        except NoLeader as exc:
+            if (exc.leader and exc.leader != server.id and writes
+                    and FORWARDED not in request.headers):
+                answer = await forward(request, raw, exc.leader)
+                return _Unreachable(exc.leader, term) if answer is None else answer
+            return error(503, "no_leader", str(exc), leader=exc.leader)
+        except Unavailable as exc:
+            return error(503, "unavailable", str(exc),
+                         may_have_applied=exc.may_have_applied)
 
     async def open_session(request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
         f = fields(body, required={"ttl_ms": "u64"})
@@ -268,6 +291,15 @@ def lock_routes(server: LockServer) -> list[web.RouteDef]:
         web.get(f"{PREFIX}/status", endpoint(status, **r)),
         web.route("*", rf"{PREFIX}/{{tail:[\s\S]*}}", endpoint(no_route, **r)),  # JSON 404, last
     ]
+
+
+class _Unreachable:
+    """A relay that reached nobody: the leader it was meant for, and the term then."""
+
+    __slots__ = ("leader", "term")
+
+    def __init__(self, leader: int, term: int) -> None:
+        self.leader, self.term = leader, term
 
 
 def client_of(request: web.Request, server: LockServer) -> str:

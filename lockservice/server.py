@@ -216,6 +216,17 @@ class LockServer(Operations):
                 async with asyncio.timeout(min(left, self.driver.tick_s)):
                     await self._ready_changed.wait()
 
+    async def next_leader(self, old_leader: int, old_term: int, deadline: float) -> bool:
+        """Wait until a leader other than `old_leader` (or it again, in a later term than
+        `old_term`) is known; False if none is by `deadline` (time.monotonic())."""
+        while True:
+            lid = self.driver.leader_id
+            if lid and (lid != old_leader or self.term > old_term):
+                return True
+            if time.monotonic() >= deadline or self._task is None:
+                return False
+            await asyncio.sleep(self.driver.tick_s / 2)
+
     def _readiness_changed(self) -> None:
         self._ready_changed.set()
         self._ready_changed = asyncio.Event()

@@ -113,3 +113,21 @@ def test_sequencers_strictly_increase_across_failovers(cluster: LockCluster) -> 
     assert code == 200
     generations.append(got["generation"])
     assert generations == sorted(set(generations)), generations
+
+
+def test_a_follower_relays_to_the_next_leader_when_the_leader_is_down(
+        cluster: LockCluster) -> None:
+    """Right after the leader is SIGKILLed the followers still name it, and a relay to it is
+    refused: the follower waits for the new leader and relays there, so the client gets its
+    answer (200), not a 503 to retry against other members."""
+    session = cluster.open_session(60_000)
+    old = cluster.leader()
+    follower = next(i for i in cluster.alive() if i != old)
+    cluster.kill(old)
+    try:
+        code, reply = cluster.try_call(follower, "POST", "/lock/v1/locks/fo/relayed/acquire",
+                                       {"session": session}, timeout=20)
+        assert code == 200, (code, reply)
+        assert reply["session"] == session
+    finally:
+        cluster.start(old)
