@@ -25,8 +25,9 @@ member cannot hold up the others) or the grace period ends. Each attempt gets ha
 margin (at least 0.2 s), then goes again on a new connection: a connection that went
 silent is not waited on, a member that is back is asked at least twice before the
 server's lease (which ends within about a margin, unless a new leader renewed it) runs
-out, and a leader that holds the poll for a fresh lease after a failover answers the
-attempt in flight once a third of the TTL is left. LOST is final: every held lock
+out; a new leader answers a session's first KeepAlive at once (it does not hold it on the
+fresh lease it granted). Answers carry `held_ms`, which the local lease adds to the send
+time (lockservice/lease.py). LOST is final: every held lock
 is invalid, watches end with SessionLost, and later calls that need the session raise it.
 """
 
