@@ -333,7 +333,7 @@ def _from_member(request: web.Request, principal: Any, server: LockServer) -> bo
 
 
 def _body_of(raw: bytes) -> dict[str, Any]:
-    if not raw.strip():
+    if not raw:  # no body is {}; a blank one is not JSON
         return {}
     try:
         body = json.loads(raw)
