@@ -111,7 +111,10 @@ def _admin(aae: AntiEntropy, action):
             if data is None:
                 return _json(413, {"error": "too_large",
                                    "message": f"the body is over {MAX_ADMIN_BODY} bytes"})
-            body = json.loads(data) if data.strip() else {}
+            try:
+                body = json.loads(data) if data else {}  # no body: {}; blanks are not JSON
+            except (ValueError, RecursionError) as exc:  # RecursionError: "[[[[..." deep
+                raise InvalidMessage(f"body is not JSON: {exc}") from None
             if not isinstance(body, dict):
                 raise InvalidMessage("body must be a JSON object")
             return await action(aae, body)

@@ -70,7 +70,7 @@ async def _body(request: web.Request, limit: int) -> bytes:
 
 async def _json(request: web.Request) -> dict[str, Any]:
     data = await _body(request, MAX_ADMIN_BODY)
-    if not data.strip():
+    if not data:  # no body is {}; a blank one is not JSON
         return {}
     try:
         obj = json.loads(data)

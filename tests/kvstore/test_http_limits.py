@@ -296,3 +296,13 @@ def test_an_exchange_with_a_peer_that_is_not_a_name_is_a_400(cluster, node, unch
     """`peer in shared` raised TypeError (answered 500) for a list or an object."""
     status, body = cluster.json(node, "POST", "/admin/v1/aae/exchange", payload)
     assert status == 400 and body["error"] == "invalid" and "peer" in body["message"], body
+
+
+@pytest.mark.parametrize("path", ["/admin/v1/aae/rebuild", "/admin/v1/aae/schedule",
+                                  "/admin/v1/join", "/lock/v1/sessions/999999/keepalive"])
+def test_a_blank_body_is_not_json(cluster, node, unchanged, path) -> None:
+    """A body of blanks was taken for no body ({}): a rebuild of every tree was queued for
+    "\\r\\n\\r\\n". No body at all still means {}."""
+    status, _, body = cluster.http(node, "POST", path, b"\r\n \t\r\n",
+                                   {"Content-Type": "application/json"})
+    assert status == 400 and "JSON" in json.loads(body)["message"], body
