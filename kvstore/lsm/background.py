@@ -9,7 +9,10 @@ files small; it shares the engine's mutex and state and follows its rules:
   number (older logs become obsolete), then drops `_imm` and wakes stalled writers.
 - A compaction (compaction.py picks it) runs under `_compact_lock`, so it never overlaps
   a `compact_range()`; merges run in this thread or, with `compaction_process`, in one
-  worker process.
+  worker process. When no size or seek compaction is due, level 0 still has tables and
+  no write has come for `idle_compaction_ms` (the last sequence number has not moved;
+  no memtable is waiting to be flushed), every L0 table is merged into level 1 (an idle
+  compaction): reads after a burst of writes then consult one table per level.
 - An error in background I/O makes the engine read-only (`_bg_error`): writes fail with
   a StorageError naming it, reads go on.
 """
@@ -20,11 +23,17 @@ import concurrent.futures
 import logging
 import multiprocessing
 import os
+import time
 from concurrent.futures.process import BrokenProcessPool
 from typing import TYPE_CHECKING
 
 from . import filenames
-from .compaction import Compaction, pick_compaction, pick_seek_compaction
+from .compaction import (
+    Compaction,
+    pick_compaction,
+    pick_range_compaction,
+    pick_seek_compaction,
+)
 from .compaction_job import MergeJob, exit_with_parent, run_merge
 from .filesystem import RealFileSystem
 from .tables import CompactionAborted
@@ -88,7 +97,7 @@ class BackgroundWork:
                 while not self._closing and self._bg_error is None and (
                     self._manual_waiters or self._next_compaction(consume=False) is None
                 ):
-                    self._bg_cv.wait()
+                    self._bg_cv.wait(self._idle_wait())
                 if self._closing or self._bg_error is not None:
                     return
             with self._compact_lock, self._mutex:
@@ -105,11 +114,14 @@ class BackgroundWork:
                     return
 
     def _next_compaction(self: Engine, consume: bool) -> Compaction | None:
-        """Mutex held. A size compaction if one is due, else a seek compaction."""
+        """Mutex held. A size compaction if one is due, else a seek compaction, else an
+        idle compaction."""
         version = self._state.version
         c = pick_compaction(version, self.options, self._state.compact_pointers)
-        if c is not None or self._seek_target is None:
+        if c is not None:
             return c
+        if self._seek_target is None:
+            return self._idle_compaction(consume)
         level, number = self._seek_target
         c = pick_seek_compaction(version, level, number)
         if consume or c is None:
@@ -117,6 +129,34 @@ class BackgroundWork:
             if c is not None:
                 self._stats["seek_compactions"] += 1
         return c
+
+    def _idle_compaction(self: Engine, consume: bool) -> Compaction | None:
+        """Mutex held. The merge of every L0 table into level 1 if writes have paused for
+        idle_compaction_ms (see the module docstring), else None. Notes when the last
+        sequence number last moved (no clock read per write)."""
+        idle_ms = self.options.idle_compaction_ms
+        version = self._state.version
+        if not idle_ms or not version.levels[0] or self._imm is not None:
+            return None
+        now = time.monotonic()
+        if self._last_seq != self._idle_seq:
+            self._idle_seq = self._last_seq
+            self._idle_since = now
+            return None
+        if now - self._idle_since < idle_ms / 1000:
+            return None
+        c = pick_range_compaction(version, 0, None, None)
+        if consume and c is not None:
+            self._stats["idle_compactions"] += 1
+        return c
+
+    def _idle_wait(self: Engine) -> float | None:
+        """Mutex held. How long the compaction thread may sleep: until an idle compaction
+        could be due (None: until woken, when there is no L0 table to fold)."""
+        idle_ms = self.options.idle_compaction_ms
+        if not idle_ms or not self._state.version.levels[0]:
+            return None
+        return idle_ms / 1000
 
     def _run_compaction(self: Engine, c: Compaction) -> None:
         """Mutex held on entry and exit (released during the merge)."""

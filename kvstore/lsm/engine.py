@@ -124,6 +124,8 @@ class Engine(BackgroundWork):
         self._compact_lock = threading.Lock()  # one compaction job at a time
         self._seeks_left: dict[int, int] = {}  # table number -> wasted reads still allowed
         self._seek_target: tuple[int, int] | None = None  # (level, table) to compact
+        self._idle_seq = -1  # last_seq when the compaction thread last saw it move ...
+        self._idle_since = 0.0  # ... and when (monotonic): see _idle_compaction
         self._executor: concurrent.futures.ProcessPoolExecutor | None = None
         self._process_failed = False  # the worker process broke: merge in a thread
         self._manual_waiters = 0
@@ -131,7 +133,7 @@ class Engine(BackgroundWork):
         self._stats = dict.fromkeys(
             ("puts", "deletes", "write_groups", "log_syncs", "gets",
              "get_memtable_hits", "scans", "flushes", "compactions", "trivial_moves",
-             "seek_compactions",
+             "seek_compactions", "idle_compactions",
              "compaction_bytes_read", "compaction_bytes_written", "flush_bytes_written",
              "stalls", "slowdowns", "recovered_records", "torn_tails", "files_deleted"),
             0,

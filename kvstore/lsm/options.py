@@ -11,6 +11,7 @@ import dataclasses
 from dataclasses import dataclass
 
 SYNC_POLICIES = ("always", "interval", "none")
+_MAY_BE_ZERO = ("memtable_entry_overhead", "idle_compaction_ms")
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +47,11 @@ class Options:
     level1_bytes: int = 10 * 4 * 1024 * 1024
     # Growth factor between levels (leveled compaction, ratio 10 as in LevelDB).
     level_size_ratio: int = 10
+    # Once no write has come for this long (and no other compaction is due), fold the
+    # level-0 tables into level 1 (0: never): every L0 table costs each point read a
+    # filter probe, and a bulk load leaves up to l0_compaction_trigger - 1 of them behind
+    # for as long as writes pause.
+    idle_compaction_ms: int = 1000
     # Number of levels, L0 included.
     num_levels: int = 7
     # Bytes of write batches one group commit may gather behind its leader.
@@ -74,7 +80,7 @@ class Options:
             if field.type == "int":
                 if not isinstance(value, int) or isinstance(value, bool):
                     raise InvalidArgumentError(f"{field.name} must be an int, not {value!r}")
-                if value < (0 if field.name == "memtable_entry_overhead" else 1):
+                if value < (0 if field.name in _MAY_BE_ZERO else 1):
                     raise InvalidArgumentError(f"{field.name} must be positive, not {value}")
         if not self.l0_compaction_trigger <= self.l0_slowdown_trigger <= self.l0_stop_trigger:
             raise InvalidArgumentError(

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import random
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -468,7 +469,7 @@ def test_lookups_the_bloom_filter_answers_cost_no_seeks(tmp_path: Path) -> None:
     """A table whose filter rules a key out is not charged a seek: only block reads in
     vain count towards a seek compaction."""
     with open_tiny(tmp_path, l0_compaction_trigger=8, l0_slowdown_trigger=8,
-                   l0_stop_trigger=12) as db:
+                   l0_stop_trigger=12, idle_compaction_ms=0) as db:
         fill(db, 600, seed=23)
         db.flush()
         assert db.stats()["files_per_level"][0] >= 2
@@ -489,7 +490,7 @@ def test_reads_that_waste_table_lookups_trigger_a_seek_compaction(tmp_path: Path
     block read in vain counts (a lookup the bloom filter answers is nearly free), so the
     filters here are nearly useless (1 bit per key: most absent keys pass them)."""
     with open_tiny(tmp_path, l0_compaction_trigger=8, l0_slowdown_trigger=8,
-                   l0_stop_trigger=12, bloom_bits_per_key=1) as db:
+                   l0_stop_trigger=12, bloom_bits_per_key=1, idle_compaction_ms=0) as db:
         model = fill(db, 600, seed=23)
         db.flush()
         before = db.stats()["files_per_level"][0]
@@ -506,3 +507,39 @@ def test_reads_that_waste_table_lookups_trigger_a_seek_compaction(tmp_path: Path
         assert stats["seek_compactions"] >= 1
         assert stats["files_per_level"][0] < before
         assert list(db.scan()) == sorted(model.items())
+
+
+def test_level0_is_folded_into_level1_once_writes_pause(tmp_path: Path) -> None:
+    """Idle compaction: L0 tables below the count trigger are merged into level 1 once no
+    write has come for idle_compaction_ms, so later reads consult one table per level;
+    contents do not change. With idle_compaction_ms=0 they stay."""
+    with open_tiny(tmp_path / "off", l0_compaction_trigger=8, l0_slowdown_trigger=8,
+                   l0_stop_trigger=12, idle_compaction_ms=0) as db:
+        fill(db, 600, seed=29)
+        db.flush()
+        before = db.stats()["files_per_level"][0]
+        time.sleep(0.3)
+        stats = db.stats()
+        assert before >= 1 and stats["files_per_level"][0] == before
+        assert stats["idle_compactions"] == 0
+    with open_tiny(tmp_path / "on", l0_compaction_trigger=8, l0_slowdown_trigger=8,
+                   l0_stop_trigger=12, idle_compaction_ms=50) as db:
+        model = fill(db, 600, seed=29)
+        db.flush()
+        wait_until(lambda: db.stats()["files_per_level"][0] == 0)
+        stats = db.stats()
+        assert stats["idle_compactions"] >= 1 and sum(stats["files_per_level"][1:]) > 0
+        assert list(db.scan()) == sorted(model.items())
+        for k, v in model.items():
+            assert db.get(k) == v
+        db.check()
+        # A write moves the last sequence number: the next flush's table waits its turn.
+        db.put(b"late", b"1")
+        db.flush()
+        wait_until(lambda: db.stats()["files_per_level"][0] == 0)
+        assert db.get(b"late") == b"1"
+
+
+def test_idle_compaction_ms_must_not_be_negative(tmp_path: Path) -> None:
+    with pytest.raises(InvalidArgumentError, match="idle_compaction_ms"):
+        open_tiny(tmp_path, idle_compaction_ms=-1)
