@@ -99,11 +99,14 @@ async def _read_body(request: web.Request) -> bytes:
         raise _TooLarge(f"body of {request.content_length} bytes is over the "
                         f"{wire.MAX_BODY_BYTES} limit")
     chunks, size = [], 0
-    while chunk := await request.content.read(1 << 16):
-        size += len(chunk)
-        if size > wire.MAX_BODY_BYTES:
-            raise _TooLarge(f"body is over the {wire.MAX_BODY_BYTES} limit")
-        chunks.append(chunk)
+    try:
+        while chunk := await request.content.read(1 << 16):
+            size += len(chunk)
+            if size > wire.MAX_BODY_BYTES:
+                raise _TooLarge(f"body is over the {wire.MAX_BODY_BYTES} limit")
+            chunks.append(chunk)
+    except ConnectionResetError:  # the caller went away: not this node's error (400, DEBUG)
+        raise WireError("the request body ended before it was complete") from None
     return b"".join(chunks)
 
 

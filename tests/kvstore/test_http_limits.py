@@ -272,7 +272,7 @@ def test_a_lock_name_with_a_newline_is_reachable(cluster, node) -> None:
 @pytest.mark.parametrize(("method", "path"), [
     ("PUT", "/kv/cut"), ("POST", "/admin/v1/join"), ("POST", "/admin/v1/aae/schedule"),
     ("POST", "/internal/v1/aae/keys"), ("POST", "/internal/v1/gossip"),
-    ("POST", "/lock/v1/sessions"),
+    ("POST", "/lock/v1/sessions"), ("POST", "/internal/v1/merge"),
 ])
 def test_a_client_that_hangs_up_inside_its_body_is_not_an_error_of_the_node(
         cluster, node, unchanged, method, path) -> None:
@@ -280,6 +280,7 @@ def test_a_client_that_hangs_up_inside_its_body_is_not_an_error_of_the_node(
     traceback (the store answered 500 to nobody): a log anyone could flood."""
     proc = cluster.node(node)
     errors_before = proc.output().count(" ERROR ")
+    tracebacks_before = proc.output().count("Traceback")
     host, port = node.rsplit(":", 1)
     with socket.create_connection((host, int(port)), timeout=30) as s:
         s.sendall(f"{method} {path} HTTP/1.1\r\nHost: r\r\nContent-Type: application/json\r\n"
@@ -287,6 +288,7 @@ def test_a_client_that_hangs_up_inside_its_body_is_not_an_error_of_the_node(
     for _ in range(3):  # the node's loop has turned well past the lost connection
         assert cluster.http(node, "GET", "/health")[0] == 200
     assert proc.output().count(" ERROR ") == errors_before, proc.output()[-3000:]
+    assert proc.output().count("Traceback") == tracebacks_before, proc.output()[-3000:]
 
 
 @pytest.mark.parametrize("payload", [{"peer": [1]}, {"peer": {}}, {"peer": 7},
