@@ -41,6 +41,8 @@ logger = logging.getLogger(__name__)
 MAX_ADMIN_BODY = 1 << 16
 _EXCHANGE = {"peer", "partitions", "mode", "limited"}
 _SCHEDULE = {"enabled", "interval_s", "keys_per_s", "bytes_per_s"}
+# A positive rate below these would make an exchange wait for tokens for ever.
+_MIN_RATE = {"keys_per_s": 1, "bytes_per_s": 1024}
 
 
 def routes(aae: AntiEntropy) -> list[web.RouteDef]:
@@ -162,8 +164,11 @@ async def _schedule(aae: AntiEntropy, body: dict) -> web.Response:
     for name in _SCHEDULE - {"enabled"}:
         value = body.get(name)
         if value is not None and (type(value) not in (int, float) or not 0 <= value <= 1e12
-                                  or (name == "interval_s" and value < 0.05)):
-            raise InvalidMessage(f"{name} must be a number >= 0 (interval_s >= 0.05)")
+                                  or (name == "interval_s" and value < 0.05)
+                                  or 0 < value < _MIN_RATE.get(name, 0)):
+            raise InvalidMessage(f"{name} must be a number >= 0 (interval_s >= 0.05; a rate "
+                                 "is 0 for unlimited, else keys_per_s >= 1 and bytes_per_s "
+                                 ">= 1024)")
     aae.scheduler.configure(**body)
     return _json(200, aae.scheduler.settings())
 

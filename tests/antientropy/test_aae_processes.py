@@ -187,7 +187,8 @@ def test_aae_endpoints_refuse_hostile_bodies_and_change_nothing(cluster) -> None
     assert cluster.copy_on(a, key) == before
     for path, payload in [("exchange", {"peer": "nobody:1"}), ("exchange", {"mode": "x"}),
                           ("exchange", {"partitions": [-1]}), ("schedule", {"interval_s": 0}),
-                          ("schedule", {"bogus": 1}), ("rebuild", {"partitions": "all"})]:
+                          ("schedule", {"bogus": 1}), ("schedule", {"keys_per_s": 1e-9}),
+                          ("schedule", {"bytes_per_s": 10}), ("rebuild", {"partitions": "all"})]:
         status, body = cluster.json(a, "POST", f"/admin/v1/aae/{path}", payload)
         assert status == 400 and body["error"] == "invalid", (path, body)
     status, _, body = cluster.http(a, "POST", "/admin/v1/aae/exchange", b"[1, 2")
