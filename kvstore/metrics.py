@@ -17,9 +17,9 @@ Theory of operation
   index, lock sessions, locks held and waiters, and the replica engine's (LSM) flushes,
   compactions, write stalls and bytes per level. A source that fails is logged and left
   out of that scrape; the others still answer.
-- Raft leader changes are counted by the collector as the leader it sees at successive
-  scrapes (`ringlock_raft_leader_changes_seen_total`): changes between two scrapes that
-  end where they began are not seen. `ringlock_raft_term` rises with every election.
+- Raft leader changes (`ringlock_raft_leader_changes_total`) are the Raft driver's own
+  count of the times this voter learnt of a new leader, so none is missed between
+  scrapes. `ringlock_raft_term` rises with every election.
 - `GET /metrics` answers the registry in the text format (`CONTENT_TYPE`); other
   methods get 405 (aiohttp's, turned into JSON by http_api.json_errors).
 
@@ -154,8 +154,6 @@ class StatsCollector:
     def __init__(self, node: str, sources: Sources) -> None:
         self.node = node
         self.sources = sources
-        self._leader: int | None = None
-        self._leader_changes = 0
 
     def collect(self) -> Iterator[Metric]:
         info = GaugeMetricFamily("ringlock_node_info", "This node's name.", labels=("node",))
@@ -244,13 +242,8 @@ class StatsCollector:
             yield _gauge(name, text, s.get(key, 0))
         yield _gauge("ringlock_raft_is_leader", "1 when this voter is the Raft leader.",
                      int(bool(s.get("is_leader"))))
-        leader = s.get("leader_id") or 0
-        if leader and self._leader is not None and leader != self._leader:
-            self._leader_changes += 1
-        if leader:
-            self._leader = leader
-        yield _counter("ringlock_raft_leader_changes_seen", "Leader changes seen between "
-                       "scrapes of this node.", self._leader_changes)
+        yield _counter("ringlock_raft_leader_changes", "Times this voter learnt of a new "
+                       "Raft leader.", s.get("leader_changes", 0))
         locks = list(server.fsm.locks.values())
         yield _gauge("ringlock_locks_held", "Locks with at least one holder.",
                      sum(1 for lock in locks if lock.holders))

@@ -96,6 +96,7 @@ class Driver:
         # A forwarded ReadIndex can be lost; its caller gives up after two election timeouts.
         self.read_timeout_s = 2 * core.config.election_tick * tick_s
         self.leader_id = 0
+        self.leader_changes = 0  # times this node learnt of a new leader (exact; /metrics)
         self.is_leader = False
         # Set whenever leader_id or is_leader changes; whoever waits on it clears it.
         self.leadership_changed = asyncio.Event()
@@ -268,6 +269,7 @@ class Driver:
             "vote": hs.vote,
             "commit": hs.commit,
             "leader_id": self.leader_id,
+            "leader_changes": self.leader_changes,
             "is_leader": self.is_leader,
             "role": self.core.role.value,
             "applied": self.applied,
@@ -420,6 +422,11 @@ class Driver:
         was_leader = self.is_leader
         if (leader, is_leader) != (self.leader_id, was_leader):
             self.leadership_changed.set()
+        if leader and leader != self.leader_id:
+            self.leader_changes += 1
+            if leader != self.id:  # a new leader says so itself when it has taken over
+                log.info("node %d: node %d leads term %d", self.id, leader,
+                         self.core.hard_state.term)
         self.leader_id, self.is_leader = leader, is_leader
         if was_leader and not is_leader:
             log.info("node %d lost leadership (leader now %d); failing %d proposals",

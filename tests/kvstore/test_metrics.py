@@ -68,13 +68,15 @@ class _Lock:
 
     def __init__(self) -> None:
         self.leader = 1
+        self.leader_changes = 1
         self.fsm = SimpleNamespace(locks={
             "a": SimpleNamespace(holders={1: object()}, waiters=[object(), object()]),
             "b": SimpleNamespace(holders={}, waiters=[])})  # idle under lock-delay
 
     def status(self) -> dict:
         return {"term": 4, "commit": 9, "applied": 8, "leader_id": self.leader,
-                "is_leader": self.leader == 1, "sessions": 3}
+                "is_leader": self.leader == 1, "sessions": 3,
+                "leader_changes": self.leader_changes}
 
 
 def _collect(collector: StatsCollector) -> Samples:
@@ -105,12 +107,9 @@ def test_the_collector_reads_each_source_and_survives_a_broken_one() -> None:
             value(samples, "ringlock_raft_is_leader")) == (4, 8, 1, 2, 1)
     assert not any(name.startswith("ringlock_lsm_") for name, _ in samples)  # broken source
     assert not any(name.startswith("ringlock_handoff_") for name, _ in samples)  # absent
-    lock.leader = 2
-    _collect(collector)
-    lock.leader = 0  # an election under way: not a change yet
-    _collect(collector)
-    lock.leader = 3
-    assert value(_collect(collector), "ringlock_raft_leader_changes_seen_total") == 2
+    assert value(samples, "ringlock_raft_leader_changes_total") == 1
+    lock.leader, lock.leader_changes = 3, 3  # two changes between scrapes: both counted
+    assert value(_collect(collector), "ringlock_raft_leader_changes_total") == 3
 
 
 # -- counters on a real node ----------------------------------------------------------------

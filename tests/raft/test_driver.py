@@ -169,12 +169,17 @@ def test_partitioned_leader_fails_waiting_proposals_instead_of_hanging(tmp_path:
         try:
             old = await leader_of(drivers)
             await old.propose(dsm.put("before", 1))
+            await async_wait_until(lambda: all(d.leader_id == old.id for d in drivers.values()))
             net.cut.add(old.id)
             with pytest.raises(ProposalOutcomeUnknown, match="lost leadership"):
                 await old.propose(dsm.put("stranded", 1))
             assert not old.is_leader
             new = await leader_of(drivers, exclude={old.id})
             assert await new.propose(dsm.put("after", 1)) >= 1
+            # each connected member learnt of two leaders, and counts both (/metrics)
+            others = [d for d in drivers.values() if d is not old]
+            await async_wait_until(lambda: all(d.leader_id == new.id for d in others))
+            assert [d.status()["leader_changes"] for d in others] == [2, 2]
         finally:
             await stop_all(drivers)
 
