@@ -81,6 +81,7 @@ RINGLOCK_STATS = (
     "flushes",
     "compactions",
     "trivial_moves",
+    "idle_compactions",
     "stalls",
     "slowdowns",
     "stall_seconds",

@@ -9,6 +9,10 @@ Theory of operation (LevelDB's leveled compaction)
   charges the first one it consulted in vain; a table charged `allowed_seeks` times
   (see there: one per SEEK_BYTES of its size, at least 100) costs reads more than
   compacting it would, so it is merged one level down once no size compaction is due.
+- Idle compaction (this engine's own rule, background.py): once writes pause for
+  `idle_compaction_ms` with no size or seek compaction due, every L0 table is merged
+  into level 1 (pick_range_compaction over L0), since each L0 table costs every point
+  read a filter probe for as long as it stays.
 - Inputs: at L0 the oldest table and every L0 table overlapping it; at level n >= 1 the
   first table after the level's compact pointer (round robin over the key space). Then
   every table of level n + 1 that overlaps their key range. A single input with nothing
