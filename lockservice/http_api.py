@@ -151,6 +151,8 @@ def lock_routes(server: LockServer) -> list[web.RouteDef]:
         try:
             body = {} if request.method == "GET" else _body_of(raw)
             return await handler(request, body)
+        except NotOwner as exc:
+            return error(403, "forbidden", str(exc))
         except BadRequest as exc:
             return error(exc.status, "bad_request", str(exc))
         except BadSequencerToken as exc:
@@ -176,6 +178,18 @@ def lock_routes(server: LockServer) -> list[web.RouteDef]:
         return web.json_response(
             await server.open_session(f["ttl_ms"], client_of(request, server)), status=201)
 
+    def own(request: web.Request, session: int) -> int:
+        """`session`, if the request may use it: a session opened by an authenticated
+        principal is used by that principal only (ids are small numbers, easy to guess).
+        Checked on the member that has the session (a relayed request again on the leader,
+        by the client id the relaying member names); sessions counted by address are not
+        bound (one client's address may change between members)."""
+        record = server.fsm.sessions.get(session)
+        if record is not None and record.client.startswith("principal:") \
+                and client_of(request, server) != record.client:
+            raise NotOwner(f"session {session} belongs to another principal; nothing changed")
+        return session
+
     async def keepalive(request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
         f = fields(body, optional={"ack": "u64"})
         transport = request.transport
@@ -183,14 +197,14 @@ def lock_routes(server: LockServer) -> list[web.RouteDef]:
         def gone() -> bool:
             return transport is None or transport.is_closing()
 
-        answer = await server.keepalive(path_id(request), f.get("ack", 0), gone)
+        answer = await server.keepalive(own(request, path_id(request)), f.get("ack", 0), gone)
         if answer is None:
             return error(499, "client_gone", "the client closed the connection")
         return web.json_response(answer)
 
     async def close_session(request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
         fields(body)
-        await server.close_session(path_id(request))
+        await server.close_session(own(request, path_id(request)))
         return web.Response(status=204)
 
     async def acquire(request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
@@ -206,13 +220,14 @@ def lock_routes(server: LockServer) -> list[web.RouteDef]:
         if delay is not None and delay > server.fsm.limits.max_lock_delay_ms:
             raise BadRequest(f"lock_delay_ms must be at most {server.fsm.limits.max_lock_delay_ms}")
         name = lock_name(request, server.fsm.limits)
-        answer = await server.acquire(f["session"], name, LockMode[mode_name.upper()],
+        answer = await server.acquire(own(request, f["session"]), name,
+                                      LockMode[mode_name.upper()],
                                       wait_ms, delay)
         return web.json_response(answer)
 
     async def release(request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
         f = fields(body, required={"session": "u64"})
-        await server.release(f["session"], lock_name(request, server.fsm.limits))
+        await server.release(own(request, f["session"]), lock_name(request, server.fsm.limits))
         return web.Response(status=204)
 
     async def get_lock(request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
@@ -234,8 +249,10 @@ def lock_routes(server: LockServer) -> list[web.RouteDef]:
             raise BadRequest(f"a value is at most {server.fsm.limits.max_value_bytes} bytes",
                              status=413)
         name = lock_name(request, server.fsm.limits)
-        answer = await server.put_entry(name, value, f.get("expected_version"),
-                                        f.get("ephemeral_session"))
+        ephemeral = f.get("ephemeral_session")
+        if ephemeral is not None:
+            own(request, ephemeral)
+        answer = await server.put_entry(name, value, f.get("expected_version"), ephemeral)
         return web.json_response(answer)
 
     async def get_entry(request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
@@ -260,7 +277,7 @@ def lock_routes(server: LockServer) -> list[web.RouteDef]:
         prefix = f["prefix"]
         if prefix:
             check_name(prefix, server.fsm.limits, "prefix")
-        await server.watch(path_id(request), prefix)
+        await server.watch(own(request, path_id(request)), prefix)
         return web.Response(status=204)
 
     async def leader(request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
@@ -300,6 +317,10 @@ class _Unreachable:
 
     def __init__(self, leader: int, term: int) -> None:
         self.leader, self.term = leader, term
+
+
+class NotOwner(Exception):
+    """A request named a session another principal opened (403 forbidden)."""
 
 
 def client_of(request: web.Request, server: LockServer) -> str:

@@ -20,7 +20,7 @@ from tests.cluster import Cluster, NodeProcess, free_ports, wait_for
 
 PEER = "peer-token-for-tests-0123456789"
 TOKENS = {"rita": "reader-token", "alice": "app-token", "lou": "lock-token",
-          "root": "admin-token"}
+          "root": "admin-token", "lea": "second-lock-token"}
 AUTH = f"""
 [peer]
 token = "{PEER}"
@@ -35,7 +35,8 @@ rules = [{{ kind = "lock", prefix = "jobs/", perms = ["read", "write"] }}]
 rules = [{{ kind = "*", perms = ["admin"] }}]
 """ + "".join(f'[users.{name}]\ntoken_sha256 = "{hash_token(token)}"\nroles = ["{role}"]\n'
               for (name, token), role in zip(TOKENS.items(),
-                                             ("reader", "app-writer", "lock-user", "admin"),
+                                             ("reader", "app-writer", "lock-user", "admin",
+                                              "lock-user"),
                                              strict=True))
 
 
@@ -165,6 +166,47 @@ def test_lock_names_follow_the_lock_prefix(cluster):
     assert error(cluster.http(node, "POST", "/lock/v1/sessions", b'{"ttl_ms": 10000}',
                               {**bearer("rita"), "Content-Type": "application/json"})) == (
         403, "forbidden")
+
+
+def test_a_session_is_used_only_by_the_principal_that_opened_it(cluster):
+    """Chubby §2.4 with sessions: session ids are small numbers, so knowing one must not let
+    another principal (even one with the same lock rights) keep it alive, close it, or hold
+    and release locks through it. Through every member (relayed ones are checked on the
+    leader by the client id the relaying member names)."""
+    lou = {**bearer("lou"), "Content-Type": "application/json"}
+    lea = {**bearer("lea"), "Content-Type": "application/json"}
+    first = cluster.names[0]
+    status, _h, body = cluster.http(first, "POST", "/lock/v1/sessions",
+                                    json.dumps({"ttl_ms": 10_000}).encode(), lou)
+    assert status == 201, body
+    session = json.loads(body)["session"]
+    grant = json.dumps({"session": session}).encode()
+    assert cluster.http(first, "POST", "/lock/v1/locks/jobs/owned/acquire", grant, lou)[0] == 200
+    for node in cluster.names:
+        for method, path, payload in [
+                ("POST", f"/lock/v1/sessions/{session}/keepalive", b"{}"),
+                ("DELETE", f"/lock/v1/sessions/{session}", b""),
+                ("POST", "/lock/v1/locks/jobs/owned/release", grant),
+                ("POST", "/lock/v1/locks/jobs/other/acquire", grant),
+                ("PUT", "/lock/v1/entries/jobs/e", json.dumps(
+                    {"value": "", "ephemeral_session": session}).encode()),
+                ("POST", f"/lock/v1/sessions/{session}/watches",
+                 json.dumps({"prefix": "jobs/"}).encode())]:
+            answer = cluster.http(node, method, path, payload or None, lea)
+            assert error(answer) == (403, "forbidden"), (node, method, path, answer)
+    status, _h, body = cluster.http(first, "GET", "/lock/v1/locks/jobs/owned", None, lou)
+    assert status == 200 and [h["session"] for h in json.loads(body)["holders"]] == [session]
+    assert cluster.http(first, "GET", "/lock/v1/locks/jobs/other", None, lou)[0] == 200
+    status, _h, body = cluster.http(first, "GET", "/lock/v1/entries/jobs/e", None,
+                                    {**bearer("root")})
+    assert status == 404, body
+    # its owner still uses it, through every member
+    for node in cluster.names:
+        assert cluster.http(node, "POST", "/lock/v1/locks/jobs/mine/acquire", grant,
+                            lou)[0] == 200, node
+        assert cluster.http(node, "POST", "/lock/v1/locks/jobs/mine/release", grant,
+                            lou)[0] == 204, node
+    assert cluster.http(first, "DELETE", f"/lock/v1/sessions/{session}", None, lou)[0] == 204
 
 
 def test_the_cluster_replicates_and_forwards_lock_requests_with_auth_on(cluster):
