@@ -59,6 +59,9 @@ class NodeConfig:
     sync: str = "interval"
     lock_id: int | None = None
     lock_peers: dict[int, str] = field(default_factory=dict)
+    # --lock-limit NAME=VALUE: fields of lockservice.limits.Limits (the same on every voter:
+    # the lock table applies them, so voters that differ would disagree)
+    lock_limits: dict[str, int] = field(default_factory=dict)
     max_value: int = DEFAULT_MAX_VALUE
     log_level: str = "INFO"
     log_format: str = "plain"
@@ -109,6 +112,7 @@ class NodeConfig:
                 raise ConfigError("lock-id must be one of the ids in lock-peers")
             if self.lock_peers[self.lock_id] != self.name:
                 raise ConfigError(f"lock peer {self.lock_id} must be this node ({self.name})")
+        check_lock_limits(self.lock_limits)
         if self.auth_file is not None:  # read when the node starts (kvstore/node.py)
             if not isinstance(self.auth_file, str | Path) or not str(self.auth_file):
                 raise ConfigError(f"auth-file must name a file, not {self.auth_file!r}")
@@ -130,6 +134,33 @@ def check_address(what: str, value: object) -> str:
     if not host or not port.isdigit() or not 1 <= int(port) <= 65535 or len(value) > 255:
         raise ConfigError(f"{what} must be host:port with a port in 1..65535, not {value!r}")
     return value
+
+
+def check_lock_limits(limits: object) -> None:
+    """ConfigError unless `limits` names fields of lockservice.limits.Limits with values
+    that Limits accepts."""
+    from lockservice.limits import Limits  # lockservice imports nothing of kvstore
+
+    known = {f.name for f in fields(Limits)}
+    if not isinstance(limits, dict):
+        raise ConfigError(f"lock-limits must map limit names to integers, not {limits!r:.80}")
+    for name, value in limits.items():
+        if name not in known:
+            raise ConfigError(f"unknown lock limit {name!r}; known: {', '.join(sorted(known))}")
+        if type(value) is not int or value < 0:
+            raise ConfigError(f"lock limit {name} must be a non-negative integer, not {value!r}")
+    try:
+        Limits(**limits)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"lock limits: {exc}") from None
+
+
+def parse_lock_limit(text: str) -> tuple[str, int]:
+    """"max_sessions_per_client=100" -> ("max_sessions_per_client", 100)."""
+    name, sep, value = text.partition("=")
+    if not sep or not value.strip().isdigit():
+        raise ConfigError(f"lock-limit is NAME=INTEGER, not {text!r}")
+    return name.strip().replace("-", "_"), int(value)
 
 
 def parse_lock_peers(text: str) -> dict[int, str]:
@@ -160,6 +191,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--sync", choices=SYNC_POLICIES, help="storage sync policy (default interval)")
     add("--lock-id", type=int, help="host lock-service voter ID (one of --lock-peers)")
     add("--lock-peers", metavar="ID=HOST:PORT,...", help="the lock service's voters")
+    add("--lock-limit", action="append", metavar="NAME=VALUE",
+        help="a lock-service limit (lockservice/limits.py, e.g. max_sessions_per_client=100; "
+        "repeatable; the same on every voter)")
     add("--max-value", type=int, help="largest value accepted, in bytes (default 1 MiB)")
     add("--config", metavar="FILE.toml", help="read settings from a TOML file (flags win)")
     add("--log-level", type=str.upper, choices=LOG_LEVELS, help="log level (default INFO)")
@@ -173,6 +207,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 _KEYS = {f.name for f in fields(NodeConfig)} - {"timeout_s"}
+_FLAGS = {"lock_limits": "lock_limit"}  # settings whose flag has another name
 
 
 def from_args(args: argparse.Namespace) -> NodeConfig:
@@ -180,10 +215,15 @@ def from_args(args: argparse.Namespace) -> NodeConfig:
     settings: dict[str, Any] = {}
     if getattr(args, "config", None):
         settings.update(read_toml(args.config))
+    file_limits = settings.get("lock_limits")
     for key in _KEYS:
-        value = getattr(args, key, None)
+        value = getattr(args, _FLAGS.get(key, key), None)
         if value is not None:
             settings[key] = value
+    if isinstance(settings.get("lock_limits"), list):  # flags add to (and win over) the file's
+        from_file = file_limits if isinstance(file_limits, dict) else {}
+        settings["lock_limits"] = {**from_file, **dict(map(parse_lock_limit,
+                                                            settings["lock_limits"]))}
     if isinstance(settings.get("lock_peers"), str):
         settings["lock_peers"] = parse_lock_peers(settings["lock_peers"])
     for key in ("name", "data"):
@@ -211,6 +251,8 @@ def read_toml(path: str) -> dict[str, Any]:
                 value = {int(k): v for k, v in value.items()}
             except ValueError:
                 raise ConfigError(f"config file {path}: lock-peers keys must be ids") from None
+        if name == "lock_limits" and isinstance(value, dict):
+            value = {str(k).replace("-", "_"): v for k, v in value.items()}
         if name == "log_level" and isinstance(value, str):
             value = value.upper()
         settings[name] = value

@@ -151,11 +151,13 @@ class Node:
         from lockservice.fencing import SequencerCache
 
         if cfg.lock_id is not None:
+            from lockservice.limits import Limits
             from lockservice.server import LockServer
 
             self.lock = LockServer.open(node_id=cfg.lock_id, addresses=dict(cfg.lock_peers),
                                         data_dir=str(self.data / "lock"),
-                                        sync=cfg.sync != "none", tls=self.peer_tls)
+                                        sync=cfg.sync != "none", tls=self.peer_tls,
+                                        limits=Limits(**cfg.lock_limits))
             checker = self.lock.check_sequencer
         else:
             from lockservice.async_client import AsyncLockClient

@@ -92,7 +92,25 @@ BAD_FLAGS = [
     ["--name", "127.0.0.1:7001", "--data", "d", "--lock-peers", "one=127.0.0.1:7001"],
     ["--name", "127.0.0.1:7001", "--data", "d", "--lock-peers", "1:127.0.0.1:7001"],
     ["--name", "127.0.0.1:7001", "--data", "d", "--lock-peers", "0=127.0.0.1:7001"],
+    ["--name", "127.0.0.1:7001", "--data", "d", "--lock-limit", "max_sessions_per_client"],
+    ["--name", "127.0.0.1:7001", "--data", "d", "--lock-limit", "no_such_limit=3"],
+    ["--name", "127.0.0.1:7001", "--data", "d", "--lock-limit", "max_waiters_per_lock=-1"],
+    ["--name", "127.0.0.1:7001", "--data", "d", "--lock-limit", "min_ttl_ms=0"],
 ]
+
+
+def test_lock_limits_from_flags_and_the_file(tmp_path) -> None:
+    """--lock-limit NAME=VALUE (repeatable) and a [lock-limits] table; flags win."""
+    path = tmp_path / "node.toml"
+    path.write_text('[lock-limits]\nmax-waiters-per-lock = 8\nmax_sessions_per_client = 5\n')
+    cfg = parse("--name", "127.0.0.1:7001", "--data", "/d", "--config", str(path),
+                "--lock-limit", "max_sessions_per_client=2", "--lock-limit", "max_entries=9")
+    assert cfg.lock_limits == {"max_waiters_per_lock": 8, "max_sessions_per_client": 2,
+                               "max_entries": 9}
+    assert parse("--name", "127.0.0.1:7001", "--data", "/d").lock_limits == {}
+    path.write_text('lock-limits = 3\n')
+    with pytest.raises(ConfigError, match="lock-limits"):
+        parse("--name", "127.0.0.1:7001", "--data", "/d", "--config", str(path))
 
 
 @pytest.mark.parametrize("argv", BAD_FLAGS, ids=range(len(BAD_FLAGS)))
