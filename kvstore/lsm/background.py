@@ -146,8 +146,13 @@ class BackgroundWork:
         if now - self._idle_since < idle_ms / 1000:
             return None
         c = pick_range_compaction(version, 0, None, None)
-        if consume and c is not None:
-            self._stats["idle_compactions"] += 1
+        if c is not None:
+            # A small idle merge (e.g. the table a reopen flushed from the log) does not
+            # start the worker process: spawning it costs more than the merge.
+            c.in_thread = (self._executor is None
+                           and c.input_bytes() <= self.options.table_file_bytes)
+            if consume:
+                self._stats["idle_compactions"] += 1
         return c
 
     def _idle_wait(self: Engine) -> float | None:
@@ -172,7 +177,7 @@ class BackgroundWork:
         self._ref(version)
         sources = [[f] for f in c.inputs] if c.level == 0 else [list(c.inputs)]
         sources.append(list(c.overlaps))
-        in_process = self._worker_process_ok()
+        in_process = self._worker_process_ok() and not c.in_thread
         numbers: list[int] = []
         if in_process:
             count = c.input_bytes() // self.options.table_file_bytes + 3

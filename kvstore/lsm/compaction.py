@@ -44,6 +44,8 @@ class Compaction:
     level: int
     inputs: list[FileMeta]
     overlaps: list[FileMeta]
+    # Merge in the compaction thread even with compaction_process (background.py).
+    in_thread: bool = False
 
     @property
     def output_level(self) -> int:

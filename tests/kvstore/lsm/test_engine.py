@@ -543,3 +543,25 @@ def test_level0_is_folded_into_level1_once_writes_pause(tmp_path: Path) -> None:
 def test_idle_compaction_ms_must_not_be_negative(tmp_path: Path) -> None:
     with pytest.raises(InvalidArgumentError, match="idle_compaction_ms"):
         open_tiny(tmp_path, idle_compaction_ms=-1)
+
+
+def test_a_small_idle_compaction_does_not_start_the_worker_process(tmp_path: Path) -> None:
+    """Reopening flushes the log to a level-0 table; folding that into level 1 once idle
+    is merged in the compaction thread, not in a newly spawned worker process."""
+    with open_tiny(tmp_path, idle_compaction_ms=50) as db:
+        model = fill(db, 300, seed=31)
+        db.flush()
+        wait_until(lambda: db.stats()["files_per_level"][0] == 0)
+        assert db.stats()["files_per_level"][1] >= 1
+    with open_tiny(tmp_path, idle_compaction_ms=0) as db:
+        db.put(key(5), b"new")  # in the log only: the next open flushes it to L0
+        model[key(5)] = b"new"
+    with open_tiny(tmp_path, compaction_process=True, idle_compaction_ms=50) as db:
+        before = db.stats()
+        assert before["files_per_level"][0] == 1  # overlaps a level-1 table: a merge
+        wait_until(lambda: db.stats()["files_per_level"][0] == 0)
+        stats = db.stats()
+        assert stats["idle_compactions"] == 1
+        assert stats["compactions"] == before["compactions"] + 1
+        assert db._executor is None  # no worker was started for it
+        assert list(db.scan()) == sorted(model.items())
