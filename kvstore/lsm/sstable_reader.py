@@ -227,11 +227,14 @@ class TableReader:
             raise CorruptionError(self.path, off, "data block runs past the end of the file")
         if stored[size] != NO_COMPRESSION:
             stored, size = open_block(stored, self.path, off, self._verify)
-        elif self._verify:  # open_block's check, inlined
-            c = crc32c(memoryview(stored)[:size + 1])  # the stored bytes and the type byte
-            if ((((c >> 15) | (c << 17)) & 0xFFFFFFFF) + _MASK_DELTA) & 0xFFFFFFFF != \
-                    _U32.unpack_from(stored, size + 1)[0]:
-                raise CorruptionError(self.path, off, "block checksum mismatch")
+        elif self._verify:  # open_block's check, inlined, once per block
+            verified = self._verified
+            if not verified[i]:
+                c = crc32c(memoryview(stored)[:size + 1])  # the stored bytes and type byte
+                if ((((c >> 15) | (c << 17)) & 0xFFFFFFFF) + _MASK_DELTA) & 0xFFFFFFFF != \
+                        _U32.unpack_from(stored, size + 1)[0]:
+                    raise CorruptionError(self.path, off, "block checksum mismatch")
+                verified[i] = 1
         else:  # with its index check
             return self._load(i, False, self._read_random).get(user_key, max_seq)
         return search_block(stored, size, user_key, max_seq, self.path, off)
