@@ -103,6 +103,8 @@ def _cluster_demo(cluster: LocalCluster) -> int:
         (f"{kv} cluster status{where}", "the node processes and their logs"),
         (f"curl -s localhost:{cluster.base_port}/kv/greeting", "the HTTP API "
                                                                "(docs/openapi.yaml)"),
+        (f"open http://localhost:{cluster.base_port}/status", "the status page, in a browser "
+                                                              "(docs/status.md)"),
     ]
     if cluster.lock_members and "--lock-id" in serve_flags():
         members = "" if default else " --members " + ",".join(

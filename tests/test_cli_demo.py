@@ -66,6 +66,7 @@ def test_demo_starts_a_cluster_writes_reads_and_says_what_next(tmp_path: Path) -
         assert f"get greeting through 127.0.0.1:{port + 2} -> 'hello from ringlock'" in lines
         assert "2 siblings ['green', 'red']" in lines and "resolves them -> 'green+red'" in lines
         assert "demo OK" in lines and "Next, try:" in lines and "cluster down" in lines
+        assert f"http://localhost:{port}/status" in lines
         # The next steps work as printed, from the same folder, with no --node.
         assert run_kv("get", "greeting", cwd=tmp_path).stdout == "hello from ringlock"
         if "--lock-id" in serve_flags():
