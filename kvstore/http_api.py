@@ -80,6 +80,7 @@ class NodeInfo:
     is_alive: Callable[[str], bool]          # the failure detector's view of a member
     status: Callable[[], dict] = field(default=dict)  # extra /status fields
     max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES
+    joining: Callable[[], bool] = field(default=lambda: False)  # --join still in flight
 
 
 class ValueTooLarge(Exception):
@@ -238,6 +239,10 @@ class PublicApi:
                           "the key is empty: use /kv/{key} with a 1..1024 byte key")
 
     async def health(self, request: web.Request) -> web.Response:
+        """200 once the node serves as a cluster member; 503 "joining" while its --join is
+        in flight (a readiness probe keeps clients away from a node that has no ring yet)."""
+        if self.info.joining():
+            return web.json_response({"status": "joining", "node": self.info.name}, status=503)
         return web.json_response({"status": "ok", "node": self.info.name})
 
     async def ring(self, request: web.Request) -> web.Response:

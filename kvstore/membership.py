@@ -96,6 +96,11 @@ class Membership:
     def is_alive(self, node: str) -> bool:
         return self.gossiper.is_alive(node)
 
+    @property
+    def joining(self) -> bool:
+        """True while join() asks the cluster to take this node in."""
+        return self._joining
+
     def alive(self) -> set[str]:
         return {self.name} | self.gossiper.live.up
 

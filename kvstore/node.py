@@ -206,7 +206,8 @@ class Node:
         status_page.install(app, node=self)  # before http_api: its middleware picks the page
         info = http_api.NodeInfo(name=self.name, ring=lambda: self.membership.ring,
                                  is_alive=self.membership.is_alive, status=self.status,
-                                 max_value_bytes=self.config.max_value)
+                                 max_value_bytes=self.config.max_value,
+                                 joining=lambda: self.membership.joining)
         http_api.install(app, self.coordinator, info)
         self.runner = web.AppRunner(app, shutdown_timeout=SHUTDOWN_S, access_log=None)
         await self.runner.setup()
