@@ -188,13 +188,13 @@ class Membership:
                     log.info("%s: seed %s not reachable yet (%s); retrying", self.name, seed,
                              exc.detail)
                     await asyncio.sleep(0.25)
+            # Force over our own lone ring (or one we are out of): it may carry a higher
+            # version than the cluster's. But never go back from a newer cluster ring that
+            # gossip brought meanwhile (the claimant may gossip to us before its answer).
+            alone = self.ring.members == (self.name,) or self.name not in self.ring.members
+            await self._adopt(ring, force=alone)
         finally:
-            self._joining = False
-        # Force over our own lone ring (or one we are out of): it may carry a higher version
-        # than the cluster's. But never go back from a newer cluster ring that gossip
-        # brought meanwhile (the claimant may gossip to us before its answer arrives).
-        alone = self.ring.members == (self.name,) or self.name not in self.ring.members
-        await self._adopt(ring, force=alone)
+            self._joining = False  # only now: the cluster's ring is ours
         log.info("%s: joined the cluster through %s (ring v%d, %d members)", self.name, seed,
                  ring.version, len(ring.members))
 
