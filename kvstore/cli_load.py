@@ -24,9 +24,10 @@ the load there (puts already sent finish) and is reported with its line number; 
 At the end a summary goes to stdout (loaded, failed, bad lines, time, rate), or one JSON
 object with --json: {"loaded", "failed", "bad_lines", "skipped_blank", "bytes", "seconds",
 "rate", "failures": [{"line", "key", "reason"}...], "bad": [{"line", "reason"}...],
-"stopped_at_line"} (the lists hold the first 10). The first failures and bad lines are also
-listed on stderr. Exit status: 0 when every record was loaded (bad lines skipped with
---skip-bad do not count against it), 1 when a put failed or a bad line stopped the load.
+"stopped_at_line"} (the lists hold the first 10 by line number). The same failures and
+bad lines are also listed on stderr. Exit status: 0 when every record was loaded (bad
+lines skipped with --skip-bad do not count against it), 1 when a put failed or a bad line
+stopped the load.
 
 Progress (kvstore/progress.py): a bar on stderr when it is a terminal, by bytes for a file
 and by lines for stdin; --progress forces it (log-style lines when stderr is not a
@@ -37,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import bisect
 import contextlib
 import itertools
 import json
@@ -195,10 +197,16 @@ async def load(stream: IO[bytes], args: argparse.Namespace, bar: progress.Progre
         bar.update(size if by_bytes else 1)
 
     def failed(record: Record, reason: str) -> None:
+        # The LISTED failures of the lowest line numbers, in line order (puts end in any
+        # order, so "the first to fail" would differ from run to run).
         summary.failed += 1
-        if len(summary.failures) < LISTED:
-            summary.failures.append({"line": record.line, "reason": reason,
-                                     "key": record.key.decode("utf-8", "backslashreplace")})
+        listed = summary.failures
+        if len(listed) == LISTED and record.line < listed[-1]["line"]:
+            listed.pop()
+        if len(listed) < LISTED:
+            bisect.insort(listed, {"line": record.line, "reason": reason,
+                                   "key": record.key.decode("utf-8", "backslashreplace")},
+                          key=lambda f: f["line"])
         bar.note(f"{summary.failed} failed")
 
     async def put(kv: AsyncClient, record: Record) -> None:
